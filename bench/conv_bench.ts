@@ -1,0 +1,105 @@
+/**
+ * One 3x3 conv layer, forward + input gradient (dX) + filter gradient (dW),
+ * on each available backend, with the wasm kernels of lib/conv_grad_kernels.ts
+ * against wasm's shipped dX and against the cpu backend.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { setBackend } from "../lib/backend.ts";
+import { withShippedKernel } from "../lib/conv_grad_kernels.ts";
+import { type BenchRow, timeMedian } from "./report.ts";
+
+interface ConvShape {
+  n: number;
+  hw: number;
+  ci: number;
+  co: number;
+}
+
+const label = (s: ConvShape) => `3x3 ${s.ci}->${s.co} @ ${s.hw}x${s.hw}, batch ${s.n}`;
+/** Multiply-adds x 2 of one pass. */
+const flops = (s: ConvShape) => 2 * s.n * s.hw * s.hw * s.ci * s.co * 9;
+
+/** Times forward + dX + dW of one conv on the current backend, in ms (median). */
+async function convStep(s: ConvShape, reps: number): Promise<{ total: number; fwd: number; dx: number; dw: number }> {
+  const x = tf.randomNormal([s.n, s.hw, s.hw, s.ci], 0, 1, "float32", 1) as tf.Tensor4D;
+  const w = tf.randomNormal([3, 3, s.ci, s.co], 0, 1, "float32", 2) as tf.Tensor4D;
+  const dy = tf.randomNormal([s.n, s.hw, s.hw, s.co], 0, 1, "float32", 3) as tf.Tensor4D;
+  const attrs = { strides: 1, pad: "same", dataFormat: "NHWC", dilations: 1 };
+  const run = async (which: "fwd" | "dx" | "dw") => {
+    const out = which === "fwd"
+      ? tf.conv2d(x, w, 1, "same")
+      : which === "dx"
+      ? tf.engine().runKernel("Conv2DBackpropInput", { dy, filter: w }, { ...attrs, inputShape: x.shape })
+      : tf.engine().runKernel("Conv2DBackpropFilter", { x, dy }, { ...attrs, filterShape: w.shape });
+    await (out as tf.Tensor).data();
+    (out as tf.Tensor).dispose();
+  };
+  const fwd = await timeMedian(() => run("fwd"), reps);
+  const dx = await timeMedian(() => run("dx"), reps);
+  const dw = await timeMedian(() => run("dw"), reps);
+  tf.dispose([x, w, dy]);
+  return { total: fwd + dx + dw, fwd, dx, dw };
+}
+
+/** The conv section of `deno task bench`. */
+export async function benchConv(options: { quick?: boolean } = {}): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  const big: ConvShape = { n: 4, hw: 75, ci: 32, co: 64 };
+  const small: ConvShape = { n: 1, hw: 19, ci: 32, co: 64 };
+  const reps = options.quick ? 3 : 5;
+  const gf = (s: ConvShape, ms: number) => {
+    const g = (3 * flops(s)) / ms / 1e6;
+    return `${g < 1 ? g.toPrecision(2) : g.toFixed(1)} GFLOP/s`;
+  };
+
+  await setBackend("wasm");
+  const ours = await convStep(big, reps);
+  const shipped = await withShippedKernel("wasm", "Conv2DBackpropInput", () => convStep(big, reps));
+  rows.push({
+    section: "conv",
+    name: `wasm, shipped dX + our dW: ${label(big)}`,
+    ms: shipped.total,
+    note: `fwd ${shipped.fwd.toFixed(0)} + dX ${shipped.dx.toFixed(0)} + dW ${shipped.dw.toFixed(0)} ms`,
+  });
+  rows.push({
+    section: "conv",
+    name: `wasm, our dX + dW: ${label(big)}`,
+    ms: ours.total,
+    speedup: shipped.total / ours.total,
+    against: "vs shipped dX",
+    note: `fwd ${ours.fwd.toFixed(0)} + dX ${ours.dx.toFixed(0)} + dW ${ours.dw.toFixed(0)} ms, ${gf(big, ours.total)}`,
+  });
+  const oursSmall = await convStep(small, reps);
+  await setBackend("cpu");
+  const cpuSmall = await convStep(small, options.quick ? 1 : 3);
+  rows.push({ section: "conv", name: `cpu: ${label(small)}`, ms: cpuSmall.total, note: gf(small, cpuSmall.total) });
+  rows.push({
+    section: "conv",
+    name: `wasm, our kernels: ${label(small)}`,
+    ms: oursSmall.total,
+    speedup: cpuSmall.total / oursSmall.total,
+    against: "vs cpu",
+    note: gf(small, oursSmall.total),
+  });
+  try {
+    await setBackend("tensorflow");
+    const t = await convStep(big, reps);
+    rows.push({
+      section: "conv",
+      name: `tensorflow: ${label(big)}`,
+      ms: t.total,
+      speedup: ours.total / t.total,
+      against: "vs wasm ours",
+      note: gf(big, t.total),
+    });
+  } catch {
+    rows.push({
+      section: "conv",
+      name: `tensorflow: ${label(big)}`,
+      ms: null,
+      note: "skipped: tfjs-node not installed",
+    });
+  }
+  await setBackend("wasm");
+  return rows;
+}

@@ -1,0 +1,105 @@
+/**
+ * Chooses the tfjs compute backend by name and makes it able to train.
+ *
+ * - `wasm` (default): XNNPACK with SIMD, plus the composed gradient kernels of
+ *   `conv_grad_kernels.ts` that the shipped backend lacks or runs slowly.
+ * - `cpu`: pure JS; the reference that tests compare against (its conv
+ *   backward is ~700x slower, so never train on it).
+ * - `tensorflow`: `@tensorflow/tfjs-node` or `-gpu`, when the user has them.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+// tfjs-core's node bundle ships no gradients and no chained ops (x.add(y)), and
+// its ESM files use extensionless imports that Deno cannot resolve; the full
+// @tensorflow/tfjs bundle registers both in the shared global registry.
+import "@tensorflow/tfjs";
+import "@tensorflow/tfjs-backend-cpu";
+import "@tensorflow/tfjs-backend-wasm";
+import { registerConvGradient, registerGradKernels } from "./conv_grad_kernels.ts";
+import { InputError } from "./errors.ts";
+
+/** Backends the workbench can run on. */
+export const BACKENDS = ["wasm", "cpu", "tensorflow"] as const;
+/** A backend name. */
+export type BackendName = (typeof BACKENDS)[number];
+
+let gradientsReady = false;
+
+/** Installs the dilation-aware Conv2D gradient and the composed kernels (idempotent). */
+export function installTrainingKernels(): void {
+  if (gradientsReady) return;
+  registerConvGradient();
+  registerGradKernels("wasm", "replace");
+  registerGradKernels("cpu", "dilated-only");
+  gradientsReady = true;
+}
+
+/**
+ * Activates a backend and returns its name. Throws an {@linkcode InputError}
+ * with install instructions when `tensorflow` is asked for but absent.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs-core";
+ * await setBackend("cpu");
+ * if (tf.getBackend() !== "cpu") throw new Error("backend not set");
+ * ```
+ */
+export async function setBackend(name: string = "wasm"): Promise<BackendName> {
+  if (!(BACKENDS as readonly string[]).includes(name)) {
+    throw new InputError(`unknown backend "${name}"; choose one of ${BACKENDS.join(", ")}`);
+  }
+  installTrainingKernels();
+  // PROD silences tfjs's "install tfjs-node" console hint, which misleads here.
+  tf.env().set("PROD", true);
+  if (name === "tensorflow") await loadTfjsNode();
+  const ok = await tf.setBackend(name);
+  if (!ok) throw new InputError(`backend "${name}" failed to initialise`);
+  await tf.ready();
+  return name as BackendName;
+}
+
+async function loadTfjsNode(): Promise<void> {
+  if (tf.findBackend("tensorflow")) return;
+  const errors: string[] = [];
+  for (const pkg of ["@tensorflow/tfjs-node-gpu", "@tensorflow/tfjs-node"]) {
+    try {
+      // A computed specifier, so Deno never tries to fetch the package unless asked.
+      await import(pkg);
+      if (tf.findBackend("tensorflow")) return;
+    } catch (e) {
+      errors.push(`${pkg}: ${(e as Error).message.split("\n")[0]}`);
+    }
+  }
+  throw new InputError(
+    [
+      "the tensorflow backend needs @tensorflow/tfjs-node (CPU) or @tensorflow/tfjs-node-gpu (CUDA), which are not installed.",
+      "Their install step downloads libtensorflow, so it needs internet access. On a machine that has it, add",
+      '  "@tensorflow/tfjs-node": "npm:@tensorflow/tfjs-node@4.22.0"   (or tfjs-node-gpu)',
+      'to deno.json "imports", run `deno install --allow-scripts=npm:@tensorflow/tfjs-node`, and retry.',
+      "Until then use --backend wasm (the default).",
+      ...errors.map((e) => `  (${e})`),
+    ].join("\n"),
+  );
+}
+
+/** Bytes the wasm heap can address (wasm32). */
+export const WASM_HEAP_LIMIT = 4 * 1024 ** 3;
+
+/**
+ * Turns the wasm backend's out-of-memory crash into a clear message naming
+ * the batch size. Other errors pass through unchanged.
+ */
+export function explainOutOfMemory(e: unknown, context: { batchSize: number; what: string }): unknown {
+  const msg = e instanceof Error ? e.message : String(e);
+  if (/memory access out of bounds|Cannot enlarge memory|out of memory|Aborted\(OOM\)/i.test(msg)) {
+    return new InputError(
+      `${context.what} ran out of the wasm backend's 4 GiB heap at batch size ${context.batchSize}. ` +
+        `Lower the batch size (e.g. --train.batch_size=${Math.max(1, Math.floor(context.batchSize / 2))}) ` +
+        `or use a backend without that cap (--backend tensorflow).`,
+      { cause: e },
+    );
+  }
+  return e;
+}

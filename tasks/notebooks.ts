@@ -1,0 +1,38 @@
+/** `deno task notebooks`: executes every notebook headlessly on the Deno kernel; fails on any cell error. */
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseTaskArgs, runTask } from "../lib/cli.ts";
+import { InputError } from "../lib/errors.ts";
+import { DEBIAN_PYTHON, ensureDebianPackages, hasPythonModule } from "../lib/setup_check.ts";
+
+const spec = {
+  name: "notebooks",
+  summary: "Execute notebooks/*.ipynb on the Deno kernel (headless) and keep the executed copies.",
+  usage: "[--out DIR] [NOTEBOOK ...]",
+  positionals: "NOTEBOOK ...  notebooks to run (default: all of notebooks/)",
+  flags: {
+    out: { type: "string", arg: "DIR", default: "runs/notebooks", help: "where executed copies go" },
+  },
+} as const;
+
+runTask(() => {
+  const { values, positionals } = parseTaskArgs(spec);
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+  const books = positionals.length > 0
+    ? positionals.map((p) => path.resolve(p))
+    : fs.readdirSync(path.join(root, "notebooks")).filter((f) => f.endsWith(".ipynb")).sort()
+      .map((f) => path.join(root, "notebooks", f));
+  if (books.length === 0) throw new InputError("no notebooks found");
+  ensureDebianPackages(["python3-nbclient"], () => hasPythonModule("nbclient"), "running notebooks");
+  // The kernelspec stores Deno's absolute path, so register it on every run.
+  const reg = spawnSync(Deno.execPath(), ["jupyter", "--install", "--force"], { stdio: "pipe" });
+  if (reg.status !== 0) throw new InputError(`deno jupyter --install failed: ${reg.stderr}`);
+  const r = spawnSync(
+    DEBIAN_PYTHON,
+    [path.join(root, "tasks", "notebook_runner.py"), path.resolve(values.out as string), ...books],
+    { stdio: "inherit", env: { ...Deno.env.toObject(), NO_COLOR: "1" } },
+  );
+  if (r.status !== 0) throw new InputError(`notebooks failed (executed copies in ${values.out})`);
+});

@@ -1,0 +1,54 @@
+/**
+ * `deno task test`: every test, the JSDoc examples, then every notebook.
+ * Ends with one plain line, "tests: N passed, N failed".
+ */
+import { spawnSync } from "node:child_process";
+import { parseTaskArgs, runTask } from "../lib/cli.ts";
+
+const spec = {
+  name: "test",
+  summary: "Run the unit tests, the JSDoc @example blocks of lib/, and every notebook.",
+  usage: "[--no-notebooks] [--filter TEXT]",
+  flags: {
+    "no-notebooks": { type: "boolean", help: "skip executing the notebooks" },
+    filter: { type: "string", arg: "TEXT", help: "run only tests whose name contains TEXT" },
+  },
+} as const;
+
+async function denoTest(args: string[]): Promise<{ passed: number; failed: number; ok: boolean }> {
+  const cmd = new Deno.Command(Deno.execPath(), {
+    args: ["test", "-A", "--doc", ...args],
+    stdout: "piped",
+    stderr: "inherit",
+    env: { NO_COLOR: "1" },
+  });
+  const child = cmd.spawn();
+  let text = "";
+  const decoder = new TextDecoder();
+  for await (const chunk of child.stdout) {
+    const s = decoder.decode(chunk, { stream: true });
+    text += s;
+    await Deno.stdout.write(chunk);
+  }
+  const status = await child.status;
+  const summary = [...text.matchAll(/^(?:ok|FAILED) \| (\d+) passed.*?\| (\d+) failed/gm)].at(-1);
+  return {
+    passed: summary ? Number(summary[1]) : 0,
+    failed: summary ? Number(summary[2]) : (status.success ? 0 : 1),
+    ok: status.success,
+  };
+}
+
+runTask(async () => {
+  const { values } = parseTaskArgs(spec);
+  const filter = values.filter ? ["--filter", values.filter as string] : [];
+  const unit = await denoTest([...filter, "tests/", "lib/"]);
+  let passed = unit.passed, failed = unit.failed + (unit.ok || unit.failed > 0 ? 0 : 1);
+  if (!values["no-notebooks"]) {
+    const r = spawnSync(Deno.execPath(), ["run", "-A", "tasks/notebooks.ts"], { stdio: "inherit" });
+    if (r.status === 0) passed += 1;
+    else failed += 1;
+  }
+  console.log(`tests: ${passed} passed, ${failed} failed`);
+  if (failed > 0) Deno.exit(1);
+});
