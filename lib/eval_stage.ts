@@ -1,0 +1,93 @@
+/**
+ * The eval stage on a trained checkpoint: rebuild the model from the config
+ * stored in the checkpoint (or a given one), run it over an eval split, and
+ * score the detections with the pycocotools-exact COCOeval.
+ *
+ * @module
+ */
+import { setBackend } from "./backend.ts";
+import { loadParams, readCheckpoint } from "./checkpoint.ts";
+import type { CocoEvalResult } from "./coco_eval.ts";
+import { loadSplit } from "./dataset.ts";
+import { detectRecords, type NamedDetection, scoreDetections } from "./evaluate.ts";
+import { type Graph, initParams, type ParamMap } from "./graph.ts";
+import { Progress } from "./progress.ts";
+import { createRng } from "./rng.ts";
+import {
+  anchorsOf,
+  buildModel,
+  checkConsistency,
+  loadSsdConfig,
+  scaleFactorsOf,
+  type SplitConfig,
+  type SsdConfig,
+} from "./ssd_config.ts";
+
+/** A model restored from a checkpoint. */
+export interface LoadedModel {
+  cfg: SsdConfig;
+  graph: Graph;
+  params: ParamMap;
+  classNames: string[];
+}
+
+/**
+ * Restores a model on its config's backend: the checkpoint's own config
+ * unless `configFile` is given.
+ */
+export async function loadModel(
+  checkpoint: string,
+  o: { configFile?: string; overrides?: Record<string, string> } = {},
+): Promise<LoadedModel> {
+  const ckpt = readCheckpoint(checkpoint);
+  const cfg = o.configFile ? loadSsdConfig(o.configFile, o.overrides) : (ckpt.header.config as unknown as SsdConfig);
+  if (!o.configFile) checkConsistency(cfg, checkpoint);
+  await setBackend(cfg.backend);
+  const graph = buildModel(cfg);
+  const params = initParams(graph, createRng(0));
+  loadParams(params, ckpt, { file: checkpoint });
+  return { cfg, graph, params, classNames: ckpt.header.class_names };
+}
+
+/** What {@linkcode evaluateCheckpoint} returns. */
+export interface EvalRun {
+  result: CocoEvalResult;
+  detections: NamedDetection[];
+  images: number;
+}
+
+/**
+ * Runs a checkpoint over a split (the config's `data.val` unless `split` is
+ * given) and scores it.
+ */
+export async function evaluateCheckpoint(
+  checkpoint: string,
+  o: {
+    configFile?: string;
+    overrides?: Record<string, string>;
+    split?: SplitConfig;
+    batchSize?: number;
+    quiet?: boolean;
+  } = {},
+): Promise<EvalRun> {
+  const model = await loadModel(checkpoint, o);
+  const split = loadSplit(o.split ?? model.cfg.data.val, { policy: model.cfg.data.policy, which: "val" });
+  const gt = split.groundTruth();
+  // Labels map to the ground truth's category ids by class name (labels are contiguous; COCO ids are not).
+  const idByName = new Map(gt.categories.map((c) => [c.name, Number(c.id)]));
+  const toCat = (label: number) => idByName.get(model.classNames[label]) ?? label;
+  const bar = new Progress("eval", split.records.length, { unit: "img", quiet: o.quiet });
+  const detections = await detectRecords(model.graph, model.params, split.records, {
+    inputSize: model.cfg.model.input_size,
+    anchors: anchorsOf(model.cfg),
+    scaleFactors: scaleFactorsOf(model.cfg),
+    augment: model.cfg.augment,
+    postprocess: model.cfg.postprocess,
+    activation: model.cfg.model.score_activation,
+    batchSize: o.batchSize,
+    labelToCategory: toCat,
+    onProgress: (d) => bar.update(d),
+  });
+  bar.done();
+  return { result: scoreDetections(gt, detections), detections, images: split.records.length };
+}

@@ -1,0 +1,568 @@
+/**
+ * A tiny network description shared by every model. A model is built once as
+ * a list of nodes (conv, batch norm, activation, pooling, add, upsample, head
+ * flattening); the same list is then run by tfjs ({@linkcode runGraph}),
+ * written to ONNX by the exporter, counted and printed layer by layer. So the
+ * trained network and the exported one cannot drift apart.
+ *
+ * Layout is NHWC throughout. Padding is always explicit [top, bottom, left,
+ * right], resolved when the graph is built, so every executor agrees.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import type { Rng } from "./rng.ts";
+import { normal } from "./rng.ts";
+
+/** Explicit spatial padding: top, bottom, left, right. */
+export type Pads = [number, number, number, number];
+
+/** A symbolic tensor: node id and its [H, W, C] shape (batch excluded). */
+export interface Sym {
+  id: number;
+  shape: [number, number, number];
+}
+
+/** One graph node. `name` prefixes its parameters (`name.weight` ...). */
+export type GraphNode =
+  | { op: "input"; id: number; shape: [number, number, number] }
+  | {
+    op: "conv";
+    id: number;
+    input: number;
+    name: string;
+    /** Output channels (depthwise: input channels x multiplier). */
+    filters: number;
+    kernel: [number, number];
+    strides: [number, number];
+    dilation: [number, number];
+    pads: Pads;
+    depthwise: boolean;
+    bias: boolean;
+    /** Reads the parameters of this earlier conv layer instead of its own (weight sharing). */
+    shareWith?: string;
+  }
+  | { op: "bn"; id: number; input: number; name: string; eps: number; momentum: number }
+  | { op: "act"; id: number; input: number; fn: "relu" | "relu6" | "sigmoid" }
+  | { op: "maxpool"; id: number; input: number; kernel: [number, number]; strides: [number, number]; pads: Pads }
+  | { op: "add"; id: number; inputs: number[] }
+  /**
+   * Integer-factor upsampling; nearest when `mode` is absent. `bilinear` is TF's legacy resize
+   * (align_corners and half_pixel_centers false: source = destination / scale, clamped at the edge),
+   * which MindSpore `ops.ResizeBilinear` computes and ONNX Resize calls linear + asymmetric.
+   */
+  | { op: "upsample"; id: number; input: number; scale: number; mode?: "nearest" | "bilinear" }
+  /** [N, H, W, k*v] -> [N, H*W*k, v]: one row per anchor, in (row, col, anchor) order. */
+  | { op: "flatten_head"; id: number; input: number; values: number }
+  /** Concatenates [N, A_i, v] along the anchor axis. */
+  | { op: "concat_anchors"; id: number; inputs: number[] };
+
+/** A parameter's role, for initialisation, weight decay and export. */
+export type ParamKind = "weight" | "bias" | "gamma" | "beta" | "moving_mean" | "moving_variance";
+
+/** A parameter declared by the graph. */
+export interface ParamSpec {
+  name: string;
+  shape: number[];
+  kind: ParamKind;
+  /** Node that owns it. */
+  node: string;
+  /** Fan-in, for He initialisation. */
+  fanIn: number;
+}
+
+/** A built network: nodes in execution order, its outputs and its parameters. */
+export interface Graph {
+  nodes: GraphNode[];
+  input: Sym;
+  outputs: Record<string, number>;
+  params: ParamSpec[];
+}
+
+/** How "same" padding is resolved, given input size, kernel extent and stride (TF / MindSpore rule). */
+export function samePads(inH: number, inW: number, kh: number, kw: number, s: [number, number]): Pads {
+  const outH = Math.ceil(inH / s[0]), outW = Math.ceil(inW / s[1]);
+  const ph = Math.max(0, (outH - 1) * s[0] + kh - inH), pw = Math.max(0, (outW - 1) * s[1] + kw - inW);
+  return [Math.floor(ph / 2), ph - Math.floor(ph / 2), Math.floor(pw / 2), pw - Math.floor(pw / 2)];
+}
+
+/** Padding as the builder accepts it: a rule, one number for all sides, or explicit. */
+export type PadArg = "same" | "valid" | number | Pads;
+
+/** Options of {@linkcode GraphBuilder.conv}. */
+export interface ConvOptions {
+  kernel?: number | [number, number];
+  stride?: number;
+  dilation?: number;
+  pad?: PadArg;
+  bias?: boolean;
+  /** Depthwise convolution; `filters` is then the channel multiplier. */
+  depthwise?: boolean;
+  /**
+   * Name of an earlier conv layer whose parameters this one uses instead of declaring its own
+   * (weight sharing, e.g. one box predictor applied to every pyramid level). Shapes must match.
+   */
+  shareWith?: string;
+}
+
+const pairOf = (v: number | [number, number]): [number, number] => typeof v === "number" ? [v, v] : v;
+
+/**
+ * Builds a {@linkcode Graph} with shape inference.
+ *
+ * @example
+ * ```ts
+ * const g = new GraphBuilder([32, 32, 3]);
+ * const y = g.conv("c1", g.input, 8, { kernel: 3, stride: 2 });
+ * if (y.shape.join() !== "16,16,8") throw new Error(`shape ${y.shape}`);
+ * ```
+ */
+export class GraphBuilder {
+  readonly nodes: GraphNode[] = [];
+  readonly params: ParamSpec[] = [];
+  readonly input: Sym;
+  #names = new Set<string>();
+  #next = 0;
+
+  constructor(inputShape: [number, number, number]) {
+    const id = this.#next++;
+    this.nodes.push({ op: "input", id, shape: inputShape });
+    this.input = { id, shape: inputShape };
+  }
+
+  #claim(name: string): void {
+    if (this.#names.has(name)) throw new Error(`duplicate layer name ${name}`);
+    this.#names.add(name);
+  }
+
+  #resolvePads(pad: PadArg, x: Sym, ke: [number, number], s: [number, number]): Pads {
+    if (pad === "same") return samePads(x.shape[0], x.shape[1], ke[0], ke[1], s);
+    if (pad === "valid") return [0, 0, 0, 0];
+    if (typeof pad === "number") return [pad, pad, pad, pad];
+    return pad;
+  }
+
+  /** A 2-D convolution (or depthwise convolution). */
+  conv(name: string, x: Sym, filters: number, o: ConvOptions = {}): Sym {
+    this.#claim(name);
+    const kernel = pairOf(o.kernel ?? 3);
+    const strides = pairOf(o.stride ?? 1);
+    const dilation = pairOf(o.dilation ?? 1);
+    const ke: [number, number] = [(kernel[0] - 1) * dilation[0] + 1, (kernel[1] - 1) * dilation[1] + 1];
+    const pads = this.#resolvePads(o.pad ?? "same", x, ke, strides);
+    const h = Math.floor((x.shape[0] + pads[0] + pads[1] - ke[0]) / strides[0]) + 1;
+    const w = Math.floor((x.shape[1] + pads[2] + pads[3] - ke[1]) / strides[1]) + 1;
+    if (h < 1 || w < 1) throw new Error(`layer ${name}: input ${x.shape} is too small for its kernel`);
+    const depthwise = o.depthwise ?? false;
+    const cin = x.shape[2];
+    const cout = depthwise ? cin * filters : filters;
+    const id = this.#next++;
+    const bias = o.bias ?? false;
+    const wShape = depthwise ? [kernel[0], kernel[1], cin, filters] : [kernel[0], kernel[1], cin, cout];
+    const fanIn = kernel[0] * kernel[1] * (depthwise ? 1 : cin);
+    if (o.shareWith !== undefined) {
+      // A shared layer declares no parameters: it must fit the owner's weight and bias exactly.
+      const owner = this.params.find((p) => p.name === `${o.shareWith}.weight`);
+      const ownerBias = this.params.some((p) => p.name === `${o.shareWith}.bias`);
+      if (!owner) throw new Error(`layer ${name}: shareWith ${o.shareWith} is not an earlier conv layer`);
+      if (owner.shape.join() !== wShape.join() || ownerBias !== bias) {
+        throw new Error(`layer ${name}: weight ${wShape}${bias ? " + bias" : ""} does not fit ${o.shareWith}'s`);
+      }
+    }
+    this.nodes.push({
+      op: "conv",
+      id,
+      input: x.id,
+      name,
+      filters: cout,
+      kernel,
+      strides,
+      dilation,
+      pads,
+      depthwise,
+      bias,
+      ...(o.shareWith !== undefined ? { shareWith: o.shareWith } : {}),
+    });
+    if (o.shareWith === undefined) {
+      this.params.push({ name: `${name}.weight`, shape: wShape, kind: "weight", node: name, fanIn });
+      if (bias) this.params.push({ name: `${name}.bias`, shape: [cout], kind: "bias", node: name, fanIn });
+    }
+    return { id, shape: [h, w, cout] };
+  }
+
+  /** Batch normalisation; `momentum` weighs the old moving average (MindSpore/Keras convention). */
+  bn(name: string, x: Sym, o: { eps?: number; momentum?: number } = {}): Sym {
+    this.#claim(name);
+    const id = this.#next++;
+    this.nodes.push({ op: "bn", id, input: x.id, name, eps: o.eps ?? 1e-5, momentum: o.momentum ?? 0.9 });
+    const c = x.shape[2];
+    for (const kind of ["gamma", "beta", "moving_mean", "moving_variance"] as const) {
+      this.params.push({ name: `${name}.${kind}`, shape: [c], kind, node: name, fanIn: 1 });
+    }
+    return { id, shape: x.shape };
+  }
+
+  /** An activation. */
+  act(x: Sym, fn: "relu" | "relu6" | "sigmoid"): Sym {
+    const id = this.#next++;
+    this.nodes.push({ op: "act", id, input: x.id, fn });
+    return { id, shape: x.shape };
+  }
+
+  /** Max pooling (padding counts as -infinity). */
+  maxpool(x: Sym, kernel: number, stride: number, pad: PadArg = "valid"): Sym {
+    const k = pairOf(kernel), s = pairOf(stride);
+    const pads = this.#resolvePads(pad, x, k, s);
+    const h = Math.floor((x.shape[0] + pads[0] + pads[1] - k[0]) / s[0]) + 1;
+    const w = Math.floor((x.shape[1] + pads[2] + pads[3] - k[1]) / s[1]) + 1;
+    const id = this.#next++;
+    this.nodes.push({ op: "maxpool", id, input: x.id, kernel: k, strides: s, pads });
+    return { id, shape: [h, w, x.shape[2]] };
+  }
+
+  /** Element-wise sum of same-shaped tensors. */
+  add(...xs: Sym[]): Sym {
+    for (const x of xs) {
+      if (x.shape.join() !== xs[0].shape.join()) throw new Error(`add: shapes ${xs[0].shape} and ${x.shape} differ`);
+    }
+    const id = this.#next++;
+    this.nodes.push({ op: "add", id, inputs: xs.map((x) => x.id) });
+    return { id, shape: xs[0].shape };
+  }
+
+  /** Upsampling by an integer factor: nearest neighbour, or TF legacy bilinear (see the node's `mode`). */
+  upsample(x: Sym, scale: number, mode: "nearest" | "bilinear" = "nearest"): Sym {
+    const id = this.#next++;
+    // The mode is recorded only when not nearest, so graphs built before it existed are unchanged.
+    this.nodes.push({ op: "upsample", id, input: x.id, scale, ...(mode === "bilinear" ? { mode } : {}) });
+    return { id, shape: [x.shape[0] * scale, x.shape[1] * scale, x.shape[2]] };
+  }
+
+  /** A head output [H, W, k*v] seen as [H*W*k, v] (the shape's last two entries are kept as [A, v, 1]). */
+  flattenHead(x: Sym, values: number): Sym {
+    if (x.shape[2] % values !== 0) {
+      throw new Error(`flattenHead: ${x.shape[2]} channels is not a multiple of ${values}`);
+    }
+    const id = this.#next++;
+    this.nodes.push({ op: "flatten_head", id, input: x.id, values });
+    return { id, shape: [x.shape[0] * x.shape[1] * (x.shape[2] / values), values, 1] };
+  }
+
+  /** Concatenates flattened heads along the anchor axis. */
+  concatAnchors(xs: Sym[]): Sym {
+    const id = this.#next++;
+    this.nodes.push({ op: "concat_anchors", id, inputs: xs.map((x) => x.id) });
+    return { id, shape: [xs.reduce((a, x) => a + x.shape[0], 0), xs[0].shape[1], 1] };
+  }
+
+  /** Finishes the graph with named outputs. */
+  build(outputs: Record<string, Sym>): Graph {
+    return {
+      nodes: this.nodes.slice(),
+      input: this.input,
+      outputs: Object.fromEntries(Object.entries(outputs).map(([k, v]) => [k, v.id])),
+      params: this.params.slice(),
+    };
+  }
+}
+
+/** Parameter values by name. */
+export type ParamMap = Map<string, tf.Variable>;
+
+/** Initialisation schemes. */
+export type InitScheme = "truncated_normal" | "he_normal";
+
+/**
+ * Creates the graph's parameters. `truncated_normal` is the tutorial's
+ * `init_net_param` (TruncatedNormal(0.02) for every weight); `he_normal` suits
+ * networks trained from scratch with batch norm. Biases and betas start at 0,
+ * gammas and moving variances at 1.
+ */
+export function initParams(
+  graph: Graph,
+  rng: Rng,
+  options: { scheme?: InitScheme; sigma?: number; overrides?: Record<string, (spec: ParamSpec) => Float32Array> } = {},
+): ParamMap {
+  const scheme = options.scheme ?? "he_normal";
+  const params: ParamMap = new Map();
+  for (const p of graph.params) {
+    const size = p.shape.reduce((a, b) => a * b, 1);
+    let values: Float32Array;
+    const override = Object.entries(options.overrides ?? {}).find(([pattern]) => p.name.includes(pattern));
+    if (override) values = override[1](p);
+    else if (p.kind === "weight") {
+      const sigma = scheme === "he_normal" ? Math.sqrt(2 / p.fanIn) : (options.sigma ?? 0.02);
+      values = new Float32Array(size);
+      for (let i = 0; i < size; i++) {
+        let v = normal(rng);
+        while (Math.abs(v) > 2) v = normal(rng); // truncated at two standard deviations
+        values[i] = v * sigma;
+      }
+    } else if (p.kind === "gamma" || p.kind === "moving_variance") values = new Float32Array(size).fill(1);
+    else values = new Float32Array(size);
+    const trainable = p.kind !== "moving_mean" && p.kind !== "moving_variance";
+    // tfjs variable names are global; leave them unnamed so several models can coexist.
+    params.set(p.name, tf.variable(tf.tensor(values, p.shape), trainable));
+  }
+  return params;
+}
+
+/** Count of trainable and total parameter values. */
+export function countParams(graph: Graph): { trainable: number; total: number } {
+  let trainable = 0, total = 0;
+  for (const p of graph.params) {
+    const n = p.shape.reduce((a, b) => a * b, 1);
+    total += n;
+    if (p.kind !== "moving_mean" && p.kind !== "moving_variance") trainable += n;
+  }
+  return { trainable, total };
+}
+
+/** A pending moving-average update, applied after the optimiser step. */
+export interface BnUpdate {
+  name: string;
+  mean: tf.Tensor1D;
+  variance: tf.Tensor1D;
+  momentum: number;
+}
+
+/** Options of {@linkcode runGraph}. */
+export interface RunOptions {
+  /** Training mode: batch norm uses batch statistics and records moving-average updates. */
+  training?: boolean;
+  /** Receives batch statistics in training mode (kept out of tidy; apply with {@linkcode applyBnUpdates}). */
+  bnUpdates?: BnUpdate[];
+}
+
+function padArg(p: Pads): [[number, number], [number, number], [number, number], [number, number]] {
+  return [[0, 0], [p[0], p[1]], [p[2], p[3]], [0, 0]];
+}
+
+/**
+ * Runs the graph on `x` [N, H, W, C] with tfjs and returns its named outputs.
+ * Call inside `tf.tidy` (or `tf.variableGrads`).
+ */
+export function runGraph(
+  graph: Graph,
+  params: ParamMap,
+  x: tf.Tensor4D,
+  options: RunOptions = {},
+): Record<string, tf.Tensor> {
+  const values = new Map<number, tf.Tensor>();
+  const get = (name: string) => {
+    const v = params.get(name);
+    if (!v) throw new Error(`missing parameter ${name}`);
+    return v;
+  };
+  const n = x.shape[0];
+  for (const node of graph.nodes) {
+    let y: tf.Tensor;
+    switch (node.op) {
+      case "input":
+        y = x;
+        break;
+      case "conv": {
+        const inp = values.get(node.input) as tf.Tensor4D;
+        const owner = node.shareWith ?? node.name;
+        const w = get(`${owner}.weight`) as unknown as tf.Tensor4D;
+        y = node.depthwise
+          ? tf.depthwiseConv2d(inp, w, node.strides, padArg(node.pads), "NHWC", node.dilation)
+          : tf.conv2d(inp, w, node.strides, padArg(node.pads), "NHWC", node.dilation);
+        if (node.bias) y = tf.add(y, get(`${owner}.bias`));
+        break;
+      }
+      case "bn": {
+        const inp = values.get(node.input)!;
+        const gamma = get(`${node.name}.gamma`), beta = get(`${node.name}.beta`);
+        if (options.training) {
+          const stats: { mean?: tf.Tensor1D; variance?: tf.Tensor1D } = {};
+          y = batchNormTrain(inp, gamma, beta, node.eps, stats);
+          if (options.bnUpdates) {
+            // Moving variance uses the unbiased estimate, as TF's and PyTorch's batch norms do.
+            const count = inp.size / inp.shape[3]!;
+            options.bnUpdates.push({
+              name: node.name,
+              mean: stats.mean!,
+              variance: tf.keep(tf.tidy(() => tf.mul(stats.variance!, count / Math.max(1, count - 1)) as tf.Tensor1D)),
+              momentum: node.momentum,
+            });
+            stats.variance!.dispose();
+          } else tf.dispose([stats.mean!, stats.variance!]);
+        } else {
+          y = tf.batchNorm(
+            inp,
+            get(`${node.name}.moving_mean`),
+            get(`${node.name}.moving_variance`),
+            beta,
+            gamma,
+            node.eps,
+          );
+        }
+        break;
+      }
+      case "act": {
+        const inp = values.get(node.input)!;
+        y = node.fn === "relu" ? tf.relu(inp) : node.fn === "relu6" ? tf.relu6(inp) : tf.sigmoid(inp);
+        break;
+      }
+      case "maxpool": {
+        const inp = values.get(node.input) as tf.Tensor4D;
+        const [t, b, l, r] = node.pads;
+        // tfjs pools take no explicit padding; pad with -inf (a large negative) by hand when needed.
+        const padded = t + b + l + r === 0 ? inp : tf.pad(inp, padArg(node.pads), -3.4e38) as tf.Tensor4D;
+        y = tf.maxPool(padded, node.kernel, node.strides, "valid");
+        break;
+      }
+      case "add":
+        y = node.inputs.map((i) => values.get(i)!).reduce((a, b) => tf.add(a, b));
+        break;
+      case "upsample": {
+        const inp = values.get(node.input) as tf.Tensor4D;
+        const size: [number, number] = [inp.shape[1] * node.scale, inp.shape[2] * node.scale];
+        y = node.mode === "bilinear"
+          ? tf.image.resizeBilinear(inp, size, false, false)
+          : tf.image.resizeNearestNeighbor(inp, size);
+        break;
+      }
+      case "flatten_head":
+        y = tf.reshape(values.get(node.input)!, [n, -1, node.values]);
+        break;
+      case "concat_anchors":
+        y = tf.concat(node.inputs.map((i) => values.get(i)!), 1);
+        break;
+    }
+    values.set(node.id, y);
+  }
+  return Object.fromEntries(Object.entries(graph.outputs).map(([k, id]) => [k, values.get(id)!]));
+}
+
+/**
+ * Batch normalisation over [N, H, W] with batch statistics, with its analytic
+ * gradient. tfjs's own batchNorm gradient tiles the statistics to the input's
+ * shape, which on wasm took longer than all convolutions of a step together.
+ * The batch mean and (biased) variance are handed out through `stats` (kept).
+ */
+export function batchNormTrain(
+  x: tf.Tensor,
+  gamma: tf.Tensor,
+  beta: tf.Tensor,
+  eps: number,
+  stats: { mean?: tf.Tensor1D; variance?: tf.Tensor1D },
+): tf.Tensor {
+  const f = tf.customGrad((...args) => {
+    const [xi, g, b] = args as tf.Tensor[];
+    const save = args[3] as (t: tf.Tensor[]) => void;
+    const axes = [0, 1, 2];
+    const mean = tf.mean(xi, axes);
+    const xc = tf.sub(xi, mean);
+    const variance = tf.mean(tf.square(xc), axes);
+    const invstd = tf.rsqrt(tf.add(variance, eps));
+    const xhat = tf.mul(xc, invstd);
+    stats.mean = tf.keep(mean) as tf.Tensor1D;
+    stats.variance = tf.keep(variance) as tf.Tensor1D;
+    save([xhat, invstd, g]);
+    return {
+      value: tf.add(tf.mul(xhat, g), b),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+        const [xh, inv, gm] = saved;
+        const d = dy as tf.Tensor;
+        const n = d.size / d.shape[3]!;
+        const sumDy = tf.sum(d, axes);
+        const sumDyX = tf.sum(tf.mul(d, xh), axes);
+        // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
+        const dx = tf.mul(
+          tf.mul(gm, inv),
+          tf.sub(tf.sub(d, tf.div(sumDy, n)), tf.mul(xh, tf.div(sumDyX, n))),
+        );
+        return [dx, sumDyX, sumDy];
+      },
+    };
+  });
+  return f(x, gamma, beta);
+}
+
+/** Applies recorded batch-norm updates to the moving averages and disposes them. */
+export function applyBnUpdates(params: ParamMap, updates: BnUpdate[]): void {
+  for (const u of updates) {
+    const mm = params.get(`${u.name}.moving_mean`)!, mv = params.get(`${u.name}.moving_variance`)!;
+    tf.tidy(() => {
+      mm.assign(tf.add(tf.mul(mm, u.momentum), tf.mul(u.mean, 1 - u.momentum)));
+      mv.assign(tf.add(tf.mul(mv, u.momentum), tf.mul(u.variance, 1 - u.momentum)));
+    });
+    tf.dispose([u.mean, u.variance]);
+  }
+  updates.length = 0;
+}
+
+/** One row per layer: name, op, output shape and parameter count, for printing a model. */
+export function layerTable(graph: Graph): { name: string; op: string; shape: string; params: number }[] {
+  const shapes = inferShapes(graph);
+  const byNode = new Map<string, number>();
+  for (const p of graph.params) {
+    if (p.kind === "moving_mean" || p.kind === "moving_variance") continue;
+    byNode.set(p.node, (byNode.get(p.node) ?? 0) + p.shape.reduce((a, b) => a * b, 1));
+  }
+  return graph.nodes.filter((n) => n.op === "conv" || n.op === "bn" || n.op === "maxpool" || n.op === "input").map(
+    (n) => {
+      const name = "name" in n ? n.name : n.op;
+      const op = n.op === "conv"
+        ? `${n.depthwise ? "dwconv" : "conv"} ${n.kernel[0]}x${n.kernel[1]}/${n.strides[0]}${
+          n.dilation[0] > 1 ? ` d${n.dilation[0]}` : ""
+        }${n.shareWith ? ` shares ${n.shareWith}` : ""}`
+        : n.op;
+      return { name, op, shape: shapes.get(n.id)!.join("x"), params: "name" in n ? byNode.get(n.name) ?? 0 : 0 };
+    },
+  );
+}
+
+/** Output shape ([H, W, C] or [A, v, 1]) of every node, recomputed from the graph alone. */
+export function inferShapes(graph: Graph): Map<number, number[]> {
+  const s = new Map<number, number[]>();
+  for (const n of graph.nodes) {
+    switch (n.op) {
+      case "input":
+        s.set(n.id, n.shape);
+        break;
+      case "conv": {
+        const [h, w] = s.get(n.input)!;
+        const ke = [(n.kernel[0] - 1) * n.dilation[0] + 1, (n.kernel[1] - 1) * n.dilation[1] + 1];
+        s.set(n.id, [
+          Math.floor((h + n.pads[0] + n.pads[1] - ke[0]) / n.strides[0]) + 1,
+          Math.floor((w + n.pads[2] + n.pads[3] - ke[1]) / n.strides[1]) + 1,
+          n.filters,
+        ]);
+        break;
+      }
+      case "maxpool": {
+        const [h, w, c] = s.get(n.input)!;
+        s.set(n.id, [
+          Math.floor((h + n.pads[0] + n.pads[1] - n.kernel[0]) / n.strides[0]) + 1,
+          Math.floor((w + n.pads[2] + n.pads[3] - n.kernel[1]) / n.strides[1]) + 1,
+          c,
+        ]);
+        break;
+      }
+      case "bn":
+      case "act":
+        s.set(n.id, s.get(n.input)!);
+        break;
+      case "add":
+        s.set(n.id, s.get(n.inputs[0])!);
+        break;
+      case "upsample": {
+        const [h, w, c] = s.get(n.input)!;
+        s.set(n.id, [h * n.scale, w * n.scale, c]);
+        break;
+      }
+      case "flatten_head": {
+        const [h, w, c] = s.get(n.input)!;
+        s.set(n.id, [h * w * (c / n.values), n.values, 1]);
+        break;
+      }
+      case "concat_anchors":
+        s.set(n.id, [n.inputs.reduce((a, i) => a + s.get(i)![0], 0), s.get(n.inputs[0])![1], 1]);
+        break;
+    }
+  }
+  return s;
+}

@@ -1,0 +1,147 @@
+/**
+ * SSD training losses. The default is the tutorial's: a sigmoid focal loss
+ * over every class column (background included, as its `class_loss` one-hots
+ * all 81 columns) plus SmoothL1 on the matched default boxes, both summed and
+ * divided by the number of matched boxes in the batch. The alternative is the
+ * SSD paper's softmax cross-entropy with 3:1 hard negative mining.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import type { Spec } from "./config.ts";
+
+/** The `loss` section of a model config. */
+export interface LossConfig {
+  /** `focal` (tutorial, ModelZoo) or `softmax_hnm` (the SSD paper). */
+  kind: "focal" | "softmax_hnm";
+  /** Focal loss focusing exponent (tutorial 2). */
+  gamma: number;
+  /** Focal loss weight of the positive class (tutorial 0.75). */
+  alpha: number;
+  /** Negatives kept per positive in hard negative mining (paper 3). */
+  neg_pos_ratio: number;
+  /** Weight of the localisation loss (paper's alpha, 1). */
+  loc_weight: number;
+}
+
+/** Spec fragment of the `loss` section. */
+export const lossSpec: Spec = {
+  type: "object",
+  fields: {
+    kind: { type: "string", enum: ["focal", "softmax_hnm"], default: "focal" },
+    gamma: { type: "number", min: 0, default: 2 },
+    alpha: { type: "number", min: 0, max: 1, default: 0.75 },
+    neg_pos_ratio: { type: "number", min: 0, default: 3 },
+    loc_weight: { type: "number", min: 0, default: 1 },
+  },
+};
+
+/**
+ * Element-wise SmoothL1 with beta 1 (MindSpore `nn.SmoothL1Loss` default):
+ * 0.5 d^2 where |d| < 1, else |d| - 0.5.
+ */
+export function smoothL1(pred: tf.Tensor, target: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const d = tf.abs(tf.sub(pred, target));
+    // min(|d|, 1) splits the two pieces without a comparison on the gradient path.
+    const small = tf.minimum(d, 1);
+    return tf.add(tf.mul(0.5, tf.square(small)), tf.sub(d, small));
+  });
+}
+
+/**
+ * Sigmoid focal loss per element (the tutorial's `class_loss`):
+ * `(1 - p_t)^gamma * alpha_t * BCE(logits, onehot)`.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs-core";
+ * import { setBackend } from "./backend.ts";
+ * await setBackend("cpu");
+ * // A logit of 0 for a positive: p_t = 0.5, BCE = ln 2, weight 0.5^2 * 0.75.
+ * const v = focalLoss(tf.tensor2d([[0]]), tf.tensor2d([[1]]), { gamma: 2, alpha: 0.75 }).dataSync()[0];
+ * if (Math.abs(v - 0.25 * 0.75 * Math.LN2) > 1e-6) throw new Error(`got ${v}`);
+ * ```
+ */
+export function focalLoss(logits: tf.Tensor, onehot: tf.Tensor, o: { gamma: number; alpha: number }): tf.Tensor {
+  return tf.tidy(() => {
+    // Stable BCE with logits: max(x, 0) - x z + log(1 + exp(-|x|)).
+    const bce = tf.add(tf.sub(tf.relu(logits), tf.mul(logits, onehot)), tf.log1p(tf.exp(tf.neg(tf.abs(logits)))));
+    const p = tf.sigmoid(logits);
+    const pt = tf.add(tf.mul(onehot, p), tf.mul(tf.sub(1, onehot), tf.sub(1, p)));
+    const modulating = o.gamma === 2 ? tf.square(tf.sub(1, pt)) : tf.pow(tf.sub(1, pt), o.gamma);
+    const alphaT = tf.add(tf.mul(onehot, o.alpha), tf.mul(tf.sub(1, onehot), 1 - o.alpha));
+    return tf.mul(tf.mul(modulating, alphaT), bce);
+  });
+}
+
+/** The loss parts of one batch. */
+export interface LossParts {
+  total: tf.Scalar;
+  loc: tf.Scalar;
+  cls: tf.Scalar;
+}
+
+/**
+ * The SSD loss of a batch.
+ *
+ * - `locPred` [N, A, 4], `clsLogits` [N, A, C] from the network;
+ * - `locTarget` [N, A, 4] and `labels` [N, A] (int, 0 background) from the matcher.
+ *
+ * Both parts are divided by the number of matched boxes in the whole batch
+ * (at least 1), as the tutorial's `forward_fn` does.
+ */
+export function ssdLoss(
+  locPred: tf.Tensor3D,
+  clsLogits: tf.Tensor3D,
+  locTarget: tf.Tensor3D,
+  labels: tf.Tensor2D,
+  cfg: LossConfig,
+): LossParts {
+  return tf.tidy(() => {
+    const numClasses = clsLogits.shape[2];
+    const pos = tf.cast(tf.greater(labels, 0), "float32"); // [N, A]
+    const numMatched = tf.maximum(tf.sum(pos), 1);
+    const locElem = tf.sum(smoothL1(locPred, locTarget), -1); // [N, A]
+    const loc = tf.div(tf.sum(tf.mul(locElem, pos)), numMatched);
+    let cls: tf.Tensor;
+    if (cfg.kind === "focal") {
+      const onehot = tf.cast(tf.oneHot(tf.cast(labels, "int32"), numClasses), "float32");
+      cls = tf.div(tf.sum(focalLoss(clsLogits, onehot, cfg)), numMatched);
+    } else {
+      const onehot = tf.cast(tf.oneHot(tf.cast(labels, "int32"), numClasses), "float32");
+      const ce = tf.neg(tf.sum(tf.mul(tf.logSoftmax(clsLogits), onehot), -1)); // [N, A]
+      const keep = hardNegativeMask(ce, pos, cfg.neg_pos_ratio);
+      cls = tf.div(tf.sum(tf.mul(ce, keep)), numMatched);
+    }
+    const total = tf.add(cls, tf.mul(loc, cfg.loc_weight));
+    return { total: total as tf.Scalar, loc: loc as tf.Scalar, cls: cls as tf.Scalar };
+  });
+}
+
+/**
+ * Positives plus the `ratio` x positives hardest negatives per image (largest
+ * background loss), as a 0/1 mask [N, A]. The selection carries no gradient.
+ */
+export function hardNegativeMask(ce: tf.Tensor, pos: tf.Tensor, ratio: number): tf.Tensor {
+  // customGrad stops the gradient: the mask is a choice, not a function to differentiate.
+  const select = tf.customGrad((...inputs) => {
+    const [ceIn, posIn] = inputs as tf.Tensor[];
+    const value = tf.tidy(() => {
+      const [n, a] = ceIn.shape as [number, number];
+      const negLoss = tf.mul(ceIn, tf.sub(1, posIn)); // positives score 0, so they rank last among negatives
+      const numNeg = tf.minimum(tf.mul(tf.sum(posIn, 1), ratio), a - 1); // [N]
+      // Rank by sorting: the k-th largest negative loss is the per-image threshold.
+      const sorted = tf.topk(negLoss, a).values; // [N, A] descending
+      const idx = tf.cast(tf.maximum(tf.sub(numNeg, 1), 0), "int32");
+      const kth = tf.sum(tf.mul(sorted, tf.oneHot(idx, a)), 1, true); // [N, 1]
+      const negMask = tf.mul(
+        tf.cast(tf.greaterEqual(negLoss, kth), "float32"),
+        tf.reshape(tf.cast(tf.greater(numNeg, 0), "float32"), [n, 1]),
+      );
+      return tf.minimum(tf.add(posIn, tf.mul(negMask, tf.sub(1, posIn))), 1);
+    });
+    return { value, gradFunc: () => [tf.zerosLike(ceIn), tf.zerosLike(posIn)] };
+  });
+  return select(ce, pos);
+}

@@ -1,0 +1,64 @@
+/**
+ * Momentum SGD with weight decay, as MindSpore's `nn.Momentum`:
+ * `g = grad / loss_scale + wd * w` (decay skipped for BN gamma and beta, its
+ * default filter), `v = momentum * v + g`, `w = w - lr * v`.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import type { ParamMap } from "./graph.ts";
+
+/** Optimiser settings. */
+export interface MomentumOptions {
+  momentum: number;
+  weightDecay: number;
+  /**
+   * Gradients are divided by this (MindSpore's `loss_scale` argument). The
+   * tutorial passes 1024 without scaling its loss, which shrinks every step
+   * 1024-fold; the workbench's configs say which they use.
+   */
+  lossScale?: number;
+}
+
+/** Momentum buffers, one per trainable parameter. */
+export type MomentumState = Map<string, tf.Variable>;
+
+/** Whether weight decay applies to a parameter (MindSpore's default filter: not beta, not gamma). */
+export function decays(name: string): boolean {
+  return !name.endsWith(".beta") && !name.endsWith(".gamma");
+}
+
+/** Creates zeroed momentum buffers for the trainable parameters. */
+export function createMomentumState(params: ParamMap): MomentumState {
+  const state: MomentumState = new Map();
+  for (const [name, v] of params) {
+    if (v.trainable) state.set(name, tf.variable(tf.zerosLike(v), false));
+  }
+  return state;
+}
+
+/**
+ * Applies one step. `grads` maps tfjs variable names to gradients, as
+ * `tf.variableGrads` returns them; they are not disposed here. Frozen
+ * parameters simply have no gradient.
+ */
+export function momentumStep(
+  params: ParamMap,
+  grads: Record<string, tf.Tensor>,
+  state: MomentumState,
+  lr: number,
+  o: MomentumOptions,
+): void {
+  const scale = 1 / (o.lossScale ?? 1);
+  tf.tidy(() => {
+    for (const [name, w] of params) {
+      const g = grads[w.name], v = state.get(name);
+      if (!g || !v) continue;
+      let step = scale === 1 ? g : tf.mul(g, scale);
+      if (o.weightDecay > 0 && decays(name)) step = tf.add(step, tf.mul(w, o.weightDecay));
+      const nv = tf.add(tf.mul(v, o.momentum), step);
+      v.assign(nv);
+      w.assign(tf.sub(w, tf.mul(nv, lr)));
+    }
+  });
+}

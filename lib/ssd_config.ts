@@ -1,0 +1,311 @@
+/**
+ * The one typed, validated configuration of an SSD run, composed from the
+ * spec fragments each part exports (anchors, box coder, matcher, loss,
+ * augmentation, post-processing, learning-rate schedule), plus the model,
+ * training and data sections. `buildModel` turns its `model` section into a
+ * graph.
+ *
+ * @module
+ */
+import { type AugmentConfig, augmentSpec } from "./augment.ts";
+import { type BoxCoderConfig, boxCoderSpec, scaleFactorsFromConfig } from "./box_coder.ts";
+import { loadConfig, type Spec, validate } from "./config.ts";
+import {
+  type DefaultBoxes,
+  type DefaultBoxesConfig,
+  defaultBoxesFromConfig,
+  defaultBoxesSpec,
+} from "./default_boxes.ts";
+import { ConfigError } from "./errors.ts";
+import type { Graph, ParamSpec } from "./graph.ts";
+import { type LossConfig, lossSpec } from "./loss.ts";
+import { type LrScheduleConfig, lrScheduleSpec } from "./lr_schedule.ts";
+import { type MatcherConfig, matcherSpec } from "./matcher.ts";
+import { type PostprocessConfig, postprocessSpec } from "./postprocess.ts";
+import { type SsdFpnConfig, ssdFpnConfigOptions, ssdFpnSpec, ssdMobileNetV1Fpn, ssdResNet50Fpn } from "./ssd_fpn.ts";
+import {
+  ssdMobileNetV2,
+  type SsdMobileNetV2Config,
+  ssdMobileNetV2ConfigOptions,
+  ssdMobileNetV2Spec,
+} from "./ssd_mobilenet_v2.ts";
+import { resnetInitOverrides } from "./resnet50.ts";
+import { ssdTiny } from "./ssd_tiny.ts";
+import {
+  type SsdMobileNetV1TfodConfig,
+  ssdMobileNetV1TfodFromConfig,
+  ssdMobileNetV1TfodSpec,
+} from "./ssd_mobilenet_v1_tfod.ts";
+import { ssdVgg16 } from "./ssd_vgg16.ts";
+
+/** Architectures the workbench builds. */
+export const ARCHS = [
+  "ssd300_vgg16",
+  "ssd_tiny",
+  "ssd300_mobilenetv2",
+  "ssd_mobilenetv1_fpn",
+  "ssd_resnet50_fpn",
+  "ssd_mobilenetv1_tfod",
+] as const;
+
+/** The `model` section. */
+export interface ModelConfig {
+  arch: (typeof ARCHS)[number];
+  /** Classes including background (tutorial 81 for COCO). */
+  num_classes: number;
+  /** Class names, background first; null takes them from the dataset. */
+  class_names: string[] | null;
+  /** Square input side in pixels. */
+  input_size: number;
+  /** Head style: tutorial (dw3x3 + BN + ReLU6 + 1x1) or conv3x3. */
+  head: "tutorial" | "conv3x3";
+  /** Activation turning class logits into scores at inference. */
+  score_activation: "sigmoid" | "softmax";
+  /** Weight initialisation: the tutorial's TruncatedNormal(init_sigma), or He normal. */
+  init: "truncated_normal" | "he_normal";
+  init_sigma: number;
+  bn_eps: number;
+  bn_momentum: number;
+  /** ssd300_vgg16: ReLU after fc6, fc7 and extra blocks (the tutorial has none). */
+  extra_relu: boolean;
+  /** ssd_tiny: channels per stage. */
+  channels: number[] | null;
+  /** Architecture options of the ModelZoo variants (width multiplier, FPN channels ...), passed through. */
+  options: Record<string, unknown>;
+}
+
+/** The `train` section. */
+export interface TrainConfig extends LrScheduleConfig {
+  epochs: number;
+  batch_size: number;
+  momentum: number;
+  weight_decay: number;
+  /** Gradients are divided by this (the tutorial passes 1024 to Momentum; see lib/optimizer.ts). */
+  loss_scale: number;
+  /** Save a checkpoint every N epochs (and always at the end). */
+  checkpoint_every: number;
+  /** Evaluate on the val split every N epochs (0: only at the end). */
+  eval_every: number;
+  /** Parameter name patterns (regular expressions) that are not trained. */
+  freeze: string[];
+  /** Batches prepared ahead of the model. */
+  prefetch: number;
+  /** Images decoded and augmented at once. */
+  workers: number;
+}
+
+/** One split of a dataset: COCO json + image folder, or a MindRecord file. */
+export interface SplitConfig {
+  format: "coco" | "mindrecord";
+  /** COCO instances json, or shard 0 of a MindRecord set. */
+  path: string | null;
+  /** COCO: the image folder. */
+  images: string | null;
+  /** Use only the first N images (null: all). */
+  limit: number | null;
+}
+
+/** The `data` section. */
+export interface DataConfig {
+  train: SplitConfig;
+  val: SplitConfig;
+  /** Bad annotation policy: error, clip or drop. */
+  policy: "error" | "clip" | "drop";
+}
+
+/** A complete run configuration. */
+export interface SsdConfig {
+  backend: "wasm" | "cpu" | "tensorflow";
+  seed: number;
+  model: ModelConfig;
+  anchors: DefaultBoxesConfig;
+  box_coder: BoxCoderConfig;
+  matcher: MatcherConfig;
+  loss: LossConfig;
+  augment: AugmentConfig;
+  postprocess: PostprocessConfig;
+  train: TrainConfig;
+  data: DataConfig;
+}
+
+const split: Spec = {
+  type: "object",
+  fields: {
+    format: { type: "string", enum: ["coco", "mindrecord"], default: "coco" },
+    path: { type: "string", nullable: true },
+    images: { type: "string", nullable: true },
+    limit: { type: "number", int: true, min: 1, nullable: true },
+  },
+};
+
+/** Schema of {@linkcode SsdConfig}. */
+export const ssdConfigSpec: Spec = {
+  type: "object",
+  fields: {
+    backend: { type: "string", enum: ["wasm", "cpu", "tensorflow"], default: "wasm" },
+    seed: { type: "number", int: true, default: 1 },
+    model: {
+      type: "object",
+      fields: {
+        arch: { type: "string", enum: ARCHS },
+        num_classes: { type: "number", int: true, min: 2 },
+        class_names: { type: "array", items: { type: "string" }, nullable: true },
+        input_size: { type: "number", int: true, min: 16 },
+        head: { type: "string", enum: ["tutorial", "conv3x3"], default: "tutorial" },
+        score_activation: { type: "string", enum: ["sigmoid", "softmax"], default: "sigmoid" },
+        init: { type: "string", enum: ["truncated_normal", "he_normal"], default: "truncated_normal" },
+        init_sigma: { type: "number", min: 0, default: 0.02 },
+        bn_eps: { type: "number", min: 0, default: 1e-3 },
+        bn_momentum: { type: "number", min: 0, max: 1, default: 0.97 },
+        extra_relu: { type: "boolean", default: false },
+        channels: { type: "array", items: { type: "number", int: true, min: 1 }, nullable: true },
+        options: { type: "any", default: {} },
+      },
+    },
+    anchors: defaultBoxesSpec,
+    box_coder: boxCoderSpec,
+    matcher: matcherSpec,
+    loss: lossSpec,
+    augment: augmentSpec,
+    postprocess: postprocessSpec,
+    train: {
+      type: "object",
+      fields: {
+        ...(lrScheduleSpec as { fields: Record<string, Spec> }).fields,
+        epochs: { type: "number", int: true, min: 1 },
+        batch_size: { type: "number", int: true, min: 1 },
+        momentum: { type: "number", min: 0, max: 1, default: 0.9 },
+        weight_decay: { type: "number", min: 0, default: 0.00015 },
+        loss_scale: { type: "number", min: 0, default: 1 },
+        checkpoint_every: { type: "number", int: true, min: 1, default: 1 },
+        eval_every: { type: "number", int: true, min: 0, default: 0 },
+        freeze: { type: "array", items: { type: "string" }, default: [] },
+        prefetch: { type: "number", int: true, min: 1, default: 3 },
+        workers: { type: "number", int: true, min: 1, default: 4 },
+      },
+    },
+    data: {
+      type: "object",
+      fields: {
+        train: split,
+        val: split,
+        policy: { type: "string", enum: ["error", "clip", "drop"], default: "error" },
+      },
+    },
+  },
+};
+
+/** Reads and validates a run config (YAML, with `extends` and `--key=value` overrides). */
+export function loadSsdConfig(file: string, overrides: Record<string, string> = {}): SsdConfig {
+  const cfg = loadConfig<SsdConfig>(file, ssdConfigSpec, overrides);
+  checkConsistency(cfg, file);
+  return cfg;
+}
+
+/** Cross-section checks that a schema cannot express. */
+export function checkConsistency(cfg: SsdConfig, file?: string): void {
+  const names = cfg.model.class_names;
+  if (names && names.length !== cfg.model.num_classes) {
+    throw new ConfigError(`has ${names.length} names but model.num_classes is ${cfg.model.num_classes}`, {
+      file,
+      key: "model.class_names",
+    });
+  }
+  if (cfg.anchors.img_shape[0] !== cfg.model.input_size) {
+    throw new ConfigError(`is ${cfg.anchors.img_shape[0]} but model.input_size is ${cfg.model.input_size}`, {
+      file,
+      key: "anchors.img_shape",
+    });
+  }
+}
+
+/** The default boxes of a config. */
+export function anchorsOf(cfg: SsdConfig, stored?: ArrayLike<number>): DefaultBoxes {
+  return defaultBoxesFromConfig(cfg.anchors, { stored });
+}
+
+/** The box coder's scale factors of a config. */
+export function scaleFactorsOf(cfg: SsdConfig): number[] {
+  return scaleFactorsFromConfig(cfg.box_coder);
+}
+
+/** Boxes per cell of each level, from the anchors and the square feature sizes. */
+export function boxesPerCell(anchors: DefaultBoxes, featureSizes: number[]): number[] {
+  return anchors.perLayer.map((n, i) => n / (featureSizes[i] * featureSizes[i]));
+}
+
+/** Validates `model.options` against an architecture's own spec, naming keys as `model.options.<key>`. */
+function archOptions<T>(cfg: SsdConfig, spec: Spec): T {
+  try {
+    return validate(cfg.model.options ?? {}, spec) as T;
+  } catch (e) {
+    if (e instanceof ConfigError) throw new ConfigError(e.message.replace(/^key "/, 'key "model.options.'));
+    throw e;
+  }
+}
+
+/** Model builders by architecture. */
+export const MODEL_BUILDERS: Partial<Record<ModelConfig["arch"], (cfg: SsdConfig, perCell: number[]) => Graph>> = {
+  ssd300_vgg16: (cfg, perCell) =>
+    ssdVgg16({
+      inputSize: cfg.model.input_size,
+      numClasses: cfg.model.num_classes,
+      boxesPerCell: perCell,
+      extraRelu: cfg.model.extra_relu,
+      head: cfg.model.head,
+      bnEps: cfg.model.bn_eps,
+      bnMomentum: cfg.model.bn_momentum,
+    }),
+  ssd_tiny: (cfg, perCell) =>
+    ssdTiny({
+      inputSize: cfg.model.input_size,
+      numClasses: cfg.model.num_classes,
+      boxesPerCell: perCell,
+      channels: cfg.model.channels ?? [16, 32, 64, 128, 128, 128, 128],
+      head: cfg.model.head,
+      bnMomentum: cfg.model.bn_momentum,
+    }),
+  ssd300_mobilenetv2: (cfg, perCell) =>
+    ssdMobileNetV2({
+      inputSize: cfg.model.input_size,
+      numClasses: cfg.model.num_classes,
+      boxesPerCell: perCell,
+      bnEps: cfg.model.bn_eps,
+      bnMomentum: cfg.model.bn_momentum,
+      ...ssdMobileNetV2ConfigOptions(archOptions<SsdMobileNetV2Config>(cfg, ssdMobileNetV2Spec)),
+    }),
+  ssd_mobilenetv1_fpn: (cfg, perCell) =>
+    ssdMobileNetV1Fpn({
+      inputSize: cfg.model.input_size,
+      numClasses: cfg.model.num_classes,
+      boxesPerCell: perCell,
+      ...ssdFpnConfigOptions(archOptions<SsdFpnConfig>(cfg, ssdFpnSpec)),
+    }),
+  ssd_resnet50_fpn: (cfg, perCell) =>
+    ssdResNet50Fpn({
+      inputSize: cfg.model.input_size,
+      numClasses: cfg.model.num_classes,
+      boxesPerCell: perCell,
+      ...ssdFpnConfigOptions(archOptions<SsdFpnConfig>(cfg, ssdFpnSpec)),
+    }),
+  ssd_mobilenetv1_tfod: (cfg) =>
+    ssdMobileNetV1TfodFromConfig(cfg, archOptions<SsdMobileNetV1TfodConfig>(cfg, ssdMobileNetV1TfodSpec)),
+};
+
+/** Parameter initialisers an architecture needs beyond the scheme (ResNet zero-initialises its last BN gammas). */
+export function initOverridesOf(cfg: SsdConfig): Record<string, (spec: ParamSpec) => Float32Array> {
+  return cfg.model.arch === "ssd_resnet50_fpn" ? resnetInitOverrides() : {};
+}
+
+/**
+ * Builds the network a config describes and checks that its heads produce
+ * exactly one prediction per default box.
+ */
+export function buildModel(cfg: SsdConfig, anchors: DefaultBoxes = anchorsOf(cfg)): Graph {
+  const builder = MODEL_BUILDERS[cfg.model.arch];
+  if (!builder) throw new ConfigError(`architecture ${cfg.model.arch} is not available`, { key: "model.arch" });
+  const sizes = cfg.anchors.feature_size ?? cfg.anchors.steps!.map((s) => Math.round(cfg.model.input_size / s));
+  const perCell = anchors.perLayer.length === sizes.length ? boxesPerCell(anchors, sizes) : [];
+  const graph = builder(cfg, perCell);
+  return graph;
+}

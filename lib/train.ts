@@ -1,0 +1,382 @@
+/**
+ * The training stage: the tutorial's loop (Momentum, warmup + cosine
+ * learning rate, focal + SmoothL1 loss) over the workbench's loader, with
+ * checkpoints, exact resume, evaluation every N epochs, a JSON-lines log and a
+ * loss curve. `deno task train` and `deno task demo` both call {@linkcode train}.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import process from "node:process";
+import YAML from "yaml";
+import { augmentSample } from "./augment.ts";
+import { explainOutOfMemory, setBackend } from "./backend.ts";
+import { type Checkpoint, loadMomentum, loadParams, readCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { type Batch, batches, batchesPerEpoch } from "./data_loader.ts";
+import { loadSplit } from "./dataset.ts";
+import { InputError } from "./errors.ts";
+import { detectRecords, scoreDetections } from "./evaluate.ts";
+import { writeFileAtomic } from "./fs_atomic.ts";
+import { applyBnUpdates, type BnUpdate, type Graph, initParams, type ParamMap, runGraph } from "./graph.ts";
+import { ssdLoss } from "./loss.ts";
+import { lrAtStep, lrOptionsFromConfig } from "./lr_schedule.ts";
+import { matchAndEncode } from "./matcher.ts";
+import { createMomentumState, momentumStep } from "./optimizer.ts";
+import { linePlotPng, movingAverage } from "./plot.ts";
+import { Progress } from "./progress.ts";
+import { createRng } from "./rng.ts";
+import { anchorsOf, buildModel, initOverridesOf, scaleFactorsOf, type SsdConfig } from "./ssd_config.ts";
+
+/** Options of {@linkcode train}. */
+export interface TrainOptions {
+  /** Output folder: checkpoints/, train_log.jsonl, loss_curve.png, config.yaml. */
+  outDir: string;
+  /** Continue the run in `outDir` from its latest checkpoint. */
+  resume?: boolean;
+  /** Start from these weights; class heads of another class count are re-initialised. */
+  init?: string;
+  /** Print nothing. */
+  quiet?: boolean;
+  /** Stop after this many optimiser steps (tests, benchmarks). */
+  maxSteps?: number;
+  /** Called after every step. */
+  onStep?: (log: StepLog) => void;
+}
+
+/** One line of `train_log.jsonl`. */
+export interface StepLog {
+  epoch: number;
+  step: number;
+  global_step: number;
+  loss: number;
+  loc: number;
+  cls: number;
+  lr: number;
+  images_per_s: number;
+  time: number;
+}
+
+/** What a run produced. */
+export interface TrainResult {
+  outDir: string;
+  /** The last checkpoint written. */
+  checkpoint: string | null;
+  /** The checkpoint with the best eval mAP, when eval ran. */
+  best: string | null;
+  losses: StepLog[];
+  evals: { epoch: number; stats: number[] }[];
+  classNames: string[];
+  graph: Graph;
+  params: ParamMap;
+  interrupted: boolean;
+}
+
+/** `OUT/checkpoints/epoch-<N>.ckpt`. */
+export function checkpointPath(outDir: string, epoch: number): string {
+  return path.join(outDir, "checkpoints", `epoch-${epoch}.ckpt`);
+}
+
+/** The newest checkpoint of a run folder (by global step), or null. */
+export function latestCheckpoint(outDir: string): string | null {
+  const dir = path.join(outDir, "checkpoints");
+  if (!fs.existsSync(dir)) return null;
+  let best: { file: string; step: number } | null = null;
+  for (const f of fs.readdirSync(dir)) {
+    if (!f.endsWith(".ckpt") || f === "best.ckpt") continue;
+    const file = path.join(dir, f);
+    try {
+      const step = readCheckpoint(file).header.global_step;
+      if (!best || step > best.step) best = { file, step };
+    } catch {
+      // An unreadable checkpoint (e.g. a crash mid-copy elsewhere) is not a resume point.
+    }
+  }
+  return best?.file ?? null;
+}
+
+function trainableNames(params: ParamMap, freeze: string[]): string[] {
+  const patterns = freeze.map((p) => new RegExp(p));
+  return [...params].filter(([n, v]) => v.trainable && !patterns.some((re) => re.test(n))).map(([n]) => n);
+}
+
+/** One optimiser step; returns the loss parts. */
+function trainStep(
+  graph: Graph,
+  params: ParamMap,
+  trainable: tf.Variable[],
+  batch: Batch,
+  cfg: SsdConfig,
+  numAnchors: number,
+): { loss: tf.Scalar; loc: tf.Scalar; cls: tf.Scalar; grads: Record<string, tf.Tensor>; bn: BnUpdate[] } {
+  const s = cfg.model.input_size, b = batch.size;
+  const x = tf.tensor4d(batch.images, [b, s, s, 3]);
+  const locT = tf.tensor3d(batch.loc, [b, numAnchors, 4]);
+  const labels = tf.tensor2d(batch.labels, [b, numAnchors], "int32");
+  const bn: BnUpdate[] = [];
+  let parts: { loc: tf.Scalar; cls: tf.Scalar } | null = null;
+  const { value, grads } = tf.variableGrads(() => {
+    const out = runGraph(graph, params, x, { training: true, bnUpdates: bn });
+    const l = ssdLoss(out.loc as tf.Tensor3D, out.cls as tf.Tensor3D, locT, labels, cfg.loss);
+    parts = { loc: tf.keep(l.loc), cls: tf.keep(l.cls) };
+    return l.total;
+  }, trainable);
+  tf.dispose([x, locT, labels]);
+  return { loss: value, loc: parts!.loc, cls: parts!.cls, grads, bn };
+}
+
+/** Trains a model as `cfg` says. */
+export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResult> {
+  await setBackend(cfg.backend);
+  const out = o.outDir;
+  fs.mkdirSync(path.join(out, "checkpoints"), { recursive: true });
+
+  // 1) Resume: the run's own config wins, so the continuation is exact.
+  let resumeFrom: Checkpoint | null = null, resumeFile: string | null = null;
+  if (o.resume) {
+    resumeFile = latestCheckpoint(out);
+    if (!resumeFile) throw new InputError(`nothing to resume: no checkpoint in ${path.join(out, "checkpoints")}`);
+    resumeFrom = readCheckpoint(resumeFile);
+    const stored = resumeFrom.header.config as unknown as SsdConfig;
+    stored.train.epochs = cfg.train.epochs; // the one setting a resume may extend
+    cfg = stored;
+  }
+
+  // 2) Data.
+  const split = loadSplit(cfg.data.train, { policy: cfg.data.policy, which: "train" });
+  const classNames = cfg.model.class_names ?? split.classNames;
+  if (!classNames) throw new InputError("model.class_names is required for a dataset that does not name its classes");
+  if (classNames.length !== cfg.model.num_classes) {
+    throw new InputError(
+      `the dataset has ${
+        classNames.length - 1
+      } classes (+ background) but model.num_classes is ${cfg.model.num_classes}`,
+    );
+  }
+  const records = split.records;
+  if (records.length < cfg.train.batch_size) {
+    throw new InputError(
+      `the training split has ${records.length} images, fewer than batch_size ${cfg.train.batch_size}`,
+    );
+  }
+
+  // 3) Model, anchors, optimiser.
+  const anchors = anchorsOf(cfg);
+  const graph = buildModel(cfg, anchors);
+  const params = initParams(graph, createRng(cfg.seed), {
+    scheme: cfg.model.init,
+    sigma: cfg.model.init_sigma,
+    overrides: initOverridesOf(cfg),
+  });
+  const state = createMomentumState(params);
+  let startEpoch = 0, startBatch = 0, globalStep = 0;
+  if (resumeFrom) {
+    loadParams(params, resumeFrom, { file: resumeFile! });
+    loadMomentum(state, resumeFrom);
+    startEpoch = resumeFrom.header.epoch;
+    startBatch = resumeFrom.header.step_in_epoch;
+    globalStep = resumeFrom.header.global_step;
+  } else if (o.init) {
+    const ckpt = readCheckpoint(o.init);
+    const stored = new Map([...ckpt.tensors].filter(([k]) => k.startsWith("param:")).map(([k, v]) => [k.slice(6), v]));
+    // A different class count changes the class heads' shapes: those start fresh.
+    const r = loadParams(params, ckpt, {
+      file: o.init,
+      keep: (n) => stored.get(n)?.shape.join() === params.get(n)!.shape.join(),
+      allowMissing: true,
+    });
+    if (!o.quiet) {
+      console.log(`init: loaded ${r.loaded.length} tensors from ${o.init}, re-initialised ${r.skipped.length}`);
+    }
+  }
+  const trainable = trainableNames(params, cfg.train.freeze).map((n) => params.get(n)!);
+  const sf = scaleFactorsOf(cfg);
+  const loaderOpts = {
+    batchSize: cfg.train.batch_size,
+    inputSize: cfg.model.input_size,
+    numAnchors: anchors.count,
+    seed: cfg.seed,
+    prefetch: cfg.train.prefetch,
+    dropRemainder: true,
+  };
+  const stepsPerEpoch = batchesPerEpoch(records.length, loaderOpts);
+  const lrOpts = lrOptionsFromConfig(cfg.train, { totalEpochs: cfg.train.epochs, stepsPerEpoch });
+  const transform = (r: (typeof records)[number], rng: () => number) =>
+    augmentSample(r, cfg.model.input_size, rng, cfg.augment);
+  const encode = (smp: { boxes: Float32Array; labels: Int32Array }) =>
+    matchAndEncode({ boxes: smp.boxes, labels: smp.labels }, anchors, {
+      matchThreshold: cfg.matcher.match_threshold,
+      scaleFactors: sf,
+    });
+
+  // 4) Logs: keep what happened before the resume point, drop what a killed run logged after it.
+  const logFile = path.join(out, "train_log.jsonl");
+  const losses: StepLog[] = [];
+  if (resumeFrom && fs.existsSync(logFile)) {
+    for (const line of fs.readFileSync(logFile, "utf8").split("\n")) {
+      if (!line.trim()) continue;
+      const l = JSON.parse(line) as StepLog;
+      if (l.global_step <= globalStep) losses.push(l);
+    }
+  }
+  await writeFileAtomic(logFile, losses.map((l) => JSON.stringify(l) + "\n").join(""));
+  await writeFileAtomic(path.join(out, "config.yaml"), YAML.stringify(cfg));
+  const log = fs.openSync(logFile, "a");
+
+  let interrupted = false;
+  const onSigint = () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    if (!o.quiet) console.error("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to quit at once)");
+  };
+  const canSignal = typeof Deno !== "undefined" && Deno.build.os !== "windows";
+  if (canSignal) Deno.addSignalListener("SIGINT", onSigint);
+
+  const evals: { epoch: number; stats: number[] }[] = [];
+  let lastCkpt: string | null = resumeFile, best: string | null = null, bestMap = -Infinity;
+  const save = async (file: string, epoch: number, stepInEpoch: number, metrics: Record<string, number> = {}) => {
+    await saveCheckpoint(file, {
+      params,
+      momentum: state,
+      config: cfg as unknown as Record<string, unknown>,
+      classNames,
+      epoch,
+      stepInEpoch,
+      globalStep,
+      metrics,
+    });
+    lastCkpt = file;
+  };
+  const totalSteps = stepsPerEpoch * cfg.train.epochs;
+  const bar = new Progress("train", totalSteps, { unit: "step", quiet: o.quiet });
+  bar.update(globalStep);
+  let steps = 0;
+  try {
+    outer:
+    for (let epoch = startEpoch; epoch < cfg.train.epochs; epoch++) {
+      const t0 = performance.now();
+      let tLast = t0;
+      for await (
+        const batch of batches(records, transform, encode, epoch, loaderOpts, epoch === startEpoch ? startBatch : 0)
+      ) {
+        const lr = lrAtStep(globalStep, lrOpts);
+        let r;
+        try {
+          r = trainStep(graph, params, trainable, batch, cfg, anchors.count);
+        } catch (e) {
+          throw explainOutOfMemory(e, { batchSize: cfg.train.batch_size, what: "training" });
+        }
+        const [loss, loc, cls] = (await Promise.all([r.loss.data(), r.loc.data(), r.cls.data()])).map((d) => d[0]);
+        if (!Number.isFinite(loss)) {
+          tf.dispose([r.loss, r.loc, r.cls, ...Object.values(r.grads)]);
+          for (const u of r.bn) tf.dispose([u.mean, u.variance]);
+          throw new InputError(
+            `loss is ${loss} at epoch ${epoch + 1}, step ${batch.index + 1} (lr ${lr}); training stopped without ` +
+              `applying this step. Last good checkpoint: ${lastCkpt ?? "none"}. Try a lower train.lr.`,
+          );
+        }
+        momentumStep(params, r.grads, state, lr, {
+          momentum: cfg.train.momentum,
+          weightDecay: cfg.train.weight_decay,
+          lossScale: cfg.train.loss_scale,
+        });
+        applyBnUpdates(params, r.bn);
+        tf.dispose([r.loss, r.loc, r.cls, ...Object.values(r.grads)]);
+        globalStep++;
+        steps++;
+        const now = performance.now();
+        const entry: StepLog = {
+          epoch: epoch + 1,
+          step: batch.index + 1,
+          global_step: globalStep,
+          loss,
+          loc,
+          cls,
+          lr,
+          images_per_s: batch.size / ((now - tLast) / 1000),
+          time: Math.round(now - t0),
+        };
+        tLast = now;
+        losses.push(entry);
+        fs.writeSync(log, JSON.stringify(entry) + "\n");
+        o.onStep?.(entry);
+        bar.update(
+          globalStep,
+          `ep ${epoch + 1}/${cfg.train.epochs} loss ${loss.toFixed(3)} (loc ${loc.toFixed(3)} cls ${cls.toFixed(3)}) ` +
+            `lr ${lr.toExponential(2)} ${entry.images_per_s.toFixed(1)} img/s`,
+        );
+        if (interrupted) {
+          await save(path.join(out, "checkpoints", "interrupted.ckpt"), epoch, batch.index + 1, { loss });
+          break outer;
+        }
+        if (o.maxSteps !== undefined && steps >= o.maxSteps) {
+          await save(path.join(out, "checkpoints", `step-${globalStep}.ckpt`), epoch, batch.index + 1, { loss });
+          break outer;
+        }
+      }
+      const done = epoch + 1;
+      const last = done === cfg.train.epochs;
+      let metrics: Record<string, number> = { loss: losses.at(-1)?.loss ?? NaN };
+      if (cfg.train.eval_every > 0 && (done % cfg.train.eval_every === 0 || last) && cfg.data.val.path) {
+        const stats = await evaluateDuringTraining(graph, params, cfg, anchors, sf, o.quiet);
+        evals.push({ epoch: done, stats });
+        metrics = { ...metrics, map: stats[0], map50: stats[1] };
+        if (!o.quiet) {
+          console.log(`eval after epoch ${done}: mAP ${stats[0].toFixed(3)}, mAP@0.5 ${stats[1].toFixed(3)}`);
+        }
+      }
+      if (done % cfg.train.checkpoint_every === 0 || last) {
+        const file = checkpointPath(out, done);
+        await save(file, done, 0, metrics);
+        if (metrics.map !== undefined && metrics.map > bestMap) {
+          bestMap = metrics.map;
+          best = path.join(out, "checkpoints", "best.ckpt");
+          await writeFileAtomic(best, fs.readFileSync(file));
+        }
+      }
+    }
+  } finally {
+    bar.done();
+    fs.closeSync(log);
+    if (canSignal) Deno.removeSignalListener("SIGINT", onSigint);
+  }
+  await writeLossCurve(path.join(out, "loss_curve.png"), losses);
+  return { outDir: out, checkpoint: lastCkpt, best, losses, evals, classNames, graph, params, interrupted };
+}
+
+async function evaluateDuringTraining(
+  graph: Graph,
+  params: ParamMap,
+  cfg: SsdConfig,
+  anchors: ReturnType<typeof anchorsOf>,
+  sf: number[],
+  quiet?: boolean,
+): Promise<number[]> {
+  const val = loadSplit(cfg.data.val, { policy: cfg.data.policy, which: "val" });
+  const bar = new Progress("eval", val.records.length, { unit: "img", quiet });
+  const dets = await detectRecords(graph, params, val.records, {
+    inputSize: cfg.model.input_size,
+    anchors,
+    scaleFactors: sf,
+    augment: cfg.augment,
+    postprocess: cfg.postprocess,
+    activation: cfg.model.score_activation,
+    onProgress: (d) => bar.update(d),
+  });
+  bar.done();
+  return scoreDetections(val.groundTruth(), dets).stats;
+}
+
+/** Writes the loss curve (per-step losses, smoothed) as a PNG. */
+export async function writeLossCurve(file: string, losses: StepLog[]): Promise<void> {
+  if (losses.length === 0) return;
+  const x = losses.map((l) => l.global_step);
+  const w = Math.max(1, Math.round(losses.length / 50));
+  const png = await linePlotPng([
+    { name: "total", x, y: movingAverage(losses.map((l) => l.loss), w) },
+    { name: "cls", x, y: movingAverage(losses.map((l) => l.cls), w) },
+    { name: "loc", x, y: movingAverage(losses.map((l) => l.loc), w) },
+  ], { title: "Training loss", xLabel: "step", yLabel: `loss (moving average of ${w})`, logY: true });
+  await writeFileAtomic(file, png);
+}

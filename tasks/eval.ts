@@ -1,0 +1,143 @@
+/**
+ * `deno task eval`: COCO bbox evaluation of a results file against a COCO
+ * instances file, with pycocotools' numbers and printout.
+ *
+ * @module
+ */
+import { parseTaskArgs, runTask, type TaskSpec } from "../lib/cli.ts";
+import { InputError } from "../lib/errors.ts";
+import { writeJsonAtomic } from "../lib/fs_atomic.ts";
+import { Progress } from "../lib/progress.ts";
+import {
+  type CocoEvalResult,
+  cocoEvaluate,
+  evalStatsJson,
+  formatPerClassTable,
+  formatSummary,
+} from "../lib/coco_eval.ts";
+import { evaluateCheckpoint } from "../lib/eval_stage.ts";
+import type { SplitConfig } from "../lib/ssd_config.ts";
+
+const spec: TaskSpec = {
+  name: "eval",
+  summary: "Scores detections with COCO bbox metrics (a faithful port of pycocotools' COCOeval): prints the " +
+    "12-line summary and a per-class AP table, and writes eval_stats.json.",
+  usage: "--gt instances.json --detections results.json | --checkpoint CKPT [--config CFG] [--data FILE] " +
+    "[--stats-json FILE] [--out DIR]",
+  overrides: true,
+  flags: {
+    gt: { type: "string", arg: "FILE", help: "COCO instances JSON (images, annotations, categories)" },
+    detections: {
+      type: "string",
+      arg: "FILE",
+      help: "COCO results JSON: [{image_id, category_id, bbox: [x, y, w, h], score}, ...]",
+    },
+    "stats-json": { type: "string", arg: "FILE", help: "also write the stats JSON here" },
+    out: { type: "string", arg: "DIR", default: "runs/eval", help: "output folder; receives eval_stats.json" },
+    checkpoint: { type: "string", arg: "FILE", help: "evaluate a trained checkpoint (checkpoint mode)" },
+    config: { type: "string", arg: "FILE", help: "run config (default: the one stored in the checkpoint)" },
+    model: { type: "string", arg: "FILE", help: "evaluate an exported ONNX model (model mode)" },
+    data: { type: "string", arg: "FILE", help: "eval split: COCO json or MindRecord shard (default: config data.val)" },
+    images: { type: "string", arg: "DIR", help: "image folder of a COCO --data file" },
+    "batch-size": { type: "string", arg: "N", default: "8", help: "images per forward pass" },
+  },
+  epilog: [
+    "The printed summary and the 12 stats match pycocotools (COCO().loadRes + COCOeval(..., 'bbox')).",
+    'eval_stats.json: {"stats": [12 numbers], "per_class": {"<name>": {"ap", "ap50", "ap75"}}};',
+    "-1 marks settings without ground truth, as in pycocotools.",
+    "",
+    "Example:",
+    "  deno task eval --gt data/coco/annotations/instances_val2017.json --detections runs/infer/results.json",
+  ].join("\n"),
+};
+
+async function readJsonFile(file: string, what: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (e) {
+    throw new InputError(`cannot read ${what}: ${e instanceof Error ? e.message : e}`, { file, cause: e });
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new InputError(`not valid JSON: ${e instanceof Error ? e.message : e}`, { file, cause: e });
+  }
+}
+
+/** Prints the summary and per-class table and writes the stats JSON. */
+async function report(res: CocoEvalResult, out: string, statsJson: string | undefined): Promise<void> {
+  if (res.gt.skipped > 0) {
+    console.error(
+      `note: ${res.gt.skipped} annotations name an image or category missing from the ground truth; skipped`,
+    );
+  }
+  if (res.numDetections === 0) {
+    console.error(
+      "note: there are no detections; pycocotools itself would raise on an empty list. " +
+        "Reporting 0 for settings with ground truth and -1 where there is none.",
+    );
+  }
+  console.log(formatSummary(res.stats));
+  console.log("");
+  console.log("Per-category AP (area=all, maxDets=100):");
+  console.log(formatPerClassTable(res.perClass));
+  const doc = evalStatsJson(res.stats, res.perClass);
+  await writeJsonAtomic(`${out}/eval_stats.json`, doc);
+  if (statsJson) await writeJsonAtomic(statsJson, doc);
+  console.error(`wrote ${out}/eval_stats.json${statsJson ? ` and ${statsJson}` : ""}`);
+}
+
+/** Results-file mode: score `detections` against `gt`. */
+async function evalResultsFile(gtFile: string, dtFile: string, statsJson: string | undefined, out: string) {
+  const gtJson = await readJsonFile(gtFile, "ground truth");
+  const dtJson = await readJsonFile(dtFile, "detections");
+  const bar = new Progress("evaluate", 0, { unit: "cat" });
+  const res = cocoEvaluate(gtJson, dtJson, {
+    gtFile,
+    dtFile,
+    onProgress: (done, total) => {
+      bar.setTotal(total);
+      bar.update(done);
+    },
+  });
+  bar.done();
+  await report(res, out, statsJson);
+}
+
+/** The split named by --data (and --images), or undefined for the config's own. */
+function dataSplit(data: string | undefined, images: string | undefined): SplitConfig | undefined {
+  if (!data) return undefined;
+  return data.toLowerCase().endsWith(".json")
+    ? { format: "coco", path: data, images: images ?? null, limit: null }
+    : { format: "mindrecord", path: data, images: null, limit: null };
+}
+
+if (import.meta.main) {
+  await runTask(async () => {
+    const { values, overrides } = parseTaskArgs(spec);
+    const out = values.out as string, statsJson = values["stats-json"] as string | undefined;
+    if (values.model !== undefined) {
+      throw new InputError(
+        "--model: ONNX model evaluation needs the export stage (deno task export), not in this build",
+      );
+    }
+    if (values.checkpoint !== undefined) {
+      const run = await evaluateCheckpoint(values.checkpoint as string, {
+        configFile: values.config as string | undefined,
+        overrides,
+        split: dataSplit(values.data as string | undefined, values.images as string | undefined),
+        batchSize: Number(values["batch-size"]),
+      });
+      await writeJsonAtomic(`${out}/detections.json`, run.detections);
+      console.error(`${run.images} images, ${run.detections.length} detections -> ${out}/detections.json`);
+      await report(run.result, out, statsJson);
+      return;
+    }
+    const gt = values.gt, detections = values.detections;
+    if (typeof gt !== "string" || typeof detections !== "string") {
+      throw new InputError("give --gt FILE --detections FILE, or --checkpoint CKPT; see --help");
+    }
+    await evalResultsFile(gt, detections, statsJson, out);
+  });
+}

@@ -1,0 +1,49 @@
+/** `deno task train`: trains an SSD as a config says. */
+import { intFlag, parseTaskArgs, runTask } from "../lib/cli.ts";
+import { loadSsdConfig } from "../lib/ssd_config.ts";
+import { train } from "../lib/train.ts";
+
+const spec = {
+  name: "train",
+  summary: "Train an SSD (Momentum, warmup + cosine lr, focal + SmoothL1 loss) with checkpoints and exact resume.",
+  usage: "--config FILE [--out DIR] [--resume] [--init CKPT] [--seed N] [--key=value ...]",
+  overrides: true,
+  flags: {
+    config: { type: "string", arg: "FILE", default: "configs/demo.yaml", help: "run config (YAML)" },
+    out: { type: "string", arg: "DIR", default: "runs/train", help: "run folder" },
+    seed: { type: "string", arg: "N", help: "random seed (overrides the config's)" },
+    backend: { type: "string", arg: "NAME", help: "wasm, cpu or tensorflow (overrides the config's)" },
+    resume: { type: "boolean", help: "continue the run in --out from its latest checkpoint" },
+    init: {
+      type: "string",
+      arg: "CKPT",
+      help: "start from these weights (other class counts re-initialise the class heads)",
+    },
+    "max-steps": { type: "string", arg: "N", help: "stop after N steps" },
+  },
+  epilog: [
+    "Writes OUT/checkpoints/epoch-<N>.ckpt (see lib/checkpoint.ts for the format), OUT/train_log.jsonl (one JSON line",
+    "per step), OUT/loss_curve.png and OUT/config.yaml. Ctrl-C saves OUT/checkpoints/interrupted.ckpt and exits.",
+    "Example: deno task train --config configs/demo.yaml --out runs/demo/train --train.epochs=4",
+  ].join("\n"),
+} as const;
+
+runTask(async () => {
+  const { values, overrides } = parseTaskArgs(spec);
+  if (values.seed !== undefined) overrides.seed = String(intFlag(values, "seed"));
+  if (values.backend !== undefined) overrides.backend = values.backend as string;
+  const cfg = loadSsdConfig(values.config as string, overrides);
+  const r = await train(cfg, {
+    outDir: values.out as string,
+    resume: Boolean(values.resume),
+    init: values.init as string | undefined,
+    maxSteps: intFlag(values, "max-steps"),
+  });
+  const last = r.losses.at(-1);
+  console.log(
+    `${r.interrupted ? "interrupted" : "done"}: ${r.losses.length} steps logged, last loss ${last?.loss.toFixed(4)}`,
+  );
+  console.log(
+    `checkpoint: ${r.checkpoint}${r.best ? `, best: ${r.best}` : ""}; loss curve: ${r.outDir}/loss_curve.png`,
+  );
+});

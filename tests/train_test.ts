@@ -1,0 +1,123 @@
+import * as tf from "@tensorflow/tfjs-core";
+import assert from "node:assert";
+import * as fs from "node:fs";
+import { decodeCheckpoint, encodeCheckpoint, readCheckpoint } from "../lib/checkpoint.ts";
+import { loadConfig } from "../lib/config.ts";
+import { InputError } from "../lib/errors.ts";
+import { initParams } from "../lib/graph.ts";
+import { createRng } from "../lib/rng.ts";
+import { buildModel, loadSsdConfig, type SsdConfig } from "../lib/ssd_config.ts";
+import { type SynthConfig, synthSpec, writeSynthDataset } from "../lib/synth.ts";
+import { train } from "../lib/train.ts";
+
+const data = Deno.makeTempDirSync();
+const synth = loadConfig<SynthConfig>("configs/synth.yaml", synthSpec, {
+  image_size: "64",
+  "splits.train": "24",
+  "splits.val": "8",
+});
+await writeSynthDataset(data, synth, { seed: 2, quiet: true });
+
+function config(overrides: Record<string, string> = {}): SsdConfig {
+  return loadSsdConfig("tests/fixtures/configs/tiny_train.yaml", {
+    "data.train.path": `${data}/annotations/instances_train.json`,
+    "data.train.images": `${data}/images/train`,
+    "data.val.path": `${data}/annotations/instances_val.json`,
+    "data.val.images": `${data}/images/val`,
+    ...overrides,
+  });
+}
+
+Deno.test("train() writes checkpoints, a log and a loss curve, and evaluates", async () => {
+  const out = Deno.makeTempDirSync();
+  const r = await train(config({ "train.epochs": "2", "train.eval_every": "1" }), { outDir: out, quiet: true });
+  assert.strictEqual(r.losses.length, 12); // 24 images / batch 4, two epochs
+  for (
+    const f of [
+      "checkpoints/epoch-1.ckpt",
+      "checkpoints/epoch-2.ckpt",
+      "checkpoints/best.ckpt",
+      "loss_curve.png",
+      "config.yaml",
+    ]
+  ) {
+    assert.ok(fs.existsSync(`${out}/${f}`), f);
+  }
+  const log = fs.readFileSync(`${out}/train_log.jsonl`, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  assert.strictEqual(log.length, 12);
+  assert.deepStrictEqual(Object.keys(log[0]).sort(), [
+    "cls",
+    "epoch",
+    "global_step",
+    "images_per_s",
+    "loc",
+    "loss",
+    "lr",
+    "step",
+    "time",
+  ]);
+  assert.strictEqual(r.evals.length, 2);
+  assert.strictEqual(r.evals[0].stats.length, 12);
+  const ck = readCheckpoint(`${out}/checkpoints/epoch-2.ckpt`);
+  assert.strictEqual(ck.header.epoch, 2);
+  assert.deepStrictEqual(ck.header.class_names, ["background", "rectangle", "ellipse", "triangle"]);
+  assert.strictEqual((ck.header.config as unknown as SsdConfig).model.arch, "ssd_tiny");
+});
+
+Deno.test("train() resumed from a mid-epoch checkpoint repeats the uninterrupted losses exactly", async () => {
+  const cfg = config({ "train.epochs": "2" });
+  const a = await train(cfg, { outDir: Deno.makeTempDirSync(), quiet: true });
+  const out = Deno.makeTempDirSync();
+  await train(cfg, { outDir: out, quiet: true, maxSteps: 8 });
+  const b = await train(cfg, { outDir: out, quiet: true, resume: true });
+  assert.deepStrictEqual(b.losses.map((l) => l.loss), a.losses.map((l) => l.loss));
+  assert.deepStrictEqual(b.losses.map((l) => l.global_step), a.losses.map((l) => l.global_step));
+});
+
+Deno.test("train() with the same seed reproduces its losses, and another seed does not", async () => {
+  const cfg = config({ "train.epochs": "1" });
+  const a = await train(cfg, { outDir: Deno.makeTempDirSync(), quiet: true });
+  const b = await train(cfg, { outDir: Deno.makeTempDirSync(), quiet: true });
+  const c = await train(config({ "train.epochs": "1", seed: "9" }), { outDir: Deno.makeTempDirSync(), quiet: true });
+  assert.deepStrictEqual(a.losses.map((l) => l.loss), b.losses.map((l) => l.loss));
+  assert.notDeepStrictEqual(a.losses.map((l) => l.loss), c.losses.map((l) => l.loss));
+});
+
+Deno.test("train() stops on a non-finite loss without touching existing checkpoints", async () => {
+  const out = Deno.makeTempDirSync();
+  await train(config({ "train.epochs": "1" }), { outDir: out, quiet: true });
+  const good = fs.readFileSync(`${out}/checkpoints/epoch-1.ckpt`);
+  await assert.rejects(
+    () => train(config({ "train.epochs": "1", "train.weight_decay": "1e30" }), { outDir: out, quiet: true }),
+    (e: unknown) =>
+      e instanceof InputError && /loss is (NaN|Infinity)/.test(e.message) && /Last good checkpoint/.test(e.message),
+  );
+  assert.deepStrictEqual(fs.readFileSync(`${out}/checkpoints/epoch-1.ckpt`), good);
+});
+
+Deno.test("train() keeps the tensor count flat over 20 steps", async () => {
+  const counts: number[] = [];
+  await train(config({ "train.epochs": "4" }), {
+    outDir: Deno.makeTempDirSync(),
+    quiet: true,
+    maxSteps: 20,
+    onStep: () => counts.push(tf.memory().numTensors),
+  });
+  assert.strictEqual(counts.length, 20);
+  assert.ok(counts.every((c) => c === counts[1]), `tensor counts ${counts}`);
+});
+
+Deno.test("a checkpoint round-trips and a truncated one is named in a clear error", async () => {
+  const cfg = config();
+  const graph = buildModel(cfg);
+  const params = initParams(graph, createRng(3));
+  const bytes = await encodeCheckpoint({ params, config: {}, classNames: ["bg", "a"], epoch: 1, globalStep: 5 });
+  const ck = decodeCheckpoint(bytes, "x.ckpt");
+  for (const [name, v] of params) assert.deepStrictEqual(ck.tensors.get(`param:${name}`)!.data, await v.data());
+  assert.throws(
+    () => decodeCheckpoint(bytes.subarray(0, bytes.length - 3), "cut.ckpt"),
+    /cut\.ckpt: truncated: tensor/,
+  );
+  assert.throws(() => decodeCheckpoint(new Uint8Array(20), "zero.ckpt"), /zero\.ckpt: not a workbench checkpoint/);
+  tf.dispose([...params.values()]);
+});
