@@ -3,19 +3,59 @@
  * training, COCO evaluation, ONNX export and inference. A port of the
  * MindSpore SSD tutorial and ModelZoo SSD.
  *
- * Import it in notebooks as `import * as ssd from "ssd-workbench";`.
+ * Notebooks import it as `import * as ssd from "ssd-workbench";`.
  *
  * @module
  */
+export * from "./lib/archive.ts";
+export * from "./lib/augment.ts";
+export * from "./lib/augment_preview.ts";
 export * from "./lib/backend.ts";
+export * from "./lib/box_coder.ts";
+export * from "./lib/checkpoint.ts";
+export * from "./lib/class_maps.ts";
 export * from "./lib/cli.ts";
+export * from "./lib/coco_eval.ts";
+export * from "./lib/coco_reader.ts";
 export * from "./lib/config.ts";
 export * from "./lib/conv_grad_kernels.ts";
+export * from "./lib/convert.ts";
+export * from "./lib/data_loader.ts";
+export * from "./lib/dataset.ts";
+export * from "./lib/default_boxes.ts";
+export * from "./lib/demo.ts";
 export * from "./lib/detection_record.ts";
+export * from "./lib/download.ts";
 export * from "./lib/draw.ts";
 export * from "./lib/errors.ts";
+export * from "./lib/eval_stage.ts";
+export * from "./lib/evaluate.ts";
+export * from "./lib/fpn.ts";
 export * from "./lib/fs_atomic.ts";
+export * from "./lib/graph.ts";
+export * from "./lib/iou.ts";
+export * from "./lib/loss.ts";
+export * from "./lib/lr_schedule.ts";
+export * from "./lib/matcher.ts";
+export * from "./lib/mindrecord.ts";
+export * from "./lib/mobilenet_v1.ts";
+export * from "./lib/mobilenet_v2.ts";
+export * from "./lib/msgpack.ts";
+export * from "./lib/nms.ts";
+export * from "./lib/optimizer.ts";
+export * from "./lib/plot.ts";
+export * from "./lib/postprocess.ts";
 export * from "./lib/progress.ts";
+export * from "./lib/resnet50.ts";
 export * from "./lib/rng.ts";
 export * from "./lib/setup_check.ts";
+export * from "./lib/ssd_config.ts";
+export * from "./lib/ssd_fpn.ts";
+export * from "./lib/ssd_heads.ts";
+export * from "./lib/ssd_mobilenet_v2.ts";
+export * from "./lib/ssd_tiny.ts";
+export * from "./lib/ssd_vgg16.ts";
 export * from "./lib/synth.ts";
+export * from "./lib/train.ts";
+export * from "./lib/txt_reader.ts";
+export * from "./lib/voc_reader.ts";

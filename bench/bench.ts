@@ -7,11 +7,32 @@ import * as path from "node:path";
 import { parseTaskArgs, runTask } from "../lib/cli.ts";
 import { InputError } from "../lib/errors.ts";
 import { writeJsonAtomic } from "../lib/fs_atomic.ts";
+import { benchCocoEval } from "./coco_eval_bench.ts";
 import { benchConv } from "./conv_bench.ts";
+import { benchTrain } from "./train_bench.ts";
 import { type BenchRow, formatTable } from "./report.ts";
+
+/** COCOeval on the COCO-val-sized workload, side by side with pycocotools when it is importable. */
+async function cocoevalSection(o: { quick: boolean }): Promise<BenchRow[]> {
+  const r = await benchCocoEval({ images: o.quick ? 1000 : 5000, log: (s) => console.error(`  ${s}`) });
+  const ours = r.rows.find((x) => /ours|workbench/i.test(x.name)) ?? r.rows[0];
+  return r.rows.map((x) => ({
+    section: "cocoeval",
+    name: `${x.name} (${r.workload.images} images, ${r.workload.gtBoxes} gt, ${r.workload.detections} dets)`,
+    ms: x.seconds * 1000,
+    ...(x === ours
+      ? { speedup: 1 / r.ratio, against: r.pycocotoolsMeasured ? "vs pycocotools" : "vs recorded 63 s" }
+      : {}),
+    note: x === ours
+      ? `${x.note ?? ""} ${r.pycocotoolsMeasured ? `max stat diff ${r.maxStatDiff}` : ""}`.trim()
+      : x.note,
+  }));
+}
 
 const SECTIONS: Record<string, (o: { quick: boolean }) => Promise<BenchRow[]>> = {
   conv: benchConv,
+  cocoeval: cocoevalSection,
+  train: benchTrain,
 };
 
 const spec = {

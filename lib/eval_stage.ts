@@ -54,6 +54,8 @@ export interface EvalRun {
   result: CocoEvalResult;
   detections: NamedDetection[];
   images: number;
+  /** Category id -> name, from the ground truth. */
+  categoryNames: Map<number, string>;
 }
 
 /**
@@ -89,5 +91,10 @@ export async function evaluateCheckpoint(
     onProgress: (d) => bar.update(d),
   });
   bar.done();
-  return { result: scoreDetections(gt, detections), detections, images: split.records.length };
+  return {
+    result: scoreDetections(gt, detections),
+    detections,
+    images: split.records.length,
+    categoryNames: new Map(gt.categories.map((c) => [Number(c.id), c.name ?? String(c.id)])),
+  };
 }

@@ -22,6 +22,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import sharp from "sharp";
+import { setBackend } from "./backend.ts";
 import { InputError } from "./errors.ts";
 
 /** face-api's SSD input side. */
@@ -111,6 +112,8 @@ export async function decodeRgb(bytes: Uint8Array, file?: string): Promise<RgbIm
   }
 }
 
+let backendReady: Promise<unknown> | null = null;
+
 /**
  * The whole input side for one encoded image: decoded, preprocessed as face-api
  * does, with the box factors. `input` is [size * size * 3] float32 (NHWC, batch 1).
@@ -120,6 +123,10 @@ export async function faceapiPreprocessImage(
   options: { size?: number; file?: string } = {},
 ): Promise<{ input: Float32Array; height: number; width: number; boxScale: { height: number; width: number } }> {
   const size = options.size ?? FACEAPI_INPUT_SIZE;
+  // The resize runs on tfjs. A caller that never chose a backend (ONNX inference) gets wasm, face-api's
+  // reference backend here; one that did keeps its own. Concurrent calls share the one initialisation.
+  backendReady ??= tf.engine().backendName ? Promise.resolve() : setBackend("wasm");
+  await backendReady;
   const img = await decodeRgb(bytes, options.file);
   const x = faceapiInput(img.data, img.height, img.width, size);
   const input = await x.data() as Float32Array;

@@ -89,7 +89,9 @@ export interface LossParts {
  * - `locTarget` [N, A, 4] and `labels` [N, A] (int, 0 background) from the matcher.
  *
  * Both parts are divided by the number of matched boxes in the whole batch
- * (at least 1), as the tutorial's `forward_fn` does.
+ * (at least 1), as the tutorial's `forward_fn` does. `normalizer` overrides
+ * that count: a replica computing part of a batch passes the whole batch's
+ * count, so the parts' losses and gradients add up to the whole batch's.
  */
 export function ssdLoss(
   locPred: tf.Tensor3D,
@@ -97,11 +99,12 @@ export function ssdLoss(
   locTarget: tf.Tensor3D,
   labels: tf.Tensor2D,
   cfg: LossConfig,
+  normalizer?: number,
 ): LossParts {
   return tf.tidy(() => {
     const numClasses = clsLogits.shape[2];
     const pos = tf.cast(tf.greater(labels, 0), "float32"); // [N, A]
-    const numMatched = tf.maximum(tf.sum(pos), 1);
+    const numMatched = normalizer === undefined ? tf.maximum(tf.sum(pos), 1) : tf.scalar(Math.max(1, normalizer));
     const locElem = tf.sum(smoothL1(locPred, locTarget), -1); // [N, A]
     const loc = tf.div(tf.sum(tf.mul(locElem, pos)), numMatched);
     let cls: tf.Tensor;

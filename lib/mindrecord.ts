@@ -18,6 +18,7 @@
  *
  * @module
  */
+import { pyRound } from "./py_round.ts";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { createHash } from "node:crypto";
@@ -1724,14 +1725,6 @@ export const FULL_SCHEMA: MindRecordSchema = {
 
 /** The desc format tag of the full schema. */
 export const FULL_FORMAT = "ssd-workbench/full-v1";
-
-/** Python 3's round(): nearest integer, ties to even (ModelZoo create_coco_label uses it). */
-export function pyRound(x: number): number {
-  const f = Math.floor(x), d = x - f;
-  if (d < 0.5) return f;
-  if (d > 0.5) return f + 1;
-  return f % 2 === 0 ? f : f + 1;
-}
 
 /** Axis order of SSD `annotation` rows: "yx" (COCO and VOC, the default) or "xy" (ModelZoo's TXT path). */
 export type SsdLayout = "yx" | "xy";

@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { pyRound } from "./py_round.ts";
 import type { GraphBuilder, Sym } from "./graph.ts";
 
 /** One stage of inverted residual blocks: expansion t, output channels c, repeats n, first stride s. */
@@ -42,12 +43,6 @@ export function makeDivisible(v: number, divisor: number, minValue: number = div
   let n = Math.max(minValue, Math.floor(Math.floor(v + divisor / 2) / divisor) * divisor);
   if (n < 0.9 * v) n += divisor;
   return n;
-}
-
-/** Python's `round`: halves go to the even neighbour (`InvertedResidual` uses `int(round(inp * t))`). */
-export function pyRound(v: number): number {
-  const r = Math.round(v);
-  return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
 /** BN settings shared by the blocks. */

@@ -92,6 +92,8 @@ export interface TrainConfig extends LrScheduleConfig {
   prefetch: number;
   /** Images decoded and augmented at once. */
   workers: number;
+  /** Gradient replicas: 1 trains on this thread; N > 1 adds N - 1 workers, one per extra core. */
+  replicas: number;
 }
 
 /** One split of a dataset: COCO json + image folder, or a MindRecord file. */
@@ -182,6 +184,7 @@ export const ssdConfigSpec: Spec = {
         freeze: { type: "array", items: { type: "string" }, default: [] },
         prefetch: { type: "number", int: true, min: 1, default: 3 },
         workers: { type: "number", int: true, min: 1, default: 4 },
+        replicas: { type: "number", int: true, min: 1, default: 1 },
       },
     },
     data: {

@@ -23,6 +23,8 @@ export interface SynthConfig {
   aspect_ratio: [number, number];
   min_visible: number;
   max_covered: number;
+  /** HSL lightness gap between object fill and background tint (0: none). */
+  min_contrast?: number;
   jpeg_quality: number;
 }
 
@@ -48,6 +50,7 @@ export const synthSpec: Spec = {
     aspect_ratio: range(0, "width / height"),
     min_visible: { type: "number", min: 0, max: 1 },
     max_covered: { type: "number", min: 0, max: 1 },
+    min_contrast: { type: "number", min: 0, max: 40, default: 0 },
     jpeg_quality: { type: "number", int: true, min: 1, max: 100 },
   },
 };
@@ -79,17 +82,28 @@ function colour(rng: Rng, sat: [number, number], light: [number, number]): strin
   return `hsl(${h},${s}%,${l}%)`;
 }
 
+/** A lightness at least `gap` away from `avoid` (so an object never vanishes into its background). */
+function contrastingLightness(rng: Rng, avoid: number, gap: number): [number, number] {
+  const low = avoid - gap, high = avoid + gap;
+  const span = Math.max(0, low - 10) + Math.max(0, 90 - high);
+  let l = 10 + rng() * span;
+  if (l > low) l += high - Math.max(10, low);
+  const li = Math.min(90, Math.max(10, Math.floor(l)));
+  return [li, li + 1];
+}
+
 function overlapShare(a: number[], b: number[]): number {
   const w = Math.max(0, Math.min(a[2], b[2]) - Math.max(a[0], b[0]));
   const h = Math.max(0, Math.min(a[3], b[3]) - Math.max(a[1], b[1]));
   return (w * h) / Math.max(1e-9, (b[2] - b[0]) * (b[3] - b[1]));
 }
 
-/** The background: fractal noise in a random tint, plus a few faint stripes and blobs. */
-function background(rng: Rng, size: number): string {
+/** The background: fractal noise in a random tint, plus a few faint stripes. Returns its SVG and lightness. */
+function background(rng: Rng, size: number): { svg: string; lightness: number } {
   const seed = randInt(rng, 1, 100000);
   const freq = uniform(rng, 0.02, 0.12).toFixed(3);
-  const tint = colour(rng, [0, 60], [25, 75]);
+  const lightness = Math.floor(uniform(rng, 25, 75));
+  const tint = colour(rng, [0, 60], [lightness, lightness + 1]);
   const parts = [
     `<defs><filter id="n" x="0" y="0" width="100%" height="100%">`,
     `<feTurbulence type="fractalNoise" baseFrequency="${freq}" numOctaves="3" seed="${seed}"/>`,
@@ -105,7 +119,7 @@ function background(rng: Rng, size: number): string {
         `stroke="${colour(rng, [0, 80], [20, 80])}" stroke-width="${uniform(rng, 1, 4).toFixed(1)}" opacity="0.35"/>`,
     );
   }
-  return parts.join("");
+  return { svg: parts.join(""), lightness };
 }
 
 function shapeSvg(cls: string, b: number[], fill: string, stroke: string, rng: Rng): string {
@@ -113,7 +127,8 @@ function shapeSvg(cls: string, b: number[], fill: string, stroke: string, rng: R
   const w = b[2] - b[0], h = b[3] - b[1];
   const common = `fill="${fill}" stroke="${stroke}" stroke-width="1"`;
   if (cls === "rectangle") {
-    const r = (uniform(rng, 0, 0.15) * Math.min(w, h)).toFixed(2);
+    // Slightly rounded corners at most, so a small rectangle never passes for an ellipse.
+    const r = (uniform(rng, 0, 0.05) * Math.min(w, h)).toFixed(2);
     return `<rect x="${x1}" y="${y1}" width="${w.toFixed(2)}" height="${h.toFixed(2)}" rx="${r}" ${common}/>`;
   }
   if (cls === "ellipse") {
@@ -141,7 +156,7 @@ function shapeSvg(cls: string, b: number[], fill: string, stroke: string, rng: R
  * import { createRng } from "./rng.ts";
  * const cfg = { image_size: 100, splits: { train: 1, val: 1 }, classes: ["rectangle", "ellipse", "triangle"],
  *   objects_per_image: [1, 6], object_side: [0.08, 0.6], aspect_ratio: [0.5, 2], min_visible: 0.5,
- *   max_covered: 0.5, jpeg_quality: 90 } as const;
+ *   max_covered: 0.5, min_contrast: 20, jpeg_quality: 90 } as const;
  * const scene = makeScene(createRng(1), { ...cfg, classes: [...cfg.classes], objects_per_image: [1, 6],
  *   object_side: [0.08, 0.6], aspect_ratio: [0.5, 2] });
  * if (scene.objects.length < 1 || scene.objects.length > 6) throw new Error("object count out of range");
@@ -149,6 +164,7 @@ function shapeSvg(cls: string, b: number[], fill: string, stroke: string, rng: R
  */
 export function makeScene(rng: Rng, cfg: SynthConfig): SynthScene {
   const size = cfg.image_size;
+  const bg = background(rng, size);
   const want = randInt(rng, cfg.objects_per_image[0], cfg.objects_per_image[1]);
   const objects: SynthObject[] = [];
   for (let tries = 0; objects.length < want && tries < want * 30; tries++) {
@@ -169,12 +185,12 @@ export function makeScene(rng: Rng, cfg: SynthConfig): SynthScene {
     if (visible < cfg.min_visible) continue;
     if (objects.some((o) => overlapShare(full, o.box) > cfg.max_covered)) continue;
     const cls = randInt(rng, 0, cfg.classes.length - 1);
-    const fill = colour(rng, [45, 100], [20, 80]);
+    const fill = colour(rng, [45, 100], contrastingLightness(rng, bg.lightness, cfg.min_contrast ?? 0));
     const stroke = colour(rng, [0, 100], [10, 90]);
     objects.push({ cls, full, box, svg: shapeSvg(cfg.classes[cls], full, fill, stroke, rng) });
   }
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${size}" height="${size}">` +
-    background(rng, size) + objects.map((o) => o.svg).join("") + `</svg>`;
+    bg.svg + objects.map((o) => o.svg).join("") + `</svg>`;
   return { svg, objects };
 }
 

@@ -15,12 +15,13 @@ import { augmentSample } from "./augment.ts";
 import { explainOutOfMemory, setBackend } from "./backend.ts";
 import { type Checkpoint, loadMomentum, loadParams, readCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { type Batch, batches, batchesPerEpoch } from "./data_loader.ts";
+import { type GradOutputs, gradStep, trainableParams } from "./grad_step.ts";
+import { GradReplica, splitBatch } from "./replicas.ts";
 import { loadSplit } from "./dataset.ts";
 import { InputError } from "./errors.ts";
 import { detectRecords, scoreDetections } from "./evaluate.ts";
 import { writeFileAtomic } from "./fs_atomic.ts";
-import { applyBnUpdates, type BnUpdate, type Graph, initParams, type ParamMap, runGraph } from "./graph.ts";
-import { ssdLoss } from "./loss.ts";
+import { applyBnUpdates, type Graph, initParams, type ParamMap } from "./graph.ts";
 import { lrAtStep, lrOptionsFromConfig } from "./lr_schedule.ts";
 import { matchAndEncode } from "./matcher.ts";
 import { createMomentumState, momentumStep } from "./optimizer.ts";
@@ -96,36 +97,6 @@ export function latestCheckpoint(outDir: string): string | null {
   return best?.file ?? null;
 }
 
-function trainableNames(params: ParamMap, freeze: string[]): string[] {
-  const patterns = freeze.map((p) => new RegExp(p));
-  return [...params].filter(([n, v]) => v.trainable && !patterns.some((re) => re.test(n))).map(([n]) => n);
-}
-
-/** One optimiser step; returns the loss parts. */
-function trainStep(
-  graph: Graph,
-  params: ParamMap,
-  trainable: tf.Variable[],
-  batch: Batch,
-  cfg: SsdConfig,
-  numAnchors: number,
-): { loss: tf.Scalar; loc: tf.Scalar; cls: tf.Scalar; grads: Record<string, tf.Tensor>; bn: BnUpdate[] } {
-  const s = cfg.model.input_size, b = batch.size;
-  const x = tf.tensor4d(batch.images, [b, s, s, 3]);
-  const locT = tf.tensor3d(batch.loc, [b, numAnchors, 4]);
-  const labels = tf.tensor2d(batch.labels, [b, numAnchors], "int32");
-  const bn: BnUpdate[] = [];
-  let parts: { loc: tf.Scalar; cls: tf.Scalar } | null = null;
-  const { value, grads } = tf.variableGrads(() => {
-    const out = runGraph(graph, params, x, { training: true, bnUpdates: bn });
-    const l = ssdLoss(out.loc as tf.Tensor3D, out.cls as tf.Tensor3D, locT, labels, cfg.loss);
-    parts = { loc: tf.keep(l.loc), cls: tf.keep(l.cls) };
-    return l.total;
-  }, trainable);
-  tf.dispose([x, locT, labels]);
-  return { loss: value, loc: parts!.loc, cls: parts!.cls, grads, bn };
-}
-
 /** Trains a model as `cfg` says. */
 export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResult> {
   await setBackend(cfg.backend);
@@ -190,7 +161,8 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
       console.log(`init: loaded ${r.loaded.length} tensors from ${o.init}, re-initialised ${r.skipped.length}`);
     }
   }
-  const trainable = trainableNames(params, cfg.train.freeze).map((n) => params.get(n)!);
+  const trainablePairs = trainableParams(params, cfg.train.freeze);
+  const trainable = trainablePairs.map(([, v]) => v);
   const sf = scaleFactorsOf(cfg);
   const loaderOpts = {
     batchSize: cfg.train.batch_size,
@@ -223,6 +195,33 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
   await writeFileAtomic(logFile, losses.map((l) => JSON.stringify(l) + "\n").join(""));
   await writeFileAtomic(path.join(out, "config.yaml"), YAML.stringify(cfg));
   const log = fs.openSync(logFile, "a");
+
+  // Data-parallel replicas: part 0 of each batch runs here, the other parts in workers.
+  const replicas: GradReplica[] = [];
+  for (let k = 1; k < cfg.train.replicas; k++) replicas.push(await GradReplica.start(cfg));
+  const replicatedStep = async (
+    batch: Batch,
+    stepOpts: Parameters<typeof gradStep>[4],
+  ): Promise<[GradOutputs, { loss: number; loc: number; cls: number }]> => {
+    const parts = splitBatch(batch, replicas.length + 1, cfg.model.input_size, anchors.count);
+    const values: Record<string, Float32Array> = {};
+    for (const [name, v] of trainablePairs) values[name] = await v.data() as Float32Array;
+    const normalizer = batch.numMatch;
+    const remote = parts.slice(1).map((p, k) => replicas[k].compute(values, p, normalizer));
+    const r = gradStep(graph, params, trainable, parts[0], { ...stepOpts, normalizer });
+    const done = await Promise.all(remote);
+    const extra = { loss: 0, loc: 0, cls: 0 };
+    for (const d of done) {
+      extra.loss += d.loss, extra.loc += d.loc, extra.cls += d.cls;
+      for (const [name, v] of trainablePairs) {
+        const g = r.grads[v.name];
+        if (!g || !d.grads[name]) continue;
+        r.grads[v.name] = tf.tidy(() => tf.add(g, tf.tensor(d.grads[name], v.shape)));
+        g.dispose();
+      }
+    }
+    return [r, extra];
+  };
 
   let interrupted = false;
   const onSigint = () => {
@@ -261,13 +260,17 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
         const batch of batches(records, transform, encode, epoch, loaderOpts, epoch === startEpoch ? startBatch : 0)
       ) {
         const lr = lrAtStep(globalStep, lrOpts);
-        let r;
+        let r: GradOutputs, extra = { loss: 0, loc: 0, cls: 0 };
         try {
-          r = trainStep(graph, params, trainable, batch, cfg, anchors.count);
+          const stepOpts = { inputSize: cfg.model.input_size, numAnchors: anchors.count, loss: cfg.loss };
+          if (replicas.length === 0) r = gradStep(graph, params, trainable, batch, stepOpts);
+          else [r, extra] = await replicatedStep(batch, stepOpts);
         } catch (e) {
           throw explainOutOfMemory(e, { batchSize: cfg.train.batch_size, what: "training" });
         }
-        const [loss, loc, cls] = (await Promise.all([r.loss.data(), r.loc.data(), r.cls.data()])).map((d) => d[0]);
+        const [loss, loc, cls] = (await Promise.all([r.loss.data(), r.loc.data(), r.cls.data()])).map((d, k) =>
+          d[0] + [extra.loss, extra.loc, extra.cls][k]
+        );
         if (!Number.isFinite(loss)) {
           tf.dispose([r.loss, r.loc, r.cls, ...Object.values(r.grads)]);
           for (const u of r.bn) tf.dispose([u.mean, u.variance]);
@@ -339,6 +342,7 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
   } finally {
     bar.done();
     fs.closeSync(log);
+    for (const w of replicas) w.close();
     if (canSignal) Deno.removeSignalListener("SIGINT", onSigint);
   }
   await writeLossCurve(path.join(out, "loss_curve.png"), losses);

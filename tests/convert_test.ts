@@ -5,7 +5,8 @@ import * as path from "node:path";
 import { InputError } from "../lib/errors.ts";
 import { convert } from "../lib/convert.ts";
 import { guessCocoImages } from "../lib/coco_reader.ts";
-import { openMindRecord, pyRound, readDetectionRecords, readHeader } from "../lib/mindrecord.ts";
+import { openMindRecord, readDetectionRecords, readHeader } from "../lib/mindrecord.ts";
+import { pyRound } from "../lib/py_round.ts";
 
 const COCO = "tests/fixtures/coco/instances.json";
 const IMAGES = "tests/fixtures/coco/images";

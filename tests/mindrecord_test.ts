@@ -1,5 +1,6 @@
 // MindRecord: fixtures written by MindSpore read and re-encode byte-exact; the writer's page logic, shards,
 // .db index, compression and dump format.
+import { pyRound } from "../lib/py_round.ts";
 import { deepStrictEqual as assertEquals, ok as assert, throws } from "node:assert";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -17,7 +18,6 @@ import {
   type NdArray,
   openMindRecord,
   parseHeader,
-  pyRound,
   readHeader,
   readIndexDb,
   serializeHeader,

@@ -1,0 +1,60 @@
+/**
+ * One forward + backward pass of the SSD loss on a batch (or a replica's part
+ * of one), shared by the trainer and its gradient workers.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { type BnUpdate, type Graph, type ParamMap, runGraph } from "./graph.ts";
+import { type LossConfig, ssdLoss } from "./loss.ts";
+
+/** Inputs of a gradient pass: part of a batch. */
+export interface GradInputs {
+  /** [B, S, S, 3] */
+  images: Float32Array;
+  /** [B, A, 4] */
+  loc: Float32Array;
+  /** [B, A] */
+  labels: Int32Array;
+  size: number;
+}
+
+/** Outputs of {@linkcode gradStep}; the caller disposes the tensors. */
+export interface GradOutputs {
+  loss: tf.Scalar;
+  loc: tf.Scalar;
+  cls: tf.Scalar;
+  /** Gradients by tfjs variable name. */
+  grads: Record<string, tf.Tensor>;
+  bn: BnUpdate[];
+}
+
+/** Forward + backward of the SSD loss with respect to `trainable`. */
+export function gradStep(
+  graph: Graph,
+  params: ParamMap,
+  trainable: tf.Variable[],
+  part: GradInputs,
+  o: { inputSize: number; numAnchors: number; loss: LossConfig; normalizer?: number },
+): GradOutputs {
+  const s = o.inputSize, b = part.size, a = o.numAnchors;
+  const x = tf.tensor4d(part.images, [b, s, s, 3]);
+  const locT = tf.tensor3d(part.loc, [b, a, 4]);
+  const labels = tf.tensor2d(part.labels, [b, a], "int32");
+  const bn: BnUpdate[] = [];
+  let parts: { loc: tf.Scalar; cls: tf.Scalar } | null = null;
+  const { value, grads } = tf.variableGrads(() => {
+    const out = runGraph(graph, params, x, { training: true, bnUpdates: bn });
+    const l = ssdLoss(out.loc as tf.Tensor3D, out.cls as tf.Tensor3D, locT, labels, o.loss, o.normalizer);
+    parts = { loc: tf.keep(l.loc), cls: tf.keep(l.cls) };
+    return l.total;
+  }, trainable);
+  tf.dispose([x, locT, labels]);
+  return { loss: value, loc: parts!.loc, cls: parts!.cls, grads, bn };
+}
+
+/** The trainable variables of `params`, minus names matching a `freeze` pattern, with their param names. */
+export function trainableParams(params: ParamMap, freeze: string[]): [string, tf.Variable][] {
+  const patterns = freeze.map((p) => new RegExp(p));
+  return [...params].filter(([n, v]) => v.trainable && !patterns.some((re) => re.test(n)));
+}
