@@ -70,18 +70,29 @@ export async function benchTrain(o: { quick?: boolean } = {}): Promise<BenchRow[
       rows.push({ section: "train", name: `${name}, batch ${m.batch}`, ms: null, note: "skipped with --quick" });
       continue;
     }
+    // Past the wasm heap (4 GiB) the step fails with a clear message; halve the batch and say so.
+    let batch = m.batch, sec = NaN, note = "";
+    while (batch >= 1) {
+      try {
+        sec = await trainStepSeconds(m.config, batch, big ? 1 : o.quick ? 2 : 3);
+        break;
+      } catch (e) {
+        note = `batch ${batch}: ${(e as Error).message.split(".")[0]}; `;
+        batch = Math.floor(batch / 2);
+      }
+    }
     try {
-      const sec = await trainStepSeconds(m.config, m.batch, big ? 1 : o.quick ? 2 : 3);
+      if (!Number.isFinite(sec)) throw new Error(note);
       const row: BenchRow = {
         section: "train",
-        name: `${name}, batch ${m.batch} (wasm)`,
+        name: `${name}, batch ${batch} (wasm)`,
         ms: sec * 1000,
-        note: `${(m.batch / sec).toFixed(2)} img/s`,
+        note: `${note}${(batch / sec).toFixed(2)} img/s`,
       };
       if (m.peer) {
         const t = torch[m.peer].train;
-        row.speedup = t / sec;
-        row.against = `vs torchvision ${m.peer} ${t.toFixed(2)} s/step (${torch.source})`;
+        row.speedup = (batch / sec) / (4 / t); // images/s ratio (torchvision at batch 4)
+        row.against = `img/s vs torchvision ${m.peer} ${t.toFixed(2)} s/step at batch 4 (${torch.source})`;
       }
       rows.push(row);
     } catch (e) {

@@ -1,0 +1,67 @@
+/**
+ * The training loader alone: decode (sharp), augment, match and batch, with
+ * no model, in images per second, next to the train step's own rate.
+ */
+import * as fs from "node:fs";
+import { type AugmentConfig, augmentSample } from "../lib/augment.ts";
+import { batches } from "../lib/data_loader.ts";
+import { loadSplit } from "../lib/dataset.ts";
+import { matchAndEncode } from "../lib/matcher.ts";
+import { anchorsOf, loadSsdConfig, scaleFactorsOf } from "../lib/ssd_config.ts";
+import { loadConfig } from "../lib/config.ts";
+import { type SynthConfig, synthSpec, writeSynthDataset } from "../lib/synth.ts";
+import type { BenchRow } from "./report.ts";
+
+/** The loader section of `deno task bench`. */
+export async function benchLoader(o: { quick?: boolean } = {}): Promise<BenchRow[]> {
+  const dir = Deno.makeTempDirSync({ prefix: "loader_bench_" });
+  try {
+    const n = o.quick ? 128 : 512;
+    const synth = loadConfig<SynthConfig>("configs/synth.yaml", synthSpec, {
+      "splits.train": String(n),
+      "splits.val": "0",
+    });
+    await writeSynthDataset(dir, synth, { seed: 1, quiet: true });
+    const cfg = loadSsdConfig("configs/demo.yaml", {
+      "data.train.path": `${dir}/annotations/instances_train.json`,
+      "data.train.images": `${dir}/images/train`,
+    });
+    const rows: BenchRow[] = [];
+    const tutorial: AugmentConfig = {
+      ...cfg.augment,
+      crop_min_ious: [null, 0.1, 0.3, 0.5, 0.7, 0.9],
+      brightness: 0.4,
+      contrast: 0.4,
+      saturation: 0.4,
+    };
+    const variants: [string, AugmentConfig][] = [["demo augmentation", cfg.augment], [
+      "tutorial augmentation",
+      tutorial,
+    ]];
+    for (const [label, aug] of variants) {
+      const split = loadSplit(cfg.data.train, {});
+      const anchors = anchorsOf(cfg), sf = scaleFactorsOf(cfg);
+      const t0 = performance.now();
+      let images = 0;
+      for await (
+        const b of batches(
+          split.records,
+          (r, rng) => augmentSample(r, cfg.model.input_size, rng, aug),
+          (s) => matchAndEncode(s, anchors, { matchThreshold: cfg.matcher.match_threshold, scaleFactors: sf }),
+          0,
+          { batchSize: 16, inputSize: cfg.model.input_size, numAnchors: anchors.count, seed: 1, prefetch: 3 },
+        )
+      ) images += b.size;
+      const sec = (performance.now() - t0) / 1000;
+      rows.push({
+        section: "loader",
+        name: `decode + ${label} + match + batch, ${cfg.model.input_size} px`,
+        ms: (sec / images) * 1000,
+        note: `${(images / sec).toFixed(0)} img/s (per-image time shown)`,
+      });
+    }
+    return rows;
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,25 @@
+import assert from "node:assert";
+import * as fs from "node:fs";
+import { runDemo } from "../lib/demo.ts";
+
+Deno.test("runDemo() runs every stage on a tiny dataset and writes its report and stats", async () => {
+  const out = Deno.makeTempDirSync();
+  const r = await runDemo({
+    out,
+    seed: 3,
+    config: "tests/fixtures/configs/tiny_train.yaml",
+    overrides: { "train.epochs": "1" },
+    synthOverrides: { image_size: "64", "splits.train": "16", "splits.val": "8" },
+    quiet: true,
+  });
+  assert.strictEqual(r.stats.length, 12);
+  const stats = JSON.parse(fs.readFileSync(`${out}/eval_stats.json`, "utf8"));
+  assert.deepStrictEqual(Object.keys(stats).sort(), ["per_class", "stats"]);
+  assert.deepStrictEqual(Object.keys(stats.per_class).sort(), ["ellipse", "rectangle", "triangle"]);
+  for (const f of ["report.md", "detections.png", "synth_preview.png", "augment_preview.png", "train/loss_curve.png"]) {
+    assert.ok(fs.existsSync(`${out}/${f}`), f);
+  }
+  assert.strictEqual(fs.readdirSync(`${out}/mindrecord`).filter((f) => /^ssd\.mindrecord\d$/.test(f)).length, 8);
+  const report = fs.readFileSync(`${out}/report.md`, "utf8");
+  assert.ok(report.includes("Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]"));
+});
