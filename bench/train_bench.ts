@@ -4,6 +4,7 @@
  * ssdlite320 for MobileNetV2).
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { spawnSync } from "node:child_process";
 import { explainOutOfMemory, setBackend } from "../lib/backend.ts";
 import { initParams, runGraph } from "../lib/graph.ts";
 import { ssdLoss } from "../lib/loss.ts";
@@ -21,9 +22,20 @@ const MODELS: { config: string; peer?: "ssd300_vgg16" | "ssdlite320"; batch: num
   { config: "configs/ssd_resnet50_fpn.yaml", batch: 4 },
 ];
 
+function sizeOverrides(configFile: string, size: number): Record<string, string> {
+  const base = loadSsdConfig(configFile);
+  return {
+    "model.input_size": String(size),
+    "anchors.img_shape": `[${size}, ${size}]`,
+    "anchors.feature_size": JSON.stringify((base.anchors.steps ?? []).map((st) => size / st)),
+    "anchors.num_boxes": "null",
+  };
+}
+
 /** Seconds per training step (forward, loss, backward, Momentum) of one config at `batch`. */
-export async function trainStepSeconds(configFile: string, batch: number, steps: number): Promise<number> {
-  const cfg = loadSsdConfig(configFile);
+export async function trainStepSeconds(configFile: string, batch: number, steps: number, size?: number): Promise<number> {
+  // A smaller input for the grid-anchor (FPN) models: feature sizes follow from the steps.
+  const cfg = loadSsdConfig(configFile, size ? sizeOverrides(configFile, size) : {});
   await setBackend("wasm");
   const anchors = anchorsOf(cfg);
   const graph = buildModel(cfg, anchors);
@@ -58,6 +70,26 @@ export async function trainStepSeconds(configFile: string, batch: number, steps:
   }
 }
 
+/** Runs {@linkcode trainStepSeconds} in a child process (an out-of-memory abort cannot take the bench down). */
+function stepInChild(
+  config: string,
+  batch: number,
+  steps: number,
+  size: number | null,
+): { seconds: number } | { error: string } {
+  const args = [config, String(batch), String(steps), ...(size ? [String(size)] : [])];
+  const r = spawnSync(Deno.execPath(), ["run", "-A", import.meta.filename!, ...args], {
+    encoding: "utf8",
+    env: { ...Deno.env.toObject(), NO_COLOR: "1" },
+  });
+  const line = (r.stdout ?? "").trim().split("\n").at(-1) ?? "";
+  try {
+    return JSON.parse(line);
+  } catch {
+    return { error: (r.stderr || line || `exit ${r.status}`).trim().split("\n").filter((l) => !/^\s+at /.test(l)).at(-1)! };
+  }
+}
+
 /** The train-step section of `deno task bench`. */
 export async function benchTrain(o: { quick?: boolean } = {}): Promise<BenchRow[]> {
   const torch = torchFigures(o);
@@ -70,22 +102,26 @@ export async function benchTrain(o: { quick?: boolean } = {}): Promise<BenchRow[
       rows.push({ section: "train", name: `${name}, batch ${m.batch}`, ms: null, note: "skipped with --quick" });
       continue;
     }
-    // Past the wasm heap (4 GiB) the step fails with a clear message; halve the batch and say so.
-    let batch = m.batch, sec = NaN, note = "";
-    while (batch >= 1) {
-      try {
-        sec = await trainStepSeconds(m.config, batch, big ? 1 : o.quick ? 2 : 3);
+    // Past the wasm heap the module aborts and stays broken, so each attempt runs in its own process;
+    // on failure the batch is halved and the note says why.
+    // Past batch 1 the 640 px FPN models still exceed the heap: then the input shrinks (their anchors follow).
+    let batch = m.batch, sec = NaN, note = "", size: number | null = null;
+    for (;;) {
+      const r = stepInChild(m.config, batch, big ? 1 : o.quick ? 2 : 3, size);
+      if ("seconds" in r) {
+        sec = r.seconds;
         break;
-      } catch (e) {
-        note = `batch ${batch}: ${(e as Error).message.split(".")[0]}; `;
-        batch = Math.floor(batch / 2);
       }
+      note += `${size ? `${size} px, ` : ""}batch ${batch}: ${/heap/.test(r.error) ? "out of heap" : r.error.slice(0, 80)}; `;
+      if (batch > 1) batch = Math.floor(batch / 2);
+      else if (name.includes("fpn") && (size ?? 640) > 256) size = (size ?? 640) - 128;
+      else break;
     }
     try {
       if (!Number.isFinite(sec)) throw new Error(note);
       const row: BenchRow = {
         section: "train",
-        name: `${name}, batch ${batch} (wasm)`,
+        name: `${name}, batch ${batch}${size ? `, ${size} px input` : ""} (wasm)`,
         ms: sec * 1000,
         note: `${note}${(batch / sec).toFixed(2)} img/s`,
       };
@@ -105,4 +141,15 @@ export async function benchTrain(o: { quick?: boolean } = {}): Promise<BenchRow[
     }
   }
   return rows;
+}
+
+if (import.meta.main) {
+  // Child mode: CONFIG BATCH STEPS -> one JSON line.
+  const [config, batch, steps, size] = Deno.args;
+  try {
+    const seconds = await trainStepSeconds(config, Number(batch), Number(steps), size ? Number(size) : undefined);
+    console.log(JSON.stringify({ seconds }));
+  } catch (e) {
+    console.log(JSON.stringify({ error: (e as Error).message }));
+  }
 }

@@ -93,11 +93,13 @@ export const WASM_HEAP_LIMIT = 4 * 1024 ** 3;
  */
 export function explainOutOfMemory(e: unknown, context: { batchSize: number; what: string }): unknown {
   const msg = e instanceof Error ? e.message : String(e);
-  if (/memory access out of bounds|Cannot enlarge memory|out of memory|Aborted\(OOM\)/i.test(msg)) {
+  if (/memory access out of bounds|Cannot enlarge memory|out of memory|Aborted\(/i.test(msg)) {
+    const lower = context.batchSize > 1
+      ? `Lower the batch size (e.g. --train.batch_size=${Math.floor(context.batchSize / 2)})`
+      : "Even batch size 1 does not fit: lower the input size (model.input_size, with the anchors' img_shape)";
     return new InputError(
       `${context.what} ran out of the wasm backend's 4 GiB heap at batch size ${context.batchSize}. ` +
-        `Lower the batch size (e.g. --train.batch_size=${Math.max(1, Math.floor(context.batchSize / 2))}) ` +
-        `or use a backend without that cap (--backend tensorflow).`,
+        `${lower}, or use a backend without that cap (--backend tensorflow).`,
       { cause: e },
     );
   }

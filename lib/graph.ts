@@ -453,16 +453,21 @@ export function batchNormTrain(
     const [xi, g, b] = args as tf.Tensor[];
     const save = args[3] as (t: tf.Tensor[]) => void;
     const axes = [0, 1, 2];
-    const mean = tf.mean(xi, axes);
-    const xc = tf.sub(xi, mean);
-    const variance = tf.mean(tf.square(xc), axes);
-    const invstd = tf.rsqrt(tf.add(variance, eps));
-    const xhat = tf.mul(xc, invstd);
+    // Intermediates die here rather than at the end of the training step: at 640 px they
+    // would otherwise hold several input-sized tensors per layer until the step ends.
+    const { mean, variance, invstd, xhat, y } = tf.tidy(() => {
+      const mean = tf.mean(xi, axes);
+      const xc = tf.sub(xi, mean);
+      const variance = tf.mean(tf.square(xc), axes);
+      const invstd = tf.rsqrt(tf.add(variance, eps));
+      const xhat = tf.mul(xc, invstd);
+      return { mean, variance, invstd, xhat, y: tf.add(tf.mul(xhat, g), b) };
+    });
     stats.mean = tf.keep(mean) as tf.Tensor1D;
     stats.variance = tf.keep(variance) as tf.Tensor1D;
     save([xhat, invstd, g]);
     return {
-      value: tf.add(tf.mul(xhat, g), b),
+      value: y,
       gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
         const [xh, inv, gm] = saved;
         const d = dy as tf.Tensor;
