@@ -9,6 +9,7 @@ import { InputError } from "../lib/errors.ts";
 import { writeJsonAtomic } from "../lib/fs_atomic.ts";
 import { benchCocoEval } from "./coco_eval_bench.ts";
 import { benchConv } from "./conv_bench.ts";
+import { benchInfer } from "./infer_bench.ts";
 import { benchLoader } from "./loader_bench.ts";
 import { benchTrain } from "./train_bench.ts";
 import { type BenchRow, formatTable } from "./report.ts";
@@ -35,6 +36,7 @@ const SECTIONS: Record<string, (o: { quick: boolean }) => Promise<BenchRow[]>> =
   cocoeval: cocoevalSection,
   loader: benchLoader,
   train: benchTrain,
+  infer: benchInfer,
 };
 
 const spec = {

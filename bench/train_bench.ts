@@ -33,7 +33,12 @@ function sizeOverrides(configFile: string, size: number): Record<string, string>
 }
 
 /** Seconds per training step (forward, loss, backward, Momentum) of one config at `batch`. */
-export async function trainStepSeconds(configFile: string, batch: number, steps: number, size?: number): Promise<number> {
+export async function trainStepSeconds(
+  configFile: string,
+  batch: number,
+  steps: number,
+  size?: number,
+): Promise<number> {
   // A smaller input for the grid-anchor (FPN) models: feature sizes follow from the steps.
   const cfg = loadSsdConfig(configFile, size ? sizeOverrides(configFile, size) : {});
   await setBackend("wasm");
@@ -86,12 +91,14 @@ function stepInChild(
   try {
     return JSON.parse(line);
   } catch {
-    return { error: (r.stderr || line || `exit ${r.status}`).trim().split("\n").filter((l) => !/^\s+at /.test(l)).at(-1)! };
+    return {
+      error: (r.stderr || line || `exit ${r.status}`).trim().split("\n").filter((l) => !/^\s+at /.test(l)).at(-1)!,
+    };
   }
 }
 
 /** The train-step section of `deno task bench`. */
-export async function benchTrain(o: { quick?: boolean } = {}): Promise<BenchRow[]> {
+export function benchTrain(o: { quick?: boolean } = {}): Promise<BenchRow[]> {
   const torch = torchFigures(o);
   const rows: BenchRow[] = [];
   for (const m of MODELS) {
@@ -112,7 +119,9 @@ export async function benchTrain(o: { quick?: boolean } = {}): Promise<BenchRow[
         sec = r.seconds;
         break;
       }
-      note += `${size ? `${size} px, ` : ""}batch ${batch}: ${/heap/.test(r.error) ? "out of heap" : r.error.slice(0, 80)}; `;
+      note += `${size ? `${size} px, ` : ""}batch ${batch}: ${
+        /heap/.test(r.error) ? "out of heap" : r.error.slice(0, 80)
+      }; `;
       if (batch > 1) batch = Math.floor(batch / 2);
       else if (name.includes("fpn") && (size ?? 640) > 256) size = (size ?? 640) - 128;
       else break;
@@ -140,7 +149,7 @@ export async function benchTrain(o: { quick?: boolean } = {}): Promise<BenchRow[
       });
     }
   }
-  return rows;
+  return Promise.resolve(rows);
 }
 
 if (import.meta.main) {

@@ -13,6 +13,8 @@ import { convert } from "./convert.ts";
 import { loadSplit } from "./dataset.ts";
 import { drawBoxes, imageGrid } from "./draw.ts";
 import { evaluateCheckpoint } from "./eval_stage.ts";
+import { exportCheckpoint } from "./export_stage.ts";
+import { inferImages } from "./infer.ts";
 import type { NamedDetection } from "./evaluate.ts";
 import { writeFileAtomic, writeJsonAtomic } from "./fs_atomic.ts";
 import { loadSsdConfig } from "./ssd_config.ts";
@@ -148,8 +150,29 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const summary = formatSummary(ev.result.stats);
   log(summary);
 
-  // 5-6) pictures of the detections on val images
-  const grid = await detectionGrid(ev.detections, path.join(dataDir, "images", "val"), ev.categoryNames, {
+  // 5) export to ONNX
+  t0 = performance.now();
+  const exportDir = path.join(out, "export");
+  log(`[5/6] export: ONNX model and its config -> ${exportDir}`);
+  const exported = await exportCheckpoint(run.checkpoint!, { out: exportDir });
+  seconds.export = since(t0);
+  log(`      ${exported.model} (${(exported.bytes / 1024).toFixed(0)} KiB), ${exported.config}`);
+
+  // 6) infer with onnxruntime on val images: detections.json and annotated pictures
+  t0 = performance.now();
+  const inferDir = path.join(out, "infer");
+  log(`[6/6] infer: onnxruntime on the val images -> ${inferDir}`);
+  const inferred = await inferImages({
+    model: exported.model,
+    input: path.join(dataDir, "images", "val"),
+    out: inferDir,
+    gt: path.join(dataDir, "annotations", "instances_val.json"),
+    minScore: 0.5,
+    quiet: o.quiet,
+  });
+  seconds.infer = since(t0);
+  log(`      ${inferred.images} images, ${inferred.detections.length} detections with score >= 0.5`);
+  const grid = await detectionGrid(inferred.detections, path.join(dataDir, "images", "val"), ev.categoryNames, {
     count: 8,
     minScore: 0.5,
   });
@@ -201,7 +224,7 @@ function renderReport(r: {
     `(${r.losses.steps} steps of batch ${r.cfg.train.batch_size}) on the \`${r.cfg.backend}\` backend, on ` +
     `${r.synth.images} synthetic images with ${r.synth.objects} objects. Wall time ${r.total.toFixed(0)} s ` +
     `(synth ${s.synth.toFixed(0)} s, convert ${s.convert.toFixed(0)} s, train ${s.train.toFixed(0)} s, ` +
-    `eval ${s.eval.toFixed(0)} s).`,
+    `eval ${s.eval.toFixed(0)} s, export ${s.export.toFixed(0)} s, infer ${s.infer.toFixed(0)} s).`,
     "",
     "## Loss",
     "",
@@ -221,9 +244,11 @@ function renderReport(r: {
     r.perClass,
     "```",
     "",
-    "## Detections (score >= 0.5) on val images",
+    "## Detections (score >= 0.5) on val images, from the exported ONNX model in onnxruntime",
     "",
     "![detections](detections.png)",
+    "",
+    "Every val image, annotated, is in `infer/`; `infer/detections.json` holds the COCO results.",
     "",
     "## What the network was trained on",
     "",

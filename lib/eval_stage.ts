@@ -11,6 +11,7 @@ import type { CocoEvalResult } from "./coco_eval.ts";
 import { loadSplit } from "./dataset.ts";
 import { detectRecords, type NamedDetection, scoreDetections } from "./evaluate.ts";
 import { type Graph, initParams, type ParamMap } from "./graph.ts";
+import { detectWithOnnx, loadOnnxModel } from "./onnx_infer.ts";
 import { Progress } from "./progress.ts";
 import { createRng } from "./rng.ts";
 import {
@@ -95,6 +96,35 @@ export async function evaluateCheckpoint(
     result: scoreDetections(gt, detections),
     detections,
     images: split.records.length,
+    categoryNames: new Map(gt.categories.map((c) => [Number(c.id), c.name ?? String(c.id)])),
+  };
+}
+
+/**
+ * Scores an exported ONNX model on a split, exactly as {@linkcode evaluateCheckpoint}
+ * scores a checkpoint (the ModelZoo's ONNX evaluation).
+ */
+export async function evaluateOnnx(
+  modelFile: string,
+  split: SplitConfig,
+  o: { configFile?: string; batchSize?: number; threads?: number; quiet?: boolean } = {},
+): Promise<EvalRun> {
+  const model = await loadOnnxModel(modelFile, { config: o.configFile, threads: o.threads });
+  const data = loadSplit(split, { which: "val" });
+  const gt = data.groundTruth();
+  const idByName = new Map(gt.categories.map((c) => [c.name, Number(c.id)]));
+  const names = model.config.class_names;
+  const bar = new Progress("eval", data.records.length, { unit: "img", quiet: o.quiet });
+  const detections = await detectWithOnnx(model, data.records, {
+    batchSize: o.batchSize,
+    labelToCategory: (label) => idByName.get(names[label]) ?? label,
+    onProgress: (d) => bar.update(d),
+  });
+  bar.done();
+  return {
+    result: scoreDetections(gt, detections),
+    detections,
+    images: data.records.length,
     categoryNames: new Map(gt.categories.map((c) => [Number(c.id), c.name ?? String(c.id)])),
   };
 }

@@ -15,7 +15,7 @@ import {
   formatPerClassTable,
   formatSummary,
 } from "../lib/coco_eval.ts";
-import { evaluateCheckpoint } from "../lib/eval_stage.ts";
+import { evaluateCheckpoint, evaluateOnnx } from "../lib/eval_stage.ts";
 import type { SplitConfig } from "../lib/ssd_config.ts";
 
 const spec: TaskSpec = {
@@ -23,7 +23,7 @@ const spec: TaskSpec = {
   summary: "Scores detections with COCO bbox metrics (a faithful port of pycocotools' COCOeval): prints the " +
     "12-line summary and a per-class AP table, and writes eval_stats.json.",
   usage: "--gt instances.json --detections results.json | --checkpoint CKPT [--config CFG] [--data FILE] " +
-    "[--stats-json FILE] [--out DIR]",
+    "| --model DIR/model.onnx --data FILE [--images DIR]  [--stats-json FILE] [--out DIR]",
   overrides: true,
   flags: {
     gt: { type: "string", arg: "FILE", help: "COCO instances JSON (images, annotations, categories)" },
@@ -118,9 +118,18 @@ if (import.meta.main) {
     const { values, overrides } = parseTaskArgs(spec);
     const out = values.out as string, statsJson = values["stats-json"] as string | undefined;
     if (values.model !== undefined) {
-      throw new InputError(
-        "--model: ONNX model evaluation needs the export stage (deno task export), not in this build",
-      );
+      const split = dataSplit(values.data as string | undefined, values.images as string | undefined);
+      if (!split) {
+        throw new InputError("--model needs --data FILE (a COCO json with --images DIR, or a MindRecord shard)");
+      }
+      const run = await evaluateOnnx(values.model as string, split, {
+        configFile: values.config as string | undefined,
+        batchSize: Number(values["batch-size"]),
+      });
+      await writeJsonAtomic(`${out}/detections.json`, run.detections);
+      console.error(`${run.images} images, ${run.detections.length} detections -> ${out}/detections.json`);
+      await report(run.result, out, statsJson);
+      return;
     }
     if (values.checkpoint !== undefined) {
       const run = await evaluateCheckpoint(values.checkpoint as string, {

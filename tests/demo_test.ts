@@ -16,7 +16,18 @@ Deno.test("runDemo() runs every stage on a tiny dataset and writes its report an
   const stats = JSON.parse(fs.readFileSync(`${out}/eval_stats.json`, "utf8"));
   assert.deepStrictEqual(Object.keys(stats).sort(), ["per_class", "stats"]);
   assert.deepStrictEqual(Object.keys(stats.per_class).sort(), ["ellipse", "rectangle", "triangle"]);
-  for (const f of ["report.md", "detections.png", "synth_preview.png", "augment_preview.png", "train/loss_curve.png"]) {
+  for (
+    const f of [
+      "report.md",
+      "detections.png",
+      "synth_preview.png",
+      "augment_preview.png",
+      "train/loss_curve.png",
+      "export/model.onnx",
+      "export/config.yaml",
+      "infer/detections.json",
+    ]
+  ) {
     assert.ok(fs.existsSync(`${out}/${f}`), f);
   }
   assert.strictEqual(fs.readdirSync(`${out}/mindrecord`).filter((f) => /^ssd\.mindrecord\d$/.test(f)).length, 8);
