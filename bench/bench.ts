@@ -11,7 +11,7 @@ import { benchCocoEval } from "./coco_eval_bench.ts";
 import { benchConv } from "./conv_bench.ts";
 import { benchInfer } from "./infer_bench.ts";
 import { benchLoader } from "./loader_bench.ts";
-import { benchTrain } from "./train_bench.ts";
+import { benchReplicas, benchTrain } from "./train_bench.ts";
 import { type BenchRow, formatTable } from "./report.ts";
 
 /** COCOeval on the COCO-val-sized workload, side by side with pycocotools when it is importable. */
@@ -35,6 +35,7 @@ const SECTIONS: Record<string, (o: { quick: boolean }) => Promise<BenchRow[]>> =
   conv: benchConv,
   cocoeval: cocoevalSection,
   loader: benchLoader,
+  replicas: benchReplicas,
   train: benchTrain,
   infer: benchInfer,
 };

@@ -162,3 +162,69 @@ if (import.meta.main) {
     console.log(JSON.stringify({ error: (e as Error).message }));
   }
 }
+
+/** The demo's batch-16 step on one thread against the same batch split with a gradient worker (both cores). */
+export async function benchReplicas(o: { quick?: boolean } = {}): Promise<BenchRow[]> {
+  const { gradStep, trainableParams } = await import("../lib/grad_step.ts");
+  const { GradReplica, splitBatch } = await import("../lib/replicas.ts");
+  const cfg = loadSsdConfig("configs/demo.yaml");
+  await setBackend("wasm");
+  const anchors = anchorsOf(cfg);
+  const graph = buildModel(cfg, anchors);
+  const params = initParams(graph, createRng(1), { scheme: cfg.model.init });
+  const pairs = trainableParams(params, []);
+  const vars = pairs.map(([, v]) => v);
+  const b = 16, s = cfg.model.input_size, a = anchors.count;
+  const rng = createRng(2);
+  const batch = {
+    images: Float32Array.from({ length: b * s * s * 3 }, () => rng() - 0.5),
+    loc: new Float32Array(b * a * 4),
+    labels: Int32Array.from({ length: b * a }, (_, i) => (i % 97 === 0 ? 1 : 0)),
+    size: b,
+  };
+  const opts = { inputSize: s, numAnchors: a, loss: cfg.loss };
+  const single = async () => {
+    const r = gradStep(graph, params, vars, batch, opts);
+    await r.loss.data();
+    tf.dispose([r.loss, r.loc, r.cls, ...Object.values(r.grads)]);
+    for (const u of r.bn) tf.dispose([u.mean, u.variance]);
+  };
+  const worker = await GradReplica.start(cfg);
+  const normalizer = 100;
+  const double = async () => {
+    const [p0, p1] = splitBatch(batch, 2, s, a);
+    const values: Record<string, Float32Array> = {};
+    for (const [name, v] of pairs) values[name] = await v.data() as Float32Array;
+    const remote = worker.compute(values, p1, normalizer);
+    const r = gradStep(graph, params, vars, p0, { ...opts, normalizer });
+    await Promise.all([remote, r.loss.data()]);
+    tf.dispose([r.loss, r.loc, r.cls, ...Object.values(r.grads)]);
+    for (const u of r.bn) tf.dispose([u.mean, u.variance]);
+  };
+  const reps = o.quick ? 3 : 6;
+  const time = async (f: () => Promise<void>) => {
+    await f();
+    const t0 = performance.now();
+    for (let i = 0; i < reps; i++) await f();
+    return (performance.now() - t0) / reps;
+  };
+  const t1 = await time(single), t2 = await time(double);
+  worker.close();
+  tf.dispose([...params.values()]);
+  return [
+    {
+      section: "train",
+      name: "demo step, batch 16, one replica (this thread)",
+      ms: t1,
+      note: `${(b / t1 * 1000).toFixed(1)} img/s`,
+    },
+    {
+      section: "train",
+      name: "demo step, batch 16, two replicas (this thread + a gradient worker)",
+      ms: t2,
+      speedup: t1 / t2,
+      against: "vs one replica",
+      note: `${(b / t2 * 1000).toFixed(1)} img/s`,
+    },
+  ];
+}

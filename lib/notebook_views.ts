@@ -36,7 +36,8 @@ import { latestCheckpoint, train, type TrainResult } from "./train.ts";
 /**
  * A GitHub-style markdown table of `rows` (columns: the keys of the first row,
  * or `columns`). Numbers are right-aligned and shown with at most 4 decimals,
- * arrays as comma-separated lists; `|` in cells is escaped.
+ * arrays as comma-separated lists (null items as "null", a null cell empty);
+ * `|` in cells is escaped.
  *
  * @example
  * ```ts
@@ -44,6 +45,7 @@ import { latestCheckpoint, train, type TrainResult } from "./train.ts";
  * if (md.split("\n")[1] !== "| ---: | ---: |") throw new Error(md);
  * if (!md.includes("| 1 | 2166.1235 |")) throw new Error(md);
  * if (!markdownTable([{ box: [1.5, 2] }]).includes("| 1.5, 2 |")) throw new Error("arrays");
+ * if (!markdownTable([{ ious: [null, 0.1], x: null }]).includes("| null, 0.1 |  |")) throw new Error("nulls");
  * ```
  */
 export function markdownTable(rows: readonly object[], columns?: string[]): string {
@@ -55,7 +57,7 @@ export function markdownTable(rows: readonly object[], columns?: string[]): stri
       : typeof v === "number"
       ? String(Number.isInteger(v) ? v : +v.toFixed(4))
       : Array.isArray(v) || ArrayBuffer.isView(v)
-      ? Array.from(v as ArrayLike<unknown>, fmt).join(", ")
+      ? Array.from(v as ArrayLike<unknown>, (x) => (x === null ? "null" : fmt(x))).join(", ")
       : String(v);
   const cell = (v: unknown) => fmt(v).replaceAll("|", "\\|");
   const numeric = cols.map((c) => rows.length > 0 && rows.every((r) => typeof get(r, c) === "number"));

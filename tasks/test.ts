@@ -45,9 +45,16 @@ runTask(async () => {
   const unit = await denoTest([...filter, "tests/", "lib/"]);
   let passed = unit.passed, failed = unit.failed + (unit.ok || unit.failed > 0 ? 0 : 1);
   if (!values["no-notebooks"]) {
-    const r = spawnSync(Deno.execPath(), ["run", "-A", "tasks/notebooks.ts"], { stdio: "inherit" });
-    if (r.status === 0) passed += 1;
-    else failed += 1;
+    const r = spawnSync(Deno.execPath(), ["run", "-A", "tasks/notebooks.ts"], {
+      stdio: ["inherit", "pipe", "inherit"],
+      encoding: "utf8",
+    });
+    Deno.stdout.writeSync(new TextEncoder().encode(r.stdout ?? ""));
+    // One result per notebook; a runner that failed before any notebook counts as one failure.
+    const ok = (r.stdout?.match(/^notebook .* \.\.\. ok/gm) ?? []).length;
+    const bad = (r.stdout?.match(/^notebook .* \.\.\. FAILED/gm) ?? []).length;
+    passed += ok;
+    failed += bad + (r.status !== 0 && bad === 0 ? 1 : 0);
   }
   console.log(`tests: ${passed} passed, ${failed} failed`);
   if (failed > 0) Deno.exit(1);
