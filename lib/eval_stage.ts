@@ -8,7 +8,7 @@
 import { setBackend } from "./backend.ts";
 import { loadParams, readCheckpoint } from "./checkpoint.ts";
 import type { CocoEvalResult } from "./coco_eval.ts";
-import { loadSplit } from "./dataset.ts";
+import { type LoadedSplit, loadSplit } from "./dataset.ts";
 import { detectRecords, type NamedDetection, scoreDetections } from "./evaluate.ts";
 import { type Graph, initParams, type ParamMap } from "./graph.ts";
 import { detectWithOnnx, loadOnnxModel } from "./onnx_infer.ts";
@@ -59,6 +59,35 @@ export interface EvalRun {
   categoryNames: Map<number, string>;
 }
 
+/** A detector over records: the tfjs checkpoint path or the ONNX path, same output. */
+type Detect = (
+  records: LoadedSplit["records"],
+  labelToCategory: (label: number) => number,
+  onProgress: (done: number) => void,
+) => Promise<NamedDetection[]>;
+
+/**
+ * Runs `detect` over a split and scores it. Labels map to the ground truth's
+ * category ids by class name (labels are contiguous; COCO ids are not).
+ */
+async function scoreSplit(data: LoadedSplit, classNames: string[], detect: Detect, quiet?: boolean): Promise<EvalRun> {
+  const gt = data.groundTruth();
+  const idByName = new Map(gt.categories.map((c) => [c.name, Number(c.id)]));
+  const bar = new Progress("eval", data.records.length, { unit: "img", quiet });
+  const detections = await detect(
+    data.records,
+    (label) => idByName.get(classNames[label]) ?? label,
+    (d) => bar.update(d),
+  );
+  bar.done();
+  return {
+    result: scoreDetections(gt, detections),
+    detections,
+    images: data.records.length,
+    categoryNames: new Map(gt.categories.map((c) => [Number(c.id), c.name ?? String(c.id)])),
+  };
+}
+
 /**
  * Runs a checkpoint over a split (the config's `data.val` unless `split` is
  * given) and scores it.
@@ -74,30 +103,24 @@ export async function evaluateCheckpoint(
   } = {},
 ): Promise<EvalRun> {
   const model = await loadModel(checkpoint, o);
-  const split = loadSplit(o.split ?? model.cfg.data.val, { policy: model.cfg.data.policy, which: "val" });
-  const gt = split.groundTruth();
-  // Labels map to the ground truth's category ids by class name (labels are contiguous; COCO ids are not).
-  const idByName = new Map(gt.categories.map((c) => [c.name, Number(c.id)]));
-  const toCat = (label: number) => idByName.get(model.classNames[label]) ?? label;
-  const bar = new Progress("eval", split.records.length, { unit: "img", quiet: o.quiet });
-  const detections = await detectRecords(model.graph, model.params, split.records, {
-    inputSize: model.cfg.model.input_size,
-    anchors: anchorsOf(model.cfg),
-    scaleFactors: scaleFactorsOf(model.cfg),
-    augment: model.cfg.augment,
-    postprocess: model.cfg.postprocess,
-    activation: model.cfg.model.score_activation,
-    batchSize: o.batchSize,
-    labelToCategory: toCat,
-    onProgress: (d) => bar.update(d),
-  });
-  bar.done();
-  return {
-    result: scoreDetections(gt, detections),
-    detections,
-    images: split.records.length,
-    categoryNames: new Map(gt.categories.map((c) => [Number(c.id), c.name ?? String(c.id)])),
-  };
+  const data = loadSplit(o.split ?? model.cfg.data.val, { policy: model.cfg.data.policy, which: "val" });
+  return scoreSplit(
+    data,
+    model.classNames,
+    (records, labelToCategory, onProgress) =>
+      detectRecords(model.graph, model.params, records, {
+        inputSize: model.cfg.model.input_size,
+        anchors: anchorsOf(model.cfg),
+        scaleFactors: scaleFactorsOf(model.cfg),
+        augment: model.cfg.augment,
+        postprocess: model.cfg.postprocess,
+        activation: model.cfg.model.score_activation,
+        batchSize: o.batchSize,
+        labelToCategory,
+        onProgress,
+      }),
+    o.quiet,
+  );
 }
 
 /**
@@ -111,20 +134,11 @@ export async function evaluateOnnx(
 ): Promise<EvalRun> {
   const model = await loadOnnxModel(modelFile, { config: o.configFile, threads: o.threads });
   const data = loadSplit(split, { which: "val" });
-  const gt = data.groundTruth();
-  const idByName = new Map(gt.categories.map((c) => [c.name, Number(c.id)]));
-  const names = model.config.class_names;
-  const bar = new Progress("eval", data.records.length, { unit: "img", quiet: o.quiet });
-  const detections = await detectWithOnnx(model, data.records, {
-    batchSize: o.batchSize,
-    labelToCategory: (label) => idByName.get(names[label]) ?? label,
-    onProgress: (d) => bar.update(d),
-  });
-  bar.done();
-  return {
-    result: scoreDetections(gt, detections),
-    detections,
-    images: data.records.length,
-    categoryNames: new Map(gt.categories.map((c) => [Number(c.id), c.name ?? String(c.id)])),
-  };
+  return scoreSplit(
+    data,
+    model.config.class_names,
+    (records, labelToCategory, onProgress) =>
+      detectWithOnnx(model, records, { batchSize: o.batchSize, labelToCategory, onProgress }),
+    o.quiet,
+  );
 }
