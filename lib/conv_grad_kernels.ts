@@ -11,8 +11,8 @@
  *   gradient with the spatially flipped, channel-swapped filter.
  * - dW of a conv is a conv over the transposed input (batch as channels) with
  *   the transposed output gradient as filter (stride and dilation swap roles).
- * - Depthwise dW is a sum over the kernel taps of shifted input slices times
- *   the output gradient.
+ * - Depthwise dW is one depthwise conv with the batch folded into the
+ *   channels (the output gradient as filter), then a sum over the batch.
  *
  * tfjs refuses gradients of dilated convs; {@linkcode registerConvGradient}
  * replaces the Conv2D gradient with one that passes dilations through, which
@@ -223,41 +223,34 @@ function depthwiseBackpropFilter(backendName: string): tf.KernelFunc {
     const { strideHeight: sh, strideWidth: sw, dilationHeight: dh, dilationWidth: dw } = info;
     const { top, left } = info.padInfo;
     const oh = dy.shape[1], ow = dy.shape[2];
+    // The batch joins the channels: x as [1, H, W, N*C] and dy as a depthwise filter [OH, OW, N*C, M], so one
+    // depthwise conv (stride and dilation swapped) correlates each image's channel with its own gradient. A sum
+    // over the batch then gives dW. One pass instead of one strided slice per kernel tap (10x faster at stride 2).
+    const xt = o.transpose(x, [1, 2, 0, 3]); // [H, W, N, C]
+    const x1 = o.reshape(xt, [1, h, w, n * c]);
+    o.free(xt);
+    const dyt = o.transpose(dy, [1, 2, 0, 3]); // [OH, OW, N, C*M]
+    const f = o.reshape(dyt, [oh, ow, n * c, m]);
+    o.free(dyt);
     const needH = (oh - 1) * sh + (kh - 1) * dh + 1, needW = (ow - 1) * sw + (kw - 1) * dw + 1;
-    const xp = o.run("PadV2", { x }, {
-      paddings: [[0, 0], [top, Math.max(0, needH - top - h)], [left, Math.max(0, needW - left - w)], [0, 0]],
-      constantValue: 0,
-    });
-    const dy5 = m === 1 ? dy : o.reshape(dy, [n, oh, ow, c, m]);
-    const taps: Info[] = [];
-    // One multiply-and-sum per kernel tap: dW[i, j, c, m] = sum over n, oh, ow of
-    // x[n, oh*sh + i*dh - top, ow*sw + j*dw - left, c] * dy[n, oh, ow, c*M + m].
-    for (let i = 0; i < kh; i++) {
-      for (let j = 0; j < kw; j++) {
-        const xs = o.run("StridedSlice", { x: xp }, {
-          begin: [0, i * dh, j * dw, 0],
-          end: [n, i * dh + (oh - 1) * sh + 1, j * dw + (ow - 1) * sw + 1, c],
-          strides: [1, sh, sw, 1],
-          beginMask: 0,
-          endMask: 0,
-          ellipsisMask: 0,
-          newAxisMask: 0,
-          shrinkAxisMask: 0,
-        }); // [N, OH, OW, C]
-        const xs5 = m === 1 ? xs : o.reshape(xs, [n, oh, ow, c, 1]);
-        const prod = o.run("Multiply", { a: xs5, b: dy5 });
-        if (xs5 !== xs) o.free(xs5);
-        o.free(xs);
-        taps.push(o.run("Sum", { x: prod }, { axis: [0, 1, 2], keepDims: false })); // [C] or [C, M]
-        o.free(prod);
-      }
+    const y = o.run("DepthwiseConv2dNative", { x: x1, filter: f }, {
+      strides: [dh, dw],
+      dilations: [sh, sw],
+      pad: [[0, 0], [top, Math.max(0, needH - top - h)], [left, Math.max(0, needW - left - w)], [0, 0]],
+      dataFormat: "NHWC",
+    }); // [1, >=KH, >=KW, N*C*M]
+    o.free(x1, f);
+    let ys = y;
+    if (y.shape[1] !== kh || y.shape[2] !== kw) {
+      ys = o.slice(y, [0, 0, 0, 0], [1, kh, kw, n * c * m]);
+      o.free(y);
     }
-    o.free(xp);
-    if (dy5 !== dy) o.free(dy5);
-    const packed = o.run("Pack", taps as unknown as tf.NamedTensorInfoMap, { axis: 0, n: taps.length });
-    o.free(...taps);
-    const dW = o.reshape(packed, [kh, kw, c, m]);
-    o.free(packed);
+    const y5 = o.reshape(ys, [kh, kw, n, c * m]);
+    o.free(ys);
+    const summed = o.run("Sum", { x: y5 }, { axis: [2], keepDims: false }); // [KH, KW, C*M]
+    o.free(y5);
+    const dW = o.reshape(summed, [kh, kw, c, m]);
+    o.free(summed);
     return dW;
   };
 }
