@@ -11,6 +11,7 @@ import { benchCocoEval } from "./coco_eval_bench.ts";
 import { benchConv } from "./conv_bench.ts";
 import { benchInfer } from "./infer_bench.ts";
 import { benchLoader } from "./loader_bench.ts";
+import { benchOrt } from "./ort_bench.ts";
 import { benchReplicas, benchTrain } from "./train_bench.ts";
 import { type BenchRow, formatTable } from "./report.ts";
 
@@ -38,6 +39,7 @@ const SECTIONS: Record<string, (o: { quick: boolean }) => Promise<BenchRow[]>> =
   replicas: benchReplicas,
   train: benchTrain,
   infer: benchInfer,
+  ort: benchOrt,
 };
 
 const spec = {

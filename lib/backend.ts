@@ -6,6 +6,8 @@
  * - `cpu`: pure JS; the reference that tests compare against (its conv
  *   backward is ~700x slower, so never train on it).
  * - `tensorflow`: `@tensorflow/tfjs-node` or `-gpu`, when the user has them.
+ * - `onnxruntime`: the wasm backend with convs, their gradients, matmuls and
+ *   max-pool gradients run by onnxruntime-node (`ort_kernels.ts`).
  *
  * @module
  */
@@ -20,11 +22,13 @@ import { registerConvGradient, registerGradKernels } from "./conv_grad_kernels.t
 import { InputError } from "./errors.ts";
 
 /** Backends the workbench can run on. */
-export const BACKENDS = ["wasm", "cpu", "tensorflow"] as const;
+export const BACKENDS = ["wasm", "cpu", "tensorflow", "onnxruntime"] as const;
 /** A backend name. */
 export type BackendName = (typeof BACKENDS)[number];
 
 let gradientsReady = false;
+// Loaded on first use: it loads onnxruntime's native addon.
+let ortKernels: typeof import("./ort_kernels.ts") | undefined;
 
 /** Installs the dilation-aware Conv2D gradient and the composed kernels (idempotent). */
 export function installTrainingKernels(): void {
@@ -51,10 +55,13 @@ export async function setBackend(name: string = "wasm"): Promise<BackendName> {
     throw new InputError(`unknown backend "${name}"; choose one of ${BACKENDS.join(", ")}`);
   }
   installTrainingKernels();
+  // onnxruntime is wasm with its heavy kernels replaced; any other choice restores wasm's own.
+  if (name === "onnxruntime") (ortKernels ??= await import("./ort_kernels.ts")).registerOrtKernels();
+  else ortKernels?.unregisterOrtKernels();
   // PROD silences tfjs's "install tfjs-node" console hint, which misleads here.
   tf.env().set("PROD", true);
   if (name === "tensorflow") await loadTfjsNode();
-  const ok = await tf.setBackend(name);
+  const ok = await tf.setBackend(name === "onnxruntime" ? "wasm" : name);
   if (!ok) throw new InputError(`backend "${name}" failed to initialise`);
   await tf.ready();
   return name as BackendName;

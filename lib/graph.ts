@@ -442,6 +442,19 @@ export function runGraph(
  * shape, which on wasm took longer than all convolutions of a step together.
  * The batch mean and (biased) variance are handed out through `stats` (kept).
  */
+/**
+ * Per-channel mean over [N, H, W] of an NHWC tensor. An average pool over the
+ * whole map runs 15-20x faster on wasm than `tf.mean` over axes [0, 1, 2],
+ * which transposes the channels to the front first.
+ */
+export function channelMean(x: tf.Tensor): tf.Tensor1D {
+  return tf.tidy(() => {
+    const [n, h, w, c] = x.shape as [number, number, number, number];
+    const pooled = tf.avgPool(x as tf.Tensor4D, [h, w], 1, "valid"); // [N, 1, 1, C]
+    return tf.mean(tf.reshape(pooled, [n, c]), 0) as tf.Tensor1D;
+  });
+}
+
 export function batchNormTrain(
   x: tf.Tensor,
   gamma: tf.Tensor,
@@ -452,13 +465,12 @@ export function batchNormTrain(
   const f = tf.customGrad((...args) => {
     const [xi, g, b] = args as tf.Tensor[];
     const save = args[3] as (t: tf.Tensor[]) => void;
-    const axes = [0, 1, 2];
     // Intermediates die here rather than at the end of the training step: at 640 px they
     // would otherwise hold several input-sized tensors per layer until the step ends.
     const { mean, variance, invstd, xhat, y } = tf.tidy(() => {
-      const mean = tf.mean(xi, axes);
+      const mean = channelMean(xi);
       const xc = tf.sub(xi, mean);
-      const variance = tf.mean(tf.square(xc), axes);
+      const variance = channelMean(tf.square(xc));
       const invstd = tf.rsqrt(tf.add(variance, eps));
       const xhat = tf.mul(xc, invstd);
       return { mean, variance, invstd, xhat, y: tf.add(tf.mul(xhat, g), b) };
@@ -472,14 +484,11 @@ export function batchNormTrain(
         const [xh, inv, gm] = saved;
         const d = dy as tf.Tensor;
         const n = d.size / d.shape[3]!;
-        const sumDy = tf.sum(d, axes);
-        const sumDyX = tf.sum(tf.mul(d, xh), axes);
+        const meanDy = channelMean(d);
+        const meanDyX = channelMean(tf.mul(d, xh));
         // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
-        const dx = tf.mul(
-          tf.mul(gm, inv),
-          tf.sub(tf.sub(d, tf.div(sumDy, n)), tf.mul(xh, tf.div(sumDyX, n))),
-        );
-        return [dx, sumDyX, sumDy];
+        const dx = tf.mul(tf.mul(gm, inv), tf.sub(tf.sub(d, meanDy), tf.mul(xh, meanDyX)));
+        return [dx, tf.mul(meanDyX, n), tf.mul(meanDy, n)];
       },
     };
   });

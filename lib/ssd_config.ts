@@ -117,7 +117,7 @@ export interface DataConfig {
 
 /** A complete run configuration. */
 export interface SsdConfig {
-  backend: "wasm" | "cpu" | "tensorflow";
+  backend: "wasm" | "cpu" | "tensorflow" | "onnxruntime";
   seed: number;
   model: ModelConfig;
   anchors: DefaultBoxesConfig;
@@ -144,7 +144,7 @@ const split: Spec = {
 export const ssdConfigSpec: Spec = {
   type: "object",
   fields: {
-    backend: { type: "string", enum: ["wasm", "cpu", "tensorflow"], default: "wasm" },
+    backend: { type: "string", enum: ["wasm", "cpu", "tensorflow", "onnxruntime"], default: "wasm" },
     seed: { type: "number", int: true, default: 1 },
     model: {
       type: "object",

@@ -12,7 +12,7 @@ const spec = {
     config: { type: "string", arg: "FILE", default: "configs/demo.yaml", help: "run config (YAML)" },
     out: { type: "string", arg: "DIR", default: "runs/train", help: "run folder" },
     seed: { type: "string", arg: "N", help: "random seed (overrides the config's)" },
-    backend: { type: "string", arg: "NAME", help: "wasm, cpu or tensorflow (overrides the config's)" },
+    backend: { type: "string", arg: "NAME", help: "wasm, cpu, tensorflow or onnxruntime (overrides the config's)" },
     resume: { type: "boolean", help: "continue the run in --out from its latest checkpoint" },
     init: {
       type: "string",

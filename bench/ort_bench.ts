@@ -1,0 +1,242 @@
+/**
+ * The onnxruntime kernels (lib/ort_kernels.ts) against the wasm backend's
+ * composed kernels: per-kernel times of 3x3 convs (forward, dX, dW; every
+ * filter-gradient variant; shared heap vs copies) and a training step of the
+ * demo config, with the share of the step spent outside onnxruntime.
+ *
+ * Kernel calls are timed without reading results back: both backends run
+ * them synchronously, and a readback would add the same cost to both.
+ *
+ * `deno run -A bench/ort_bench.ts [--quick]` prints the table alone.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { setBackend } from "../lib/backend.ts";
+import { gradStep, trainableParams } from "../lib/grad_step.ts";
+import { initParams } from "../lib/graph.ts";
+import type { FilterGradVariant, InputGradVariant } from "../lib/ort_graphs.ts";
+import { ortStats, registerOrtKernels, resetOrtStats, unregisterOrtKernels } from "../lib/ort_kernels.ts";
+import { createRng } from "../lib/rng.ts";
+import { anchorsOf, buildModel, loadSsdConfig } from "../lib/ssd_config.ts";
+import { torchFigures } from "./peers.ts";
+import { type BenchRow, formatTable, timeMedian } from "./report.ts";
+
+interface ConvShape {
+  n: number;
+  hw: number;
+  ci: number;
+  co: number;
+}
+
+const label = (s: ConvShape) => `3x3 ${s.ci}->${s.co} @ ${s.hw}x${s.hw}, batch ${s.n}`;
+/** Multiply-adds x 2 of one pass. */
+const flops = (s: ConvShape) => 2 * s.n * s.hw * s.hw * s.ci * s.co * 9;
+const gf = (f: number, ms: number) => {
+  const g = f / ms / 1e6;
+  return `${g < 1 ? g.toPrecision(2) : g.toFixed(1)} GFLOP/s`;
+};
+const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
+
+type Pass = "fwd" | "dx" | "dw";
+
+/** Times one pass of one conv on the current kernels, in ms (median of `reps` after one warm-up). */
+async function passMs(s: ConvShape, pass: Pass, reps: number): Promise<number> {
+  const x = tf.randomNormal([s.n, s.hw, s.hw, s.ci], 0, 1, "float32", 1) as tf.Tensor4D;
+  const w = tf.randomNormal([3, 3, s.ci, s.co], 0, 1, "float32", 2) as tf.Tensor4D;
+  const dy = tf.randomNormal([s.n, s.hw, s.hw, s.co], 0, 1, "float32", 3) as tf.Tensor4D;
+  const attrs = { strides: 1, pad: "same", dataFormat: "NHWC", dilations: 1 };
+  const run = () => {
+    const out = pass === "fwd"
+      ? tf.conv2d(x, w, 1, "same")
+      : pass === "dx"
+      ? tf.engine().runKernel("Conv2DBackpropInput", { dy, filter: w }, { ...attrs, inputShape: x.shape })
+      : tf.engine().runKernel("Conv2DBackpropFilter", { x, dy }, { ...attrs, filterShape: w.shape });
+    (out as tf.Tensor).dispose();
+  };
+  const ms = await timeMedian(run, reps);
+  tf.dispose([x, w, dy]);
+  return ms;
+}
+
+async function convRows(s: ConvShape, reps: number, variants: FilterGradVariant[]): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  const f = flops(s);
+  unregisterOrtKernels();
+  const wasm: Record<Pass, number> = { fwd: 0, dx: 0, dw: 0 };
+  for (const p of ["fwd", "dx", "dw"] as const) wasm[p] = await passMs(s, p, reps);
+  registerOrtKernels({ copy: false });
+  const ort: Record<Pass, number> = { fwd: 0, dx: 0, dw: 0 };
+  resetOrtStats();
+  ort.fwd = await passMs(s, "fwd", reps);
+  const dxs: [InputGradVariant, number][] = [];
+  for (const v of ["auto", "convtranspose"] as const) {
+    registerOrtKernels({ inputGrad: v });
+    dxs.push([v, await passMs(s, "dx", reps)]);
+  }
+  registerOrtKernels({ inputGrad: "auto" });
+  ort.dx = dxs[0][1];
+  const dws: [FilterGradVariant, number][] = [];
+  for (const v of variants) {
+    registerOrtKernels({ filterGrad: v });
+    dws.push([v, await passMs(s, "dw", reps)]);
+  }
+  dws.sort((a, b) => a[1] - b[1]);
+  ort.dw = dws[0][1];
+  registerOrtKernels({ filterGrad: "taps" });
+  for (const p of ["fwd", "dx", "dw"] as const) {
+    rows.push({
+      section: "ort",
+      name: `${p} ${label(s)}: onnxruntime vs wasm`,
+      ms: ort[p],
+      speedup: wasm[p] / ort[p],
+      against: "vs wasm composed",
+      note: `wasm ${wasm[p].toFixed(1)} ms (${gf(f, wasm[p])}), onnxruntime ${gf(f, ort[p])}` +
+        (p === "dx"
+          ? `; dX as Conv (auto) ${dxs[0][1].toFixed(1)} ms, as ConvTranspose ${dxs[1][1].toFixed(1)} ms`
+          : "") +
+        (p === "dw" ? `; dW variants ${dws.map(([v, ms]) => `${v} ${ms.toFixed(1)} ms`).join(", ")}` : ""),
+    });
+  }
+  const ortTotal = ort.fwd + ort.dx + ort.dw, wasmTotal = wasm.fwd + wasm.dx + wasm.dw;
+  rows.push({
+    section: "ort",
+    name: `fwd + dX + dW ${label(s)}: onnxruntime vs wasm`,
+    ms: ortTotal,
+    speedup: wasmTotal / ortTotal,
+    against: "vs wasm composed",
+    note: `wasm ${wasmTotal.toFixed(0)} ms (${gf(3 * f, wasmTotal)}), onnxruntime ${gf(3 * f, ortTotal)} (dW: ${
+      dws[0][0]
+    })`,
+  });
+  // The same three passes with inputs copied out of the wasm heap and results copied back in.
+  registerOrtKernels({ copy: true, filterGrad: dws[0][0] });
+  resetOrtStats();
+  let copied = 0;
+  for (const p of ["fwd", "dx", "dw"] as const) copied += await passMs(s, p, reps);
+  const st = ortStats();
+  const perCall = (v: number) => v / st.runs;
+  rows.push({
+    section: "ort",
+    name: `fwd + dX + dW ${label(s)}: copying vs sharing the wasm heap`,
+    ms: copied,
+    speedup: copied / ortTotal,
+    against: "shared heap speed-up",
+    note: `copies ${mb(perCall(st.bytesCopied) * 3)} and ${(perCall(st.copyMs) * 3).toFixed(1)} ms per fwd+dX+dW; ` +
+      `shared: 0 bytes copied`,
+  });
+  registerOrtKernels({ copy: false, filterGrad: "taps" });
+  return rows;
+}
+
+/** Seconds per gradient step (forward, loss, backward) of `config` at `batch`, and the share inside onnxruntime. */
+async function stepSeconds(
+  config: string,
+  batch: number,
+  steps: number,
+): Promise<{ seconds: number; ortShare: number; runs: number }> {
+  const cfg = loadSsdConfig(config);
+  const anchors = anchorsOf(cfg);
+  const graph = buildModel(cfg, anchors);
+  const params = initParams(graph, createRng(1), { scheme: cfg.model.init, sigma: cfg.model.init_sigma });
+  const vars = trainableParams(params, []).map(([, v]) => v);
+  const s = cfg.model.input_size, a = anchors.count;
+  const rng = createRng(2);
+  const part = {
+    images: Float32Array.from({ length: batch * s * s * 3 }, () => rng() - 0.5),
+    loc: new Float32Array(batch * a * 4),
+    labels: Int32Array.from({ length: batch * a }, (_, i) => (i % 97 === 0 ? 1 : 0)),
+    size: batch,
+  };
+  const step = async () => {
+    const r = gradStep(graph, params, vars, part, { inputSize: s, numAnchors: a, loss: cfg.loss });
+    await r.loss.data();
+    tf.dispose([r.loss, r.loc, r.cls, ...Object.values(r.grads)]);
+    for (const u of r.bn) tf.dispose([u.mean, u.variance]);
+  };
+  try {
+    await step(); // warm-up: XNNPACK setup, onnxruntime sessions
+    resetOrtStats();
+    const t0 = performance.now();
+    for (let i = 0; i < steps; i++) await step();
+    const ms = performance.now() - t0;
+    const st = ortStats();
+    return { seconds: ms / 1000 / steps, ortShare: st.runMs / ms, runs: st.runs / steps };
+  } finally {
+    tf.dispose([...params.values()]);
+  }
+}
+
+async function trainRows(o: { quick?: boolean }): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  const torch = torchFigures(o);
+  const models: { config: string; batch: number; wasm: boolean; peer?: "ssd300_vgg16" | "ssdlite320" }[] = [
+    { config: "configs/demo.yaml", batch: 16, wasm: true },
+    { config: "configs/demo.yaml", batch: 4, wasm: true },
+  ];
+  if (!o.quick) {
+    models.push({ config: "configs/ssd300_mobilenetv2.yaml", batch: 4, wasm: false, peer: "ssdlite320" });
+    models.push({ config: "configs/ssd300_vgg16.yaml", batch: 4, wasm: false, peer: "ssd300_vgg16" });
+  }
+  for (const m of models) {
+    const name = `${m.config.replace(/^configs\/|\.yaml$/g, "")}, batch ${m.batch}`;
+    const steps = o.quick ? 2 : m.config.includes("vgg") ? 1 : 3;
+    let wasmS = NaN;
+    try {
+      if (m.wasm) {
+        unregisterOrtKernels();
+        wasmS = (await stepSeconds(m.config, m.batch, steps)).seconds;
+      }
+      // As training runs it: each call signature on the faster of onnxruntime and wasm.
+      registerOrtKernels({ autoSelect: true });
+      const ort = await stepSeconds(m.config, m.batch, steps);
+      const row: BenchRow = {
+        section: "ort",
+        name: `train step ${name}: onnxruntime kernels`,
+        ms: ort.seconds * 1000,
+        note: `${(m.batch / ort.seconds).toFixed(1)} img/s; ${(100 * (1 - ort.ortShare)).toFixed(0)}% of the step ` +
+          `outside onnxruntime (${ort.runs.toFixed(0)} runs/step)` +
+          (m.wasm ? `; wasm ${(wasmS * 1000).toFixed(0)} ms, ${(m.batch / wasmS).toFixed(1)} img/s` : ""),
+      };
+      if (m.wasm) {
+        row.speedup = wasmS / ort.seconds;
+        row.against = "img/s vs wasm";
+      } else if (m.peer) {
+        const t = torch[m.peer].train;
+        row.speedup = (m.batch / ort.seconds) / (4 / t);
+        row.against = `img/s vs torchvision ${m.peer} ${t.toFixed(2)} s/step at batch 4 (${torch.source})`;
+      }
+      rows.push(row);
+    } catch (e) {
+      rows.push({
+        section: "ort",
+        name: `train step ${name}`,
+        ms: null,
+        note: `failed: ${(e as Error).message.slice(0, 120)}`,
+      });
+    }
+  }
+  registerOrtKernels({ autoSelect: false });
+  return rows;
+}
+
+/** The onnxruntime section of `deno task bench`. Leaves the onnxruntime kernels registered as they were. */
+export async function benchOrt(o: { quick?: boolean } = {}): Promise<BenchRow[]> {
+  await setBackend("wasm");
+  const wasActive = (await import("../lib/ort_kernels.ts")).ortKernelsActive();
+  registerOrtKernels({ minMacs: 0, autoSelect: false });
+  const rows: BenchRow[] = [];
+  try {
+    const reps = o.quick ? 1 : 3;
+    const shapes: ConvShape[] = [{ n: 4, hw: 75, ci: 32, co: 64 }, { n: 4, hw: 75, ci: 256, co: 256 }];
+    if (!o.quick) shapes.push({ n: 4, hw: 38, ci: 512, co: 512 }, { n: 4, hw: 150, ci: 128, co: 128 });
+    for (const s of shapes) rows.push(...await convRows(s, reps, ["conv", "im2col", "taps"]));
+    rows.push(...await trainRows(o));
+  } finally {
+    if (!wasActive) unregisterOrtKernels();
+  }
+  return rows;
+}
+
+if (import.meta.main) {
+  const rows = await benchOrt({ quick: Deno.args.includes("--quick") });
+  console.log(formatTable(rows));
+}

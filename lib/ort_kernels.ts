@@ -1,0 +1,577 @@
+/**
+ * The `onnxruntime` training backend: the wasm backend with its heavy kernels
+ * (convs and their gradients, batched matmuls, max-pool gradients) run by
+ * onnxruntime-node. `setBackend("onnxruntime")` (backend.ts) registers them.
+ *
+ * onnxruntime-node's native `InferenceSession.run` is synchronous (only the
+ * public JS API wraps it in a Promise), so it can serve tfjs kernels, which
+ * must return synchronously. Tensors stay in the wasm heap: each kernel
+ * allocates its output there, hands onnxruntime typed-array views of the
+ * inputs and of the output (a pre-allocated fetch), and onnxruntime reads and
+ * writes the wasm memory in place. Nothing is copied unless `copy: true` asks
+ * for the copying path (kept as a baseline: it copies inputs out of the heap
+ * and the result back in). The views are made after the output allocation
+ * because a `malloc` that grows the wasm memory detaches older views.
+ *
+ * Each kernel call runs one small ONNX graph ({@link ./ort_graphs.ts}) whose
+ * NHWC <-> NCHW transposes sit inside the session. Sessions are cached by
+ * kernel, shapes and attributes; {@linkcode ortStats} counts runs, sessions,
+ * bytes handed over and bytes copied, and time per graph kind.
+ *
+ * A session run has a fixed cost (~0.1-0.5 ms with its transposes), so small
+ * convs (a few px, few channels) run faster on wasm. With `autoSelect` (the
+ * default) the first call of each signature times both and keeps the faster.
+ * Kernels with inputs this module does not handle (non-float32, NCHW, prelu)
+ * fall back to the kernel registered before: wasm's own or the composed
+ * gradients of conv_grad_kernels.ts.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs-core";
+ * import { deepStrictEqual as assertEquals } from "node:assert";
+ * import { setBackend } from "./backend.ts";
+ * await setBackend("onnxruntime");
+ * registerOrtKernels({ threads: 1, autoSelect: false });
+ * const y = tf.conv2d(tf.ones([1, 4, 4, 1]) as tf.Tensor4D, tf.ones([3, 3, 1, 1]) as tf.Tensor4D, 1, "same");
+ * assertEquals(Array.from(await y.data()).slice(0, 4), [4, 6, 6, 4]);
+ * assertEquals(ortStats().runs > 0, true);
+ * y.dispose();
+ * unregisterOrtKernels();
+ * ```
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { binding, initOrt } from "onnxruntime-node/dist/binding.js";
+import { Tensor as OrtTensor } from "onnxruntime-node";
+import { installTrainingKernels } from "./backend.ts";
+import {
+  batchMatMulGraph,
+  convBackpropFilterGraph,
+  convBackpropInputGraph,
+  convForwardGraph,
+  type ConvGeometry,
+  type FilterGradVariant,
+  type FusedActivation,
+  type InputGradVariant,
+  maxPoolGradGraph,
+} from "./ort_graphs.ts";
+
+type Info = tf.TensorInfo;
+
+/** Options of {@linkcode registerOrtKernels}. */
+export interface OrtKernelOptions {
+  /** onnxruntime intra-op threads (default 2, the cores of the target machine). */
+  threads?: number;
+  /**
+   * Filter-gradient graph (default `taps`, the fastest in bench/ort_bench.ts). Depthwise convs
+   * use the grouped conv for `conv` and for output maps over 40x40, else one multiply-and-reduce per tap.
+   */
+  filterGrad?: FilterGradVariant;
+  /** Input-gradient graph (default `auto`: Conv at stride 1, ConvTranspose otherwise). */
+  inputGrad?: InputGradVariant;
+  /** Copy tensors out of and into the wasm heap instead of sharing it (a baseline; default false). */
+  copy?: boolean;
+  /** Calls below this many multiply-adds stay on the previous kernel: a session run costs ~0.1 ms (default 0). */
+  minMacs?: number;
+  /** onnxruntime's per-session memory arena: faster allocations, but every session keeps its peak (default false). */
+  memArena?: boolean;
+  /** Let onnxruntime's pool threads spin between runs: lower latency for small ops, but they compete with wasm (default false). */
+  spinning?: boolean;
+  /** onnxruntime graph optimisation level (default "all": NCHWc layouts and reorders for AVX-512/AVX2). */
+  optimization?: "disabled" | "basic" | "extended" | "all";
+  /**
+   * On the first call of each signature, time onnxruntime against the previous kernel
+   * and keep the faster (default true; the benchmarks of single kernels turn it off).
+   */
+  autoSelect?: boolean;
+  /** Kernels to take over (default all of {@linkcode ORT_KERNELS}). */
+  kernels?: readonly OrtKernelName[];
+  /** tfjs backend whose kernels are replaced (default "wasm"; must keep data in a wasm heap). */
+  backendName?: string;
+}
+
+/** Counters since the last {@linkcode resetOrtStats}. */
+export interface OrtStats {
+  /** Session runs. */
+  runs: number;
+  /** Sessions created (graph builds + loads). */
+  sessions: number;
+  /** Bytes of inputs handed to onnxruntime / of outputs it produced. */
+  bytesIn: number;
+  bytesOut: number;
+  /** Bytes actually copied between the wasm heap and other memory (0 unless `copy`). */
+  bytesCopied: number;
+  /** Milliseconds inside `run` (onnxruntime compute), and in copies. */
+  runMs: number;
+  copyMs: number;
+  /** Milliseconds building and loading sessions. */
+  sessionMs: number;
+  /** Calls that went to the previous kernel (unsupported inputs or below `minMacs`). */
+  fallbacks: number;
+  /** Runs and milliseconds by graph kind (Conv, ConvDx, ConvDw, DepthwiseConv, ..., BatchMatMul). */
+  byKind: Record<string, { runs: number; ms: number }>;
+  /** Auto-selection trials: call signature and the measured ms of each side. */
+  trials: { sig: string; ortMs: number; prevMs: number }[];
+}
+
+/** Kernels this module can provide. */
+export const ORT_KERNELS = [
+  "Conv2D",
+  "FusedConv2D",
+  "DepthwiseConv2dNative",
+  "FusedDepthwiseConv2D",
+  "Conv2DBackpropInput",
+  "Conv2DBackpropFilter",
+  "DepthwiseConv2dNativeBackpropInput",
+  "DepthwiseConv2dNativeBackpropFilter",
+  "BatchMatMul",
+  "MaxPoolGrad",
+] as const;
+/** A kernel name of {@linkcode ORT_KERNELS}. */
+export type OrtKernelName = (typeof ORT_KERNELS)[number];
+
+const zeroStats = (): OrtStats => ({
+  runs: 0,
+  sessions: 0,
+  bytesIn: 0,
+  bytesOut: 0,
+  bytesCopied: 0,
+  runMs: 0,
+  copyMs: 0,
+  sessionMs: 0,
+  fallbacks: 0,
+  byKind: {},
+  trials: [],
+});
+let stats = zeroStats();
+let opts: Required<Omit<OrtKernelOptions, "kernels" | "backendName">> = {
+  threads: 2,
+  filterGrad: "taps",
+  inputGrad: "auto",
+  copy: false,
+  minMacs: 0,
+  memArena: false,
+  spinning: false,
+  optimization: "all",
+  autoSelect: true,
+};
+
+interface NativeSession {
+  loadModel(buffer: ArrayBuffer, offset: number, length: number, options: unknown): void;
+  run(feeds: Record<string, unknown>, fetches: Record<string, unknown>, options: unknown): Record<string, unknown>;
+  dispose(): void;
+}
+const sessions = new Map<string, NativeSession>();
+/** Kernels that were registered before ours, by "backend/kernel". */
+const previous = new Map<string, tf.KernelConfig>();
+let ortReady = false;
+
+/** A copy of the counters. */
+export function ortStats(): OrtStats {
+  return {
+    ...stats,
+    trials: stats.trials.slice(),
+    byKind: Object.fromEntries(Object.entries(stats.byKind).map(([k, v]) => [k, { ...v }])),
+  };
+}
+
+/** Zeroes the counters. */
+export function resetOrtStats(): void {
+  stats = zeroStats();
+}
+
+/** Releases every cached session (they are rebuilt on demand). */
+export function clearOrtSessions(): void {
+  for (const s of sessions.values()) s.dispose();
+  sessions.clear();
+  choices.clear();
+}
+
+function session(key: string, build: () => Uint8Array): NativeSession {
+  const fullKey = `${key}|t${opts.threads}|a${opts.memArena}|s${opts.spinning}|o${opts.optimization}`;
+  let s = sessions.get(fullKey);
+  if (s) return s;
+  const t0 = performance.now();
+  if (!ortReady) {
+    initOrt();
+    ortReady = true;
+  }
+  const bytes = build();
+  s = new binding.InferenceSession() as NativeSession;
+  s.loadModel(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength, {
+    intraOpNumThreads: opts.threads,
+    interOpNumThreads: 1,
+    graphOptimizationLevel: opts.optimization,
+    executionMode: "sequential",
+    enableCpuMemArena: opts.memArena,
+    // Spinning pool threads would steal the core that the wasm kernels between our calls run on.
+    extra: { session: { intra_op: { allow_spinning: opts.spinning ? "1" : "0" } } },
+  });
+  sessions.set(fullKey, s);
+  stats.sessions++;
+  stats.sessionMs += performance.now() - t0;
+  return s;
+}
+
+interface WasmBackend {
+  makeOutput(shape: number[], dtype: tf.DataType): Info;
+  typedArrayFromHeap(info: Info): Float32Array;
+}
+
+/**
+ * Runs the cached session `key` on float32 `inputs` (named like the graph's
+ * inputs, in order) and returns its single output, allocated in the wasm heap.
+ */
+function runSession(
+  backend: WasmBackend,
+  key: string,
+  build: () => Uint8Array,
+  inputs: [string, Info][],
+  output: [string, number[]],
+): Info {
+  const s = session(key, build);
+  const out = backend.makeOutput(output[1], "float32");
+  // Views only now: the allocation above may have grown (and detached) the heap.
+  const outView = backend.typedArrayFromHeap(out);
+  const feeds: Record<string, unknown> = {};
+  let copyMs = 0;
+  for (const [name, info] of inputs) {
+    let v = backend.typedArrayFromHeap(info);
+    stats.bytesIn += v.byteLength;
+    if (opts.copy) {
+      const t0 = performance.now();
+      v = v.slice();
+      copyMs += performance.now() - t0;
+      stats.bytesCopied += v.byteLength;
+    }
+    feeds[name] = new OrtTensor("float32", v, info.shape);
+  }
+  const target = opts.copy ? new Float32Array(outView.length) : outView;
+  const t0 = performance.now();
+  s.run(feeds, { [output[0]]: new OrtTensor("float32", target, output[1]) }, {});
+  const ms = performance.now() - t0;
+  stats.runMs += ms;
+  stats.runs++;
+  const kind = key.slice(0, key.indexOf("|"));
+  const k = stats.byKind[kind] ??= { runs: 0, ms: 0 };
+  k.runs++;
+  k.ms += ms;
+  stats.bytesOut += outView.byteLength;
+  if (opts.copy) {
+    const t1 = performance.now();
+    backend.typedArrayFromHeap(out).set(target);
+    copyMs += performance.now() - t1;
+    stats.bytesCopied += outView.byteLength;
+  }
+  stats.copyMs += copyMs;
+  return out;
+}
+
+function pair(v: unknown): [number, number] {
+  if (v === undefined || v === null) return [1, 1];
+  return typeof v === "number" ? [v, v] : [(v as number[])[0], (v as number[])[1]];
+}
+
+function geometry(xShape: number[], wShape: number[], attrs: tf.NamedAttrMap, depthwise: boolean): ConvGeometry {
+  const info = tf.backend_util.computeConv2DInfo(
+    xShape as [number, number, number, number],
+    wShape as [number, number, number, number],
+    pair(attrs.strides),
+    pair(attrs.dilations),
+    attrs.pad as "same" | "valid" | number,
+    attrs.dimRoundingMode as "floor" | "round" | "ceil" | undefined,
+    depthwise,
+  );
+  const p = info.padInfo;
+  return {
+    x: xShape,
+    w: wShape,
+    y: [info.batchSize, info.outHeight, info.outWidth, info.outChannels],
+    strides: [info.strideHeight, info.strideWidth],
+    dilations: [info.dilationHeight, info.dilationWidth],
+    pads: [p.top, p.left, p.bottom, p.right],
+    depthwise,
+  };
+}
+
+const keyOf = (kernel: string, g: ConvGeometry, extra = "") =>
+  `${kernel}|${g.x}|${g.w}|${g.strides}|${g.dilations}|${g.pads}${extra}`;
+
+/** Multiply-adds of one pass of the conv (any of forward, dX, dW). */
+function macs(g: ConvGeometry): number {
+  const [, oh, ow, co] = g.y;
+  return g.x[0] * oh * ow * co * g.w[0] * g.w[1] * (g.depthwise ? 1 : g.x[3]);
+}
+
+const FUSED_ACTIVATIONS = new Set(["linear", "relu", "relu6", "leakyrelu", "sigmoid", "elu"]);
+
+function usable(infos: (Info | undefined)[], attrs: tf.NamedAttrMap | undefined): boolean {
+  if (infos.some((i) => i && (i.dtype !== "float32" || i.shape.some((d) => d === 0)))) return false;
+  const fmt = attrs?.dataFormat;
+  return fmt === undefined || fmt === "NHWC" || fmt === "channelsLast";
+}
+
+type OurKernel = (args: { inputs: tf.NamedTensorInfoMap; backend: WasmBackend; attrs: tf.NamedAttrMap }) =>
+  | Info
+  | null;
+
+/** Each kernel returns null to hand the call to the previous kernel. */
+const kernels: Record<OrtKernelName, OurKernel> = {
+  Conv2D: ({ inputs, backend, attrs }) => convForward(inputs, backend, attrs, false, false),
+  FusedConv2D: ({ inputs, backend, attrs }) => convForward(inputs, backend, attrs, false, true),
+  DepthwiseConv2dNative: ({ inputs, backend, attrs }) => convForward(inputs, backend, attrs, true, false),
+  FusedDepthwiseConv2D: ({ inputs, backend, attrs }) => convForward(inputs, backend, attrs, true, true),
+  Conv2DBackpropInput: ({ inputs, backend, attrs }) => backpropInput(inputs, backend, attrs, false),
+  DepthwiseConv2dNativeBackpropInput: ({ inputs, backend, attrs }) => backpropInput(inputs, backend, attrs, true),
+  Conv2DBackpropFilter: ({ inputs, backend, attrs }) => backpropFilter(inputs, backend, attrs, false),
+  DepthwiseConv2dNativeBackpropFilter: ({ inputs, backend, attrs }) => backpropFilter(inputs, backend, attrs, true),
+  MaxPoolGrad: ({ inputs, backend, attrs }) => {
+    const { dy, input } = inputs as { dy: Info; input: Info };
+    if (!usable([dy, input], undefined) || input.shape.length !== 4) return null;
+    const info = tf.backend_util.computePool2DInfo(
+      input.shape as [number, number, number, number],
+      attrs.filterSize as [number, number] | number,
+      attrs.strides as [number, number] | number,
+      1,
+      attrs.pad as "same" | "valid" | number,
+      attrs.dimRoundingMode as "floor" | "round" | "ceil" | undefined,
+    );
+    if (info.outHeight !== dy.shape[1] || info.outWidth !== dy.shape[2]) return null;
+    const p = info.padInfo;
+    const pool = {
+      kernel: [info.filterHeight, info.filterWidth] as [number, number],
+      strides: [info.strideHeight, info.strideWidth] as [number, number],
+      pads: [p.top, p.left, p.bottom, p.right] as [number, number, number, number],
+    };
+    if (input.shape.reduce((a, b) => a * b, 1) < opts.minMacs) return null;
+    return runSession(
+      backend,
+      `MaxPoolGrad|${input.shape}|${dy.shape}|${pool.kernel}|${pool.strides}|${pool.pads}`,
+      () => maxPoolGradGraph(input.shape, dy.shape, pool),
+      [["x", input], ["dy", dy]],
+      ["dx", input.shape],
+    );
+  },
+  BatchMatMul: ({ inputs, backend, attrs }) => {
+    const { a, b } = inputs as { a: Info; b: Info };
+    const ra = a.shape.length, rb = b.shape.length;
+    if (!usable([a, b], undefined) || ra < 2 || rb < 2 || ra !== rb) return null;
+    const ta = !!attrs.transposeA, tb = !!attrs.transposeB;
+    const m = a.shape[ta ? ra - 1 : ra - 2], k = a.shape[ta ? ra - 2 : ra - 1];
+    const n = b.shape[tb ? rb - 2 : rb - 1];
+    // Batch dimensions broadcast (1 against B), as in both tfjs and ONNX MatMul.
+    const batch = a.shape.slice(0, -2).map((d, i) => Math.max(d, b.shape[i]));
+    const y = [...batch, m, n];
+    if (y.reduce((p, d) => p * d, 1) * k < opts.minMacs) return null;
+    return runSession(
+      backend,
+      `BatchMatMul|${a.shape}|${b.shape}|${ta}|${tb}`,
+      () => batchMatMulGraph(a.shape, b.shape, y, ta, tb),
+      [["a", a], ["b", b]],
+      ["y", y],
+    );
+  },
+};
+
+function convForward(
+  inputs: tf.NamedTensorInfoMap,
+  backend: WasmBackend,
+  attrs: tf.NamedAttrMap,
+  depthwise: boolean,
+  fused: boolean,
+): Info | null {
+  const { x, filter, bias, preluActivationWeights } = inputs as Record<string, Info | undefined>;
+  if (!x || !filter || !usable([x, filter, bias], attrs)) return null;
+  const activation = (fused ? attrs.activation ?? "linear" : "linear") as FusedActivation;
+  if (preluActivationWeights || !FUSED_ACTIVATIONS.has(activation)) return null;
+  const g = geometry(x.shape, filter.shape, attrs, depthwise);
+  const outC = g.y[3];
+  // Only a per-channel bias maps onto Conv's B input.
+  if (bias && !(bias.shape.length === 1 && bias.shape[0] === outC)) return null;
+  if (macs(g) < opts.minMacs) return null;
+  const alpha = attrs.leakyreluAlpha as number | undefined;
+  const ins: [string, Info][] = [["x", x], ["w", filter]];
+  if (bias) ins.push(["b", bias]);
+  return runSession(
+    backend,
+    keyOf(depthwise ? "DepthwiseConv" : "Conv", g, `|${!!bias}|${activation}|${alpha}`),
+    () => convForwardGraph(g, { bias: !!bias, activation, alpha }),
+    ins,
+    ["y", g.y],
+  );
+}
+
+function backpropInput(
+  inputs: tf.NamedTensorInfoMap,
+  backend: WasmBackend,
+  attrs: tf.NamedAttrMap,
+  depthwise: boolean,
+): Info | null {
+  const { dy, filter } = inputs as { dy: Info; filter: Info };
+  if (!usable([dy, filter], attrs)) return null;
+  const g = geometry(attrs.inputShape as number[], filter.shape, attrs, depthwise);
+  if (macs(g) < opts.minMacs) return null;
+  return runSession(
+    backend,
+    keyOf(depthwise ? "DepthwiseDx" : "ConvDx", g, `|${opts.inputGrad}`),
+    () => convBackpropInputGraph(g, opts.inputGrad),
+    [["dy", dy], ["w", filter]],
+    ["dx", g.x],
+  );
+}
+
+function backpropFilter(
+  inputs: tf.NamedTensorInfoMap,
+  backend: WasmBackend,
+  attrs: tf.NamedAttrMap,
+  depthwise: boolean,
+): Info | null {
+  const { x, dy } = inputs as { x: Info; dy: Info };
+  if (!usable([x, dy], attrs)) return null;
+  const g = geometry(x.shape, attrs.filterShape as number[], attrs, depthwise);
+  if (macs(g) < opts.minMacs) return null;
+  // Depthwise: the per-tap multiply-and-reduce wins on small maps, the grouped conv on large ones
+  // (bench at batch 4: 38x38x192 taps 20 vs conv 24 ms; 75x75x96 taps 95 vs conv 82 ms).
+  const variant = depthwise && opts.filterGrad !== "conv" && g.y[1] * g.y[2] > 1600 ? "conv" : opts.filterGrad;
+  return runSession(
+    backend,
+    keyOf(depthwise ? "DepthwiseDw" : "ConvDw", g, `|${variant}`),
+    () => convBackpropFilterGraph(g, variant),
+    [["x", x], ["dy", dy]],
+    ["dw", g.w],
+  );
+}
+
+/** Per call signature, the faster of onnxruntime and the previous kernel (with `autoSelect`). */
+const choices = new Map<string, "ort" | "previous">();
+
+/**
+ * Times both kernels on this call (the second of two runs each, after session and
+ * operator setup) and remembers the faster; returns the choice. Small convs lose to
+ * the wasm kernels: a session run has a fixed cost and transposes to and from NCHW.
+ */
+function trial(sig: string, backendArg: unknown, runOurs: () => Info | null, runPrev: () => Info): "ort" | "previous" {
+  const backend = backendArg as tf.KernelBackend;
+  // The best of two runs after a warm-up (session and operator setup): single runs are noisy on a busy machine.
+  const timed = (f: () => Info | null, runs: number): number => {
+    const first = f();
+    if (!first) return Infinity;
+    backend.disposeData(first.dataId);
+    let best = Infinity;
+    for (let i = 0; i < runs; i++) {
+      const t0 = performance.now();
+      const r = f()!;
+      best = Math.min(best, performance.now() - t0);
+      backend.disposeData(r.dataId);
+    }
+    return best;
+  };
+  const ortMs = timed(runOurs, 2);
+  // Past a few ms the fixed cost of a run no longer matters and onnxruntime wins (bench/ort_bench.ts):
+  // skip timing the slow side.
+  const prevMs = ortMs > 5 ? Infinity : timed(runPrev, 2);
+  const choice = ortMs <= prevMs ? "ort" : "previous";
+  choices.set(sig, choice);
+  stats.trials.push({ sig, ortMs, prevMs });
+  return choice;
+}
+
+/** Our registered kernel functions, to notice when something replaced them. */
+const ourFuncs = new Map<string, tf.KernelFunc>();
+
+let registeredOn: { backendName: string; names: OrtKernelName[] } | null = null;
+
+/**
+ * Registers the onnxruntime kernels for the wasm backend, over whatever was
+ * registered before (the shipped kernels, or the composed gradients of
+ * `conv_grad_kernels.ts`, which stay as the fallback). Calling it again only
+ * updates the options. {@linkcode unregisterOrtKernels} restores the previous
+ * kernels.
+ */
+export function registerOrtKernels(options: OrtKernelOptions = {}): void {
+  const before = JSON.stringify(opts);
+  opts = {
+    threads: options.threads ?? opts.threads,
+    filterGrad: options.filterGrad ?? opts.filterGrad,
+    inputGrad: options.inputGrad ?? opts.inputGrad,
+    copy: options.copy ?? opts.copy,
+    minMacs: options.minMacs ?? opts.minMacs,
+    memArena: options.memArena ?? opts.memArena,
+    spinning: options.spinning ?? opts.spinning,
+    optimization: options.optimization ?? opts.optimization,
+    autoSelect: options.autoSelect ?? opts.autoSelect,
+  };
+  // Timings taken under other options no longer hold.
+  if (JSON.stringify(opts) !== before) choices.clear();
+  const backendName = options.backendName ?? "wasm";
+  const names = [...(options.kernels ?? ORT_KERNELS)];
+  // The composed gradients must be in place first: they are the fallback, and registered later they
+  // would take our kernels for the shipped ones.
+  installTrainingKernels();
+  const intact = () => names.every((n) => tf.getKernel(n, backendName)?.kernelFunc === ourFuncs.get(n));
+  if (registeredOn && registeredOn.backendName === backendName && registeredOn.names.join() === names.join()) {
+    if (intact()) return;
+  }
+  if (registeredOn) unregisterOrtKernels();
+  for (const name of names) {
+    const prev = tf.getKernel(name, backendName);
+    if (prev) {
+      previous.set(`${backendName}/${name}`, prev);
+      tf.unregisterKernel(name, backendName);
+    }
+    const ours = kernels[name];
+    // Registered before the backend initialised, the previous kernel may never have run its setup.
+    let prevReady = false;
+    const kernelFunc: tf.KernelFunc = (args) => {
+      const runPrev = () => {
+        if (!prev) throw new Error(`onnxruntime kernel ${name}: unsupported inputs and no ${backendName} kernel`);
+        if (!prevReady) prev.setupFunc?.(args.backend);
+        prevReady = true;
+        return prev.kernelFunc(args) as Info;
+      };
+      const runOurs = () => ours(args as unknown as Parameters<OurKernel>[0]);
+      if (!opts.autoSelect || !prev) {
+        const r = runOurs();
+        if (r) return r;
+        stats.fallbacks++;
+        return runPrev();
+      }
+      const sig = `${name}|${Object.values(args.inputs).map((i) => i?.shape)}|${JSON.stringify(args.attrs)}`;
+      let choice = choices.get(sig);
+      if (choice === undefined) choice = trial(sig, args.backend, runOurs, runPrev);
+      if (choice === "ort") {
+        const r = runOurs();
+        if (r) return r;
+      }
+      stats.fallbacks++;
+      return runPrev();
+    };
+    ourFuncs.set(name, kernelFunc);
+    tf.registerKernel({ kernelName: name, backendName, kernelFunc });
+  }
+  registeredOn = { backendName, names };
+}
+
+/** Restores the kernels that were registered before {@linkcode registerOrtKernels}; keeps the sessions. */
+export function unregisterOrtKernels(): void {
+  if (!registeredOn) return;
+  const { backendName, names } = registeredOn;
+  const backend = tf.findBackend(backendName);
+  for (const name of names) {
+    // Something registered over ours since: leave it.
+    if (tf.getKernel(name, backendName)?.kernelFunc !== ourFuncs.get(name)) continue;
+    tf.unregisterKernel(name, backendName);
+    const prev = previous.get(`${backendName}/${name}`);
+    if (!prev) continue;
+    tf.registerKernel(prev);
+    // A kernel that was unregistered while its backend initialised never ran its setup (idempotent cwraps).
+    if (backend) prev.setupFunc?.(backend);
+  }
+  registeredOn = null;
+}
+
+/** Whether the onnxruntime kernels are registered. */
+export function ortKernelsActive(): boolean {
+  return registeredOn !== null;
+}

@@ -1,0 +1,257 @@
+// The onnxruntime kernels checked against the cpu backend's outputs and gradients.
+import * as tf from "@tensorflow/tfjs-core";
+import assert from "node:assert";
+import { setBackend } from "../lib/backend.ts";
+import { registerOrtKernels, resetOrtStats, unregisterOrtKernels } from "../lib/ort_kernels.ts";
+import { ortStats } from "../lib/ort_kernels.ts";
+import type { FilterGradVariant } from "../lib/ort_graphs.ts";
+import { createRng, normal } from "../lib/rng.ts";
+
+// setBackend("onnxruntime") registers the kernels with the options set last.
+await setBackend("onnxruntime");
+registerOrtKernels({ threads: 2, minMacs: 0, copy: false, autoSelect: false });
+
+function randn(n: number, seed: number): Float32Array {
+  const rng = createRng(seed);
+  return Float32Array.from({ length: n }, () => normal(rng));
+}
+
+interface Case {
+  n: number;
+  h: number;
+  w: number;
+  ci: number;
+  k: number;
+  co: number; // output channels (conv) or multiplier (depthwise)
+  stride: number;
+  pad: "same" | "valid";
+  dilation: number;
+  depthwise: boolean;
+}
+
+/** Spreads a [K, K, ...] filter to its dilated [(K-1)d+1, ...] form, differentiably. */
+function dilateFilter(w: tf.Tensor4D, d: number): tf.Tensor4D {
+  if (d === 1) return w;
+  const [kh, kw, a, b] = w.shape;
+  const r = w.reshape([kh, 1, kw, 1, a, b]).pad([[0, 0], [0, d - 1], [0, 0], [0, d - 1], [0, 0], [0, 0]]);
+  return tf.slice(r.reshape([kh * d, kw * d, a, b]), [0, 0, 0, 0], [
+    (kh - 1) * d + 1,
+    (kw - 1) * d + 1,
+    a,
+    b,
+  ]) as tf.Tensor4D;
+}
+
+/** Forward + gradients of sum(conv(x, w) * g) for a fixed random g. */
+async function grads(c: Case, backend: string, reference: boolean) {
+  await setBackend(backend);
+  const xShape: [number, number, number, number] = [c.n, c.h, c.w, c.ci];
+  const wShape: [number, number, number, number] = [c.k, c.k, c.ci, c.co];
+  const x = tf.tensor4d(randn(xShape.reduce((a, b) => a * b), 1), xShape);
+  const w = tf.tensor4d(randn(wShape.reduce((a, b) => a * b), 2), wShape);
+  const conv = (x: tf.Tensor4D, w: tf.Tensor4D) => {
+    if (c.depthwise) return tf.depthwiseConv2d(x, w, c.stride, c.pad, "NHWC", c.dilation);
+    // The cpu reference computes dilation with a spread filter, since its own backprop kernels ignore dilations.
+    if (reference && c.dilation > 1) return tf.conv2d(x, dilateFilter(w, c.dilation), c.stride, c.pad);
+    return tf.conv2d(x, w, c.stride, c.pad, "NHWC", c.dilation);
+  };
+  const y = conv(x, w);
+  const g = tf.tensor(randn(y.size, 3), y.shape);
+  const f = (x: tf.Tensor, w: tf.Tensor) => tf.sum(tf.mul(conv(x as tf.Tensor4D, w as tf.Tensor4D), g));
+  const [dx, dw] = tf.grads(f)([x, w]);
+  const out = { y: await y.data(), dx: await dx.data(), dw: await dw.data() };
+  tf.dispose([x, w, y, g, dx, dw]);
+  return out;
+}
+
+type Data = Float32Array | Int32Array | Uint8Array;
+function maxRelErr(a: Data, b: Data): number {
+  assert.equal(a.length, b.length);
+  let scale = 0, err = 0;
+  for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]));
+  for (let i = 0; i < b.length; i++) err = Math.max(err, Math.abs(a[i] - b[i]));
+  return err / Math.max(scale, 1e-12);
+}
+
+const cases: Case[] = [];
+for (const stride of [1, 2]) {
+  for (const pad of ["same", "valid"] as const) {
+    cases.push({ n: 2, h: 11, w: 9, ci: 3, k: 3, co: 5, stride, pad, dilation: 1, depthwise: false });
+    cases.push({ n: 2, h: 10, w: 12, ci: 4, k: 3, co: 1, stride, pad, dilation: 1, depthwise: true });
+    cases.push({ n: 1, h: 9, w: 9, ci: 3, k: 3, co: 2, stride, pad, dilation: 1, depthwise: true });
+    cases.push({ n: 2, h: 8, w: 7, ci: 2, k: 1, co: 4, stride, pad, dilation: 1, depthwise: false });
+  }
+  cases.push({
+    n: 1,
+    h: 16,
+    w: 15,
+    ci: 3,
+    k: 3,
+    co: 4,
+    stride: 1,
+    pad: stride === 1 ? "same" : "valid",
+    dilation: 6,
+    depthwise: false,
+  });
+}
+cases.push({ n: 2, h: 13, w: 13, ci: 3, k: 5, co: 2, stride: 2, pad: "same", dilation: 1, depthwise: false });
+cases.push({ n: 2, h: 12, w: 12, ci: 3, k: 3, co: 4, stride: 2, pad: "valid", dilation: 1, depthwise: false });
+
+const VARIANTS: FilterGradVariant[] = ["conv", "im2col", "taps"];
+
+for (const c of cases) {
+  const name = `${c.depthwise ? "depthwise" : "conv2d"} k${c.k} s${c.stride} ${c.pad} d${c.dilation} ` +
+    `${c.depthwise ? `multiplier ${c.co}` : `${c.ci}->${c.co}`} ${c.h}x${c.w}`;
+  Deno.test(`onnxruntime outputs and gradients match the cpu backend for ${name}`, async () => {
+    const ref = await grads(c, "cpu", true);
+    const errs: string[] = [];
+    for (const variant of c.depthwise ? ["conv" as const, "taps" as const] : VARIANTS) {
+      // The input gradient alternates between its two graphs along with the filter-gradient variants.
+      registerOrtKernels({ filterGrad: variant, inputGrad: variant === "im2col" ? "convtranspose" : "auto" });
+      resetOrtStats();
+      const got = await grads(c, "onnxruntime", false);
+      assert.equal(ortStats().fallbacks, 0);
+      const kinds = Object.keys(ortStats().byKind);
+      assert(kinds.some((k) => k.endsWith("Dx")) && kinds.some((k) => k.endsWith("Dw")), `ran only ${kinds}`);
+      for (const k of ["y", "dx", "dw"] as const) {
+        const e = maxRelErr(got[k], ref[k]);
+        errs.push(`${variant} ${k} ${e.toExponential(1)}`);
+        assert(e <= 1e-4, `${variant} ${k}: max relative error ${e}`);
+      }
+    }
+    registerOrtKernels({ filterGrad: "taps", inputGrad: "auto" });
+    if (Deno.env.get("ORT_TEST_VERBOSE")) console.log(`${name}: ${errs.join(", ")}`);
+  });
+}
+
+Deno.test("onnxruntime fused conv with bias and relu6 matches the cpu backend", async () => {
+  const run = async (backend: string) => {
+    await setBackend(backend);
+    const x = tf.tensor4d(randn(2 * 9 * 9 * 3, 4), [2, 9, 9, 3]);
+    const w = tf.tensor4d(randn(3 * 3 * 3 * 6, 5), [3, 3, 3, 6]);
+    const b = tf.tensor1d(randn(6, 6));
+    const y = tf.fused.conv2d({ x, filter: w, strides: 2, pad: "same", bias: b, activation: "relu6" });
+    const dw = tf.tensor4d(randn(3 * 3 * 3 * 2, 7), [3, 3, 3, 2]);
+    const yd = tf.fused.depthwiseConv2d({ x, filter: dw, strides: 1, pad: "valid", activation: "relu" });
+    const out = { y: await y.data(), yd: await yd.data() };
+    tf.dispose([x, w, b, y, dw, yd]);
+    return out;
+  };
+  const ref = await run("cpu");
+  resetOrtStats();
+  const got = await run("onnxruntime");
+  assert.equal(ortStats().fallbacks, 0);
+  assert.equal(ortStats().runs, 2);
+  assert(maxRelErr(got.y, ref.y) <= 1e-5, `fused conv2d ${maxRelErr(got.y, ref.y)}`);
+  assert(maxRelErr(got.yd, ref.yd) <= 1e-5, `fused depthwise ${maxRelErr(got.yd, ref.yd)}`);
+});
+
+Deno.test("onnxruntime max-pool gradients match the cpu backend, with overlapping and padded windows", async () => {
+  const run = async (backend: string) => {
+    await setBackend(backend);
+    // Distinct values: with ties the two backends may pick different (equally valid) maxima.
+    const x = tf.tensor4d(randn(2 * 11 * 10 * 3, 10), [2, 11, 10, 3]);
+    const outs: Float32Array[] = [];
+    for (const [k, s, pad] of [[2, 2, "valid"], [3, 1, "same"], [3, 2, "same"]] as const) {
+      const g = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(x as tf.Tensor4D, k, s, pad), 1.5)))(x);
+      outs.push(await g.data() as Float32Array);
+      g.dispose();
+    }
+    x.dispose();
+    return outs;
+  };
+  const ref = await run("cpu");
+  resetOrtStats();
+  const got = await run("onnxruntime");
+  assert.equal(ortStats().byKind.MaxPoolGrad?.runs, 3);
+  for (let i = 0; i < ref.length; i++) assert(maxRelErr(got[i], ref[i]) <= 1e-6, `maxpool case ${i}`);
+});
+
+Deno.test("onnxruntime batched matmul matches the cpu backend, transposed or not", async () => {
+  const run = async (backend: string) => {
+    await setBackend(backend);
+    const a = tf.tensor3d(randn(2 * 5 * 7, 8), [2, 5, 7]);
+    const b = tf.tensor3d(randn(2 * 7 * 3, 9), [2, 7, 3]);
+    const outs = [tf.matMul(a, b), tf.matMul(b, a, true, true), tf.matMul(a.reshape([10, 7]), b.gather(0), false)];
+    const data = await Promise.all(outs.map((t) => t.data()));
+    tf.dispose([a, b, ...outs]);
+    return data;
+  };
+  const ref = await run("cpu");
+  resetOrtStats();
+  const got = await run("onnxruntime");
+  assert.equal(ortStats().runs, 3, JSON.stringify(ortStats()));
+  for (let i = 0; i < ref.length; i++) assert(maxRelErr(got[i], ref[i]) <= 1e-5, `matmul ${i}`);
+});
+
+Deno.test("the onnxruntime backend runs on wasm, and choosing wasm again restores its own kernels", async () => {
+  assert.equal(await setBackend("onnxruntime"), "onnxruntime");
+  assert.equal(tf.getBackend(), "wasm");
+  const x = tf.ones([1, 6, 6, 2]) as tf.Tensor4D, w = tf.ones([3, 3, 2, 2]) as tf.Tensor4D;
+  resetOrtStats();
+  tf.conv2d(x, w, 1, "same").dispose();
+  assert.equal(ortStats().runs, 1);
+  await setBackend("wasm");
+  tf.conv2d(x, w, 1, "same").dispose();
+  assert.equal(ortStats().runs, 1);
+  await setBackend("onnxruntime");
+  tf.conv2d(x, w, 1, "same").dispose();
+  assert.equal(ortStats().runs, 2);
+  tf.dispose([x, w]);
+});
+
+Deno.test("auto-selection keeps each call signature on the faster kernel and still matches", async () => {
+  await setBackend("onnxruntime");
+  registerOrtKernels({ autoSelect: true });
+  resetOrtStats();
+  const x = tf.randomNormal([2, 12, 12, 8], 0, 1, "float32", 11) as tf.Tensor4D;
+  const w = tf.randomNormal([3, 3, 8, 8], 0, 1, "float32", 12) as tf.Tensor4D;
+  const a = await tf.conv2d(x, w, 1, "same").data();
+  assert.equal(ortStats().trials.length, 1);
+  const b = await tf.conv2d(x, w, 1, "same").data();
+  assert.equal(ortStats().trials.length, 1, "one trial per signature");
+  assert(maxRelErr(a, b) <= 1e-5);
+  registerOrtKernels({ autoSelect: false });
+  tf.dispose([x, w]);
+});
+
+Deno.test("the onnxruntime kernels share the wasm heap, leak no tensors and count their work", async () => {
+  await setBackend("onnxruntime");
+  const x = tf.randomNormal([2, 16, 16, 8]) as tf.Tensor4D;
+  const w = tf.randomNormal([3, 3, 8, 8]) as tf.Tensor4D;
+  const dw = tf.randomNormal([3, 3, 8, 2]) as tf.Tensor4D;
+  const step = () => {
+    const [a, b] = tf.grads((x: tf.Tensor, w: tf.Tensor) =>
+      tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 2, "same").sum()
+    )([x, w]);
+    const [c, d] = tf.grads((x: tf.Tensor, w: tf.Tensor) =>
+      tf.depthwiseConv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, "same").sum()
+    )([x, dw]);
+    tf.dispose([a, b, c, d]);
+  };
+  step();
+  const before = tf.memory().numTensors;
+  const bytesBefore = tf.memory().numBytes;
+  resetOrtStats();
+  for (let i = 0; i < 5; i++) step();
+  assert.equal(tf.memory().numTensors, before);
+  assert.equal(tf.memory().numBytes, bytesBefore);
+  const s = ortStats();
+  assert.equal(s.runs, 30);
+  assert.equal(s.sessions, 0, "sessions are cached per shape");
+  assert.equal(s.bytesCopied, 0);
+  assert(s.bytesIn > 0 && s.bytesOut > 0);
+
+  registerOrtKernels({ copy: true });
+  resetOrtStats();
+  step();
+  assert.equal(ortStats().bytesCopied, ortStats().bytesIn + ortStats().bytesOut);
+  registerOrtKernels({ copy: false });
+
+  unregisterOrtKernels();
+  resetOrtStats();
+  step();
+  assert.equal(ortStats().runs, 0, "unregistered kernels are not called");
+  registerOrtKernels();
+  tf.dispose([x, w, dw]);
+});
