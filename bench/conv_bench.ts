@@ -8,16 +8,18 @@ import { setBackend } from "../lib/backend.ts";
 import { withShippedKernel } from "../lib/conv_grad_kernels.ts";
 import { type BenchRow, timeMedian } from "./report.ts";
 
-interface ConvShape {
+/** A square 3x3 conv layer. */
+export interface ConvShape {
   n: number;
   hw: number;
   ci: number;
   co: number;
 }
 
-const label = (s: ConvShape) => `3x3 ${s.ci}->${s.co} @ ${s.hw}x${s.hw}, batch ${s.n}`;
+/** "3x3 32->64 @ 75x75, batch 4". */
+export const label = (s: ConvShape) => `3x3 ${s.ci}->${s.co} @ ${s.hw}x${s.hw}, batch ${s.n}`;
 /** Multiply-adds x 2 of one pass. */
-const flops = (s: ConvShape) => 2 * s.n * s.hw * s.hw * s.ci * s.co * 9;
+export const flops = (s: ConvShape) => 2 * s.n * s.hw * s.hw * s.ci * s.co * 9;
 
 /** Times forward + dX + dW of one conv on the current backend, in ms (median). */
 async function convStep(s: ConvShape, reps: number): Promise<{ total: number; fwd: number; dx: number; dw: number }> {

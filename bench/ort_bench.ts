@@ -17,19 +17,10 @@ import type { FilterGradVariant, InputGradVariant } from "../lib/ort_graphs.ts";
 import { ortStats, registerOrtKernels, resetOrtStats, unregisterOrtKernels } from "../lib/ort_kernels.ts";
 import { createRng } from "../lib/rng.ts";
 import { anchorsOf, buildModel, loadSsdConfig } from "../lib/ssd_config.ts";
+import { type ConvShape, flops, label } from "./conv_bench.ts";
 import { torchFigures } from "./peers.ts";
 import { type BenchRow, formatTable, timeMedian } from "./report.ts";
 
-interface ConvShape {
-  n: number;
-  hw: number;
-  ci: number;
-  co: number;
-}
-
-const label = (s: ConvShape) => `3x3 ${s.ci}->${s.co} @ ${s.hw}x${s.hw}, batch ${s.n}`;
-/** Multiply-adds x 2 of one pass. */
-const flops = (s: ConvShape) => 2 * s.n * s.hw * s.hw * s.ci * s.co * 9;
 const gf = (f: number, ms: number) => {
   const g = f / ms / 1e6;
   return `${g < 1 ? g.toPrecision(2) : g.toFixed(1)} GFLOP/s`;
