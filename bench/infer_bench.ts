@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { torchFigures } from "./peers.ts";
 import * as fs from "node:fs";
 import * as tf from "@tensorflow/tfjs-core";
 import * as ort from "onnxruntime-node";
@@ -140,6 +141,13 @@ const VARIANTS: { name: string; o: ort.InferenceSession.SessionOptions }[] = [
 export async function benchInfer(opts: InferBenchOptions = {}): Promise<BenchRow[]> {
   const quick = opts.quick ?? false;
   const reps = quick ? 3 : 5;
+  // torchvision's full call (transform + network + post-processing), measured here when PyTorch is installed.
+  const torch = torchFigures({ quick });
+  const peerMs = (name: keyof typeof RECORDED_TORCHVISION_MS) =>
+    torch.source === "measured"
+      ? (name === "ssd300_vgg16" ? torch.ssd300_vgg16.infer : torch.ssdlite320.infer) * 1000
+      : RECORDED_TORCHVISION_MS[name];
+  const peerLabel = (name: string) => `vs ${torch.source} torchvision ${name}`;
   await setBackend("wasm");
   const rows: BenchRow[] = [];
   let best = VARIANTS[0];
@@ -207,9 +215,7 @@ export async function benchInfer(opts: InferBenchOptions = {}): Promise<BenchRow
       section: "infer",
       name: `${label} ORT network b1`,
       ms: b1,
-      ...(peer
-        ? { against: `vs recorded torchvision ${peer.name}`, speedup: RECORDED_TORCHVISION_MS[peer.name] / b1 }
-        : {}),
+      ...(peer ? { against: peerLabel(peer.name), speedup: peerMs(peer.name) / b1 } : {}),
       note: `${(bytes.length / 2 ** 20).toFixed(0)} MiB onnx${peer ? `; peer: ${peer.note}` : ""}`,
     });
     if (!(big && quick)) {
@@ -269,9 +275,7 @@ export async function benchInfer(opts: InferBenchOptions = {}): Promise<BenchRow
         quiet: true,
       });
       const ms = (performance.now() - t0) / n;
-      const peerRow = peer
-        ? { against: `vs recorded torchvision ${peer.name}`, speedup: RECORDED_TORCHVISION_MS[peer.name] / ms }
-        : {};
+      const peerRow = peer ? { against: peerLabel(peer.name), speedup: peerMs(peer.name) / ms } : {};
       rows.push({
         section: "infer",
         name: `${label} end-to-end`,

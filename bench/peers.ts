@@ -44,9 +44,10 @@ export function torchFigures(o: { quick?: boolean } = {}): TorchFigures {
   });
   if (r.status !== 0 || !fs.existsSync(out)) return (cached = RECORDED_TORCH);
   const j = JSON.parse(fs.readFileSync(out, "utf8"));
+  // torch_ssd_bench.py --json: {model: {train_step_bs4_median_s, infer_bs1_median_s, ...}}
   const pick = (name: string) => {
-    const e = Array.isArray(j) ? j.find((x: { model: string }) => x.model === name) : j[name];
-    return { train: Number(e?.train_step_s ?? e?.train ?? NaN), infer: Number(e?.infer_s ?? e?.infer ?? NaN) };
+    const e = j[name] ?? {};
+    return { train: Number(e.train_step_bs4_median_s ?? NaN), infer: Number(e.infer_bs1_median_s ?? NaN) };
   };
   const vgg = pick("ssd300_vgg16"), lite = pick("ssdlite320_mobilenet_v3_large");
   if (![vgg.train, vgg.infer, lite.train, lite.infer].every(Number.isFinite)) return (cached = RECORDED_TORCH);
