@@ -90,8 +90,6 @@ export interface TrainConfig extends LrScheduleConfig {
   freeze: string[];
   /** Batches prepared ahead of the model. */
   prefetch: number;
-  /** Images decoded and augmented at once. */
-  workers: number;
   /** Gradient replicas: 1 trains on this thread; N > 1 adds N - 1 workers, one per extra core. */
   replicas: number;
 }
@@ -183,7 +181,6 @@ export const ssdConfigSpec: Spec = {
         eval_every: { type: "number", int: true, min: 0, default: 0 },
         freeze: { type: "array", items: { type: "string" }, default: [] },
         prefetch: { type: "number", int: true, min: 1, default: 3 },
-        workers: { type: "number", int: true, min: 1, default: 4 },
         replicas: { type: "number", int: true, min: 1, default: 1 },
       },
     },
