@@ -1,4 +1,5 @@
 // Box coder: hand-worked encodings, exact inverse, tutorial golden decode, config forms.
+import { tutorialBoxes } from "./tutorial_boxes.ts";
 import assert from "node:assert";
 import * as fs from "node:fs";
 import {
@@ -8,7 +9,6 @@ import {
   encodeBoxes,
   scaleFactorsFromConfig,
 } from "../lib/box_coder.ts";
-import { ssdDefaultBoxes } from "../lib/default_boxes.ts";
 import { validate } from "../lib/config.ts";
 import { createRng, uniform } from "../lib/rng.ts";
 
@@ -16,15 +16,6 @@ const golden = JSON.parse(
   fs.readFileSync(new URL("./fixtures/anchors/tutorial_formulas_golden.json", import.meta.url), "utf8"),
 );
 const TUTORIAL_SF = [10, 10, 5, 5];
-const tutorialBoxes = () =>
-  ssdDefaultBoxes({
-    imageSize: 300,
-    featureSizes: [38, 19, 10, 5, 3, 1],
-    steps: [8, 16, 32, 64, 100, 300],
-    minScale: 0.1,
-    maxScale: 0.95,
-    aspectRatios: [[2], [2, 3], [2, 3], [2, 3], [2], [2]],
-  });
 
 const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   assert.strictEqual(a.length, b.length);

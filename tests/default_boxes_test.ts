@@ -1,4 +1,5 @@
 // Default boxes: hand-computed boxes, counts, and golden values from the tutorial's formulas.
+import { TUTORIAL_BOXES } from "./tutorial_boxes.ts";
 import assert from "node:assert";
 import * as fs from "node:fs";
 import {
@@ -20,15 +21,7 @@ import { ConfigError } from "../lib/errors.ts";
 const FIXTURE = new URL("./fixtures/anchors/tutorial_formulas_golden.json", import.meta.url);
 const golden = JSON.parse(fs.readFileSync(FIXTURE, "utf8"));
 
-const TUTORIAL = {
-  imageSize: 300,
-  featureSizes: [38, 19, 10, 5, 3, 1],
-  steps: [8, 16, 32, 64, 100, 300],
-  minScale: 0.1,
-  maxScale: 0.95,
-  aspectRatios: [[2], [2, 3], [2, 3], [2, 3], [2], [2]],
-  numDefault: [4, 6, 6, 6, 4, 4],
-};
+const TUTORIAL = TUTORIAL_BOXES;
 const MODELZOO_SSD300 = {
   imageSize: 300,
   featureSizes: [19, 10, 5, 3, 2, 1],

@@ -1,8 +1,9 @@
 // Matching and encoding: the tutorial's ssd_bboxes_encode rules on hand-made cases, and golden values.
+import { tutorialBoxes } from "./tutorial_boxes.ts";
 import assert from "node:assert";
 import * as fs from "node:fs";
 import { matchAndEncode, type MatcherConfig, matcherSpec } from "../lib/matcher.ts";
-import { ssdDefaultBoxes, storedAnchors } from "../lib/default_boxes.ts";
+import { storedAnchors } from "../lib/default_boxes.ts";
 import { decodeBoxes } from "../lib/box_coder.ts";
 import { validate } from "../lib/config.ts";
 import { createRng, uniform } from "../lib/rng.ts";
@@ -93,16 +94,6 @@ Deno.test("a background or fractional gt label, or a box count that disagrees, i
   assert.throws(() => matchAndEncode({ boxes: [0, 0, 1, 1], labels: [1.5] }, anchors, OPTS), /not a class/);
   assert.throws(() => matchAndEncode({ boxes: [0, 0, 1, 1], labels: [1, 2] }, anchors, OPTS), /1 boxes but 2 labels/);
 });
-
-const tutorialBoxes = () =>
-  ssdDefaultBoxes({
-    imageSize: 300,
-    featureSizes: [38, 19, 10, 5, 3, 1],
-    steps: [8, 16, 32, 64, 100, 300],
-    minScale: 0.1,
-    maxScale: 0.95,
-    aspectRatios: [[2], [2, 3], [2, 3], [2, 3], [2], [2]],
-  });
 
 Deno.test("on the tutorial's 8732 priors the matches and targets equal ssd_bboxes_encode's (golden)", () => {
   const g = golden.encode_tutorial_ssd300_vgg16;

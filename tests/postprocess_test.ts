@@ -1,4 +1,5 @@
 // Post-processing: hand-made detections through every option, and the tutorial's eval path on random data.
+import { tutorialBoxes } from "./tutorial_boxes.ts";
 import assert from "node:assert";
 import {
   type Detections,
@@ -171,14 +172,7 @@ Deno.test("with the tutorial's settings the output equals the tutorial's eval pa
 });
 
 Deno.test("an untrained model with every box above threshold in 80 classes is processed quickly", () => {
-  const b = ssdDefaultBoxes({
-    imageSize: 300,
-    featureSizes: [38, 19, 10, 5, 3, 1],
-    steps: [8, 16, 32, 64, 100, 300],
-    minScale: 0.1,
-    maxScale: 0.95,
-    aspectRatios: [[2], [2, 3], [2, 3], [2, 3], [2], [2]],
-  });
+  const b = tutorialBoxes();
   const rng = createRng(4), numClasses = 81;
   const loc = Float32Array.from({ length: 4 * b.count }, () => uniform(rng, -0.5, 0.5));
   const scores = Float32Array.from({ length: b.count * numClasses }, () => uniform(rng, 0.4, 0.6));
