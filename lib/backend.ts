@@ -98,7 +98,10 @@ export const WASM_HEAP_LIMIT = 4 * 1024 ** 3;
  * Turns the wasm backend's out-of-memory crash into a clear message naming
  * the batch size. Other errors pass through unchanged.
  */
-export function explainOutOfMemory(e: unknown, context: { batchSize: number; what: string }): unknown {
+export function explainOutOfMemory(
+  e: unknown,
+  context: { batchSize: number; what: string; segments?: number },
+): unknown {
   const msg = e instanceof Error ? e.message : String(e);
   if (/memory access out of bounds|Cannot enlarge memory|out of memory|Aborted\(/i.test(msg)) {
     const lower = context.batchSize > 1
@@ -106,7 +109,9 @@ export function explainOutOfMemory(e: unknown, context: { batchSize: number; wha
       : "Even batch size 1 does not fit: lower the input size (model.input_size, with the anchors' img_shape)";
     return new InputError(
       `${context.what} ran out of the wasm backend's 4 GiB heap at batch size ${context.batchSize}. ` +
-        `${lower}, or use a backend without that cap (--backend tensorflow).`,
+        `${lower}, recompute the step in more segments (--train.segments=${
+          Math.max(8, 2 * (context.segments ?? 1))
+        }: one more forward pass, a fraction of the memory), or use a backend without that cap (--backend tensorflow).`,
       { cause: e },
     );
   }

@@ -7,6 +7,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { type BnUpdate, type Graph, type ParamMap, runGraph } from "./graph.ts";
 import { type LossConfig, ssdLoss } from "./loss.ts";
+import { planSegments, segmentedGradients } from "./recompute.ts";
 
 /** Inputs of a gradient pass: part of a batch. */
 export interface GradInputs {
@@ -29,13 +30,17 @@ export interface GradOutputs {
   bn: BnUpdate[];
 }
 
-/** Forward + backward of the SSD loss with respect to `trainable`. */
+/**
+ * Forward + backward of the SSD loss with respect to `trainable`. With
+ * `segments` > 1 the graph runs in that many checkpointed segments
+ * (lib/recompute.ts): one more forward pass, a fraction of the memory.
+ */
 export function gradStep(
   graph: Graph,
   params: ParamMap,
   trainable: tf.Variable[],
   part: GradInputs,
-  o: { inputSize: number; numAnchors: number; loss: LossConfig; normalizer?: number },
+  o: { inputSize: number; numAnchors: number; loss: LossConfig; normalizer?: number; segments?: number },
 ): GradOutputs {
   const s = o.inputSize, b = part.size, a = o.numAnchors;
   const x = tf.tensor4d(part.images, [b, s, s, 3]);
@@ -43,14 +48,24 @@ export function gradStep(
   const labels = tf.tensor2d(part.labels, [b, a], "int32");
   const bn: BnUpdate[] = [];
   let parts: { loc: tf.Scalar; cls: tf.Scalar } | null = null;
-  const { value, grads } = tf.variableGrads(() => {
-    const out = runGraph(graph, params, x, { training: true, bnUpdates: bn });
+  const loss = (out: Record<string, tf.Tensor>) => {
     const l = ssdLoss(out.loc as tf.Tensor3D, out.cls as tf.Tensor3D, locT, labels, o.loss, o.normalizer);
     parts = { loc: tf.keep(l.loc), cls: tf.keep(l.cls) };
     return l.total;
-  }, trainable);
+  };
+  const { value, grads } = (o.segments ?? 1) > 1
+    ? segmentedGradients(graph, params, trainable, x, segmentsOf(graph, o.segments!), loss, bn)
+    : tf.variableGrads(() => loss(runGraph(graph, params, x, { training: true, bnUpdates: bn })), trainable);
   tf.dispose([x, locT, labels]);
   return { loss: value, loc: parts!.loc, cls: parts!.cls, grads, bn };
+}
+
+const plans = new WeakMap<Graph, Map<number, ReturnType<typeof planSegments>>>();
+function segmentsOf(graph: Graph, count: number) {
+  let byCount = plans.get(graph);
+  if (!byCount) plans.set(graph, byCount = new Map());
+  if (!byCount.has(count)) byCount.set(count, planSegments(graph, count));
+  return byCount.get(count)!;
 }
 
 /** The trainable variables of `params`, minus names matching a `freeze` pattern, with their param names. */

@@ -46,6 +46,7 @@ self.onmessage = async (e: MessageEvent) => {
         numAnchors: state.anchors,
         loss: cfg.loss,
         normalizer: msg.normalizer,
+        segments: cfg.train.segments,
       });
       const grads: Record<string, Float32Array> = {};
       const buffers: ArrayBuffer[] = [];

@@ -348,18 +348,33 @@ export function runGraph(
   x: tf.Tensor4D,
   options: RunOptions = {},
 ): Record<string, tf.Tensor> {
-  const values = new Map<number, tf.Tensor>();
+  const values = new Map<number, tf.Tensor>([[graph.input.id, x]]);
+  runNodes(graph.nodes, params, values, options);
+  return Object.fromEntries(Object.entries(graph.outputs).map(([k, id]) => [k, values.get(id)!]));
+}
+
+/**
+ * Runs `nodes` (a slice of a graph, in order), reading their inputs from
+ * `values` (by node id; the input node's value must be there) and adding their
+ * outputs to it. {@linkcode runGraph} runs every node; gradient checkpointing
+ * (lib/recompute.ts) runs one segment at a time.
+ */
+export function runNodes(
+  nodes: GraphNode[],
+  params: ParamMap,
+  values: Map<number, tf.Tensor>,
+  options: RunOptions = {},
+): void {
   const get = (name: string) => {
     const v = params.get(name);
     if (!v) throw new Error(`missing parameter ${name}`);
     return v;
   };
-  const n = x.shape[0];
-  for (const node of graph.nodes) {
+  for (const node of nodes) {
     let y: tf.Tensor;
     switch (node.op) {
       case "input":
-        y = x;
+        y = values.get(node.id)!;
         break;
       case "conv": {
         const inp = values.get(node.input) as tf.Tensor4D;
@@ -424,16 +439,32 @@ export function runGraph(
           : tf.image.resizeNearestNeighbor(inp, size);
         break;
       }
-      case "flatten_head":
-        y = tf.reshape(values.get(node.input)!, [n, -1, node.values]);
+      case "flatten_head": {
+        const inp = values.get(node.input)!;
+        y = tf.reshape(inp, [inp.shape[0], -1, node.values]);
         break;
+      }
       case "concat_anchors":
         y = tf.concat(node.inputs.map((i) => values.get(i)!), 1);
         break;
     }
     values.set(node.id, y);
   }
-  return Object.fromEntries(Object.entries(graph.outputs).map(([k, id]) => [k, values.get(id)!]));
+}
+
+/** Ids of the nodes whose outputs `node` reads. */
+export function nodeInputs(node: GraphNode): number[] {
+  return "inputs" in node ? node.inputs : "input" in node ? [node.input] : [];
+}
+
+/** Names of the parameters `node` reads (a weight-sharing conv reads its owner's). */
+export function nodeParams(node: GraphNode): string[] {
+  if (node.op === "conv") {
+    const owner = node.shareWith ?? node.name;
+    return node.bias ? [`${owner}.weight`, `${owner}.bias`] : [`${owner}.weight`];
+  }
+  if (node.op === "bn") return [`${node.name}.gamma`, `${node.name}.beta`];
+  return [];
 }
 
 /**

@@ -92,6 +92,11 @@ export interface TrainConfig extends LrScheduleConfig {
   prefetch: number;
   /** Gradient replicas: 1 trains on this thread; N > 1 adds N - 1 workers, one per extra core. */
   replicas: number;
+  /**
+   * Gradient checkpointing: run the network in this many segments and recompute each in the backward pass
+   * (lib/recompute.ts). 1 is off; more segments trade one extra forward pass for a much lower memory peak.
+   */
+  segments: number;
 }
 
 /** One split of a dataset: COCO json + image folder, or a MindRecord file. */
@@ -182,6 +187,7 @@ export const ssdConfigSpec: Spec = {
         freeze: { type: "array", items: { type: "string" }, default: [] },
         prefetch: { type: "number", int: true, min: 1, default: 3 },
         replicas: { type: "number", int: true, min: 1, default: 1 },
+        segments: { type: "number", int: true, min: 1, default: 1 },
       },
     },
     data: {

@@ -262,11 +262,20 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
         const lr = lrAtStep(globalStep, lrOpts);
         let r: GradOutputs, extra = { loss: 0, loc: 0, cls: 0 };
         try {
-          const stepOpts = { inputSize: cfg.model.input_size, numAnchors: anchors.count, loss: cfg.loss };
+          const stepOpts = {
+            inputSize: cfg.model.input_size,
+            numAnchors: anchors.count,
+            loss: cfg.loss,
+            segments: cfg.train.segments,
+          };
           if (replicas.length === 0) r = gradStep(graph, params, trainable, batch, stepOpts);
           else [r, extra] = await replicatedStep(batch, stepOpts);
         } catch (e) {
-          throw explainOutOfMemory(e, { batchSize: cfg.train.batch_size, what: "training" });
+          throw explainOutOfMemory(e, {
+            batchSize: cfg.train.batch_size,
+            what: "training",
+            segments: cfg.train.segments,
+          });
         }
         const [loss, loc, cls] = (await Promise.all([r.loss.data(), r.loc.data(), r.cls.data()])).map((d, k) =>
           d[0] + [extra.loss, extra.loc, extra.cls][k]

@@ -1,7 +1,8 @@
 import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert";
 import { setBackend } from "../lib/backend.ts";
-import { focalLoss, hardNegativeMask, smoothL1, ssdLoss } from "../lib/loss.ts";
+import { focalLoss, focalLossSum, hardNegativeMask, smoothL1, ssdLoss } from "../lib/loss.ts";
+import { createRng } from "../lib/rng.ts";
 
 await setBackend("cpu");
 const close = (a: number, b: number, tol = 1e-5) => assert.ok(Math.abs(a - b) <= tol, `${a} != ${b}`);
@@ -62,4 +63,22 @@ Deno.test("the softmax loss with hard negative mining has gradients and no leaks
   assert.ok(g.some((v) => v !== 0));
   tf.dispose([value, ...Object.values(grads)]);
   assert.strictEqual(tf.memory().numTensors, before);
+});
+
+Deno.test("focalLossSum(): its analytic gradient equals autodiff of the element-wise focal loss", () => {
+  const rng = createRng(11);
+  const x = tf.tensor2d(Float32Array.from({ length: 64 * 5 }, () => (rng() - 0.5) * 12), [64, 5]);
+  const z = tf.oneHot(tf.tensor1d(Int32Array.from({ length: 64 }, () => Math.floor(rng() * 5)), "int32"), 5)
+    .toFloat();
+  for (const o of [{ gamma: 2, alpha: 0.75 }, { gamma: 1.5, alpha: 0.25 }, { gamma: 0, alpha: 0.5 }]) {
+    const before = tf.memory().numTensors;
+    const ours = tf.valueAndGrad((t: tf.Tensor) => focalLossSum(t, z, o))(x);
+    const auto = tf.valueAndGrad((t: tf.Tensor) => tf.sum(focalLoss(t, z, o)) as tf.Scalar)(x);
+    close(ours.value.dataSync()[0], auto.value.dataSync()[0], 1e-5 * Math.abs(auto.value.dataSync()[0]));
+    const a = ours.grad.dataSync(), b = auto.grad.dataSync();
+    for (let i = 0; i < a.length; i++) close(a[i], b[i], 1e-5);
+    tf.dispose([ours.value, ours.grad, auto.value, auto.grad]);
+    assert.strictEqual(tf.memory().numTensors, before);
+  }
+  tf.dispose([x, z]);
 });
