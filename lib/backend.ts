@@ -40,7 +40,8 @@ export function installTrainingKernels(): void {
 }
 
 /**
- * Activates a backend and returns its name. Throws an {@linkcode InputError}
+ * Activates a backend and returns its name. `threads` sets the intra-op
+ * threads of the `onnxruntime` backend's kernels (default 2). Throws an {@linkcode InputError}
  * with install instructions when `tensorflow` is asked for but absent.
  *
  * @example
@@ -50,14 +51,15 @@ export function installTrainingKernels(): void {
  * if (tf.getBackend() !== "cpu") throw new Error("backend not set");
  * ```
  */
-export async function setBackend(name: string = "wasm"): Promise<BackendName> {
+export async function setBackend(name: string = "wasm", o: { threads?: number } = {}): Promise<BackendName> {
   if (!(BACKENDS as readonly string[]).includes(name)) {
     throw new InputError(`unknown backend "${name}"; choose one of ${BACKENDS.join(", ")}`);
   }
   installTrainingKernels();
   // onnxruntime is wasm with its heavy kernels replaced; any other choice restores wasm's own.
-  if (name === "onnxruntime") (ortKernels ??= await import("./ort_kernels.ts")).registerOrtKernels();
-  else ortKernels?.unregisterOrtKernels();
+  if (name === "onnxruntime") {
+    (ortKernels ??= await import("./ort_kernels.ts")).registerOrtKernels({ threads: o.threads });
+  } else ortKernels?.unregisterOrtKernels();
   // PROD silences tfjs's "install tfjs-node" console hint, which misleads here.
   tf.env().set("PROD", true);
   if (name === "tensorflow") await loadTfjsNode();

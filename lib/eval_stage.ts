@@ -43,7 +43,7 @@ export async function loadModel(
   const ckpt = readCheckpoint(checkpoint);
   const cfg = o.configFile ? loadSsdConfig(o.configFile, o.overrides) : (ckpt.header.config as unknown as SsdConfig);
   if (!o.configFile) checkConsistency(cfg, checkpoint);
-  await setBackend(cfg.backend);
+  await setBackend(cfg.backend, { threads: cfg.threads ?? undefined });
   const graph = buildModel(cfg);
   const params = initParams(graph, createRng(0));
   loadParams(params, ckpt, { file: checkpoint });

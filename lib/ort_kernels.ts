@@ -176,6 +176,11 @@ export function ortStats(): OrtStats {
   };
 }
 
+/** The options in force (after {@linkcode registerOrtKernels}). */
+export function ortKernelOptions(): Readonly<typeof opts> {
+  return { ...opts };
+}
+
 /** Zeroes the counters. */
 export function resetOrtStats(): void {
   stats = zeroStats();

@@ -121,6 +121,11 @@ export interface DataConfig {
 /** A complete run configuration. */
 export interface SsdConfig {
   backend: "wasm" | "cpu" | "tensorflow" | "onnxruntime";
+  /**
+   * Threads of the `onnxruntime` backend's kernels per replica; null: the cores divided among the
+   * `train.replicas` (each replica runs its own kernels).
+   */
+  threads: number | null;
   seed: number;
   model: ModelConfig;
   anchors: DefaultBoxesConfig;
@@ -148,6 +153,7 @@ export const ssdConfigSpec: Spec = {
   type: "object",
   fields: {
     backend: { type: "string", enum: ["wasm", "cpu", "tensorflow", "onnxruntime"], default: "wasm" },
+    threads: { type: "number", int: true, min: 1, nullable: true },
     seed: { type: "number", int: true, default: 1 },
     model: {
       type: "object",
@@ -200,6 +206,11 @@ export const ssdConfigSpec: Spec = {
     },
   },
 };
+
+/** Threads per replica of the `onnxruntime` kernels: `threads`, or the cores shared among the replicas. */
+export function kernelThreads(cfg: SsdConfig, cores = navigator.hardwareConcurrency): number {
+  return cfg.threads ?? Math.max(1, Math.floor(cores / cfg.train.replicas));
+}
 
 /** Reads and validates a run config (YAML, with `extends` and `--key=value` overrides). */
 export function loadSsdConfig(file: string, overrides: Record<string, string> = {}): SsdConfig {

@@ -28,7 +28,7 @@ import { createMomentumState, momentumStep } from "./optimizer.ts";
 import { linePlotPng, movingAverage } from "./plot.ts";
 import { Progress } from "./progress.ts";
 import { createRng } from "./rng.ts";
-import { anchorsOf, buildModel, initOverridesOf, scaleFactorsOf, type SsdConfig } from "./ssd_config.ts";
+import { anchorsOf, buildModel, initOverridesOf, kernelThreads, scaleFactorsOf, type SsdConfig } from "./ssd_config.ts";
 
 /** Options of {@linkcode train}. */
 export interface TrainOptions {
@@ -99,7 +99,7 @@ export function latestCheckpoint(outDir: string): string | null {
 
 /** Trains a model as `cfg` says. */
 export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResult> {
-  await setBackend(cfg.backend);
+  await setBackend(cfg.backend, { threads: kernelThreads(cfg) });
   const out = o.outDir;
   fs.mkdirSync(path.join(out, "checkpoints"), { recursive: true });
 

@@ -3,7 +3,8 @@ import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert";
 import { setBackend } from "../lib/backend.ts";
 import { registerOrtKernels, resetOrtStats, unregisterOrtKernels } from "../lib/ort_kernels.ts";
-import { ortStats } from "../lib/ort_kernels.ts";
+import { ortKernelOptions, ortStats } from "../lib/ort_kernels.ts";
+import { kernelThreads, loadSsdConfig } from "../lib/ssd_config.ts";
 import type { FilterGradVariant } from "../lib/ort_graphs.ts";
 import { caseName, type ConvCase, convCases, convGrads, maxRelErr, randn } from "./conv_cases.ts";
 
@@ -172,4 +173,16 @@ Deno.test("the onnxruntime kernels share the wasm heap, leak no tensors and coun
   assert.equal(ortStats().runs, 0, "unregistered kernels are not called");
   registerOrtKernels();
   tf.dispose([x, w, dw]);
+});
+
+Deno.test("the kernels' thread count comes from the config: threads, or the cores shared by the replicas", async () => {
+  const demo = loadSsdConfig("configs/demo.yaml", { backend: "onnxruntime" });
+  assert.equal(kernelThreads(demo, 2), 1, "two replicas on two cores: one thread each");
+  assert.equal(kernelThreads({ ...demo, train: { ...demo.train, replicas: 1 } }, 2), 2);
+  assert.equal(kernelThreads(loadSsdConfig("configs/demo.yaml", { threads: "3" }), 2), 3);
+  await setBackend("onnxruntime", { threads: 3 });
+  assert.equal(ortKernelOptions().threads, 3);
+  await setBackend("onnxruntime", { threads: kernelThreads(demo, 2) });
+  assert.equal(ortKernelOptions().threads, 1);
+  registerOrtKernels({ threads: 2 });
 });
