@@ -222,7 +222,7 @@ async function trainRows(o: { quick?: boolean }): Promise<BenchRow[]> {
  * at lr 0.05 amplifies any rounding difference by ~3x a step, so the yardstick shows how far two exact
  * implementations that sum in a different order drift apart.
  */
-async function trajectoryRows(): Promise<BenchRow[]> {
+export async function trajectoryRows(): Promise<BenchRow[]> {
   const { writeSynthDataset, synthSpec } = await import("../lib/synth.ts");
   const { loadConfig } = await import("../lib/config.ts");
   const { train } = await import("../lib/train.ts");
@@ -242,7 +242,13 @@ async function trajectoryRows(): Promise<BenchRow[]> {
       "train.replicas": "1",
       ...overrides,
     });
+    resetOrtStats();
     const r = await train(cfg, { outDir: await Deno.makeTempDir({ dir }), quiet: true, maxSteps: 10 });
+    const runs = ortStats().runs;
+    if ((cfg.backend === "onnxruntime") !== (runs > 0)) {
+      throw new Error(`${cfg.backend} run made ${runs} onnxruntime calls`);
+    }
+    console.error(cfg.backend, runs, r.losses.map((l) => l.loss.toFixed(5)).join(" "));
     return r.losses.map((l) => l.loss);
   };
   const rel = (a: number[], b: number[]) => Math.max(...a.map((v, i) => Math.abs(v - b[i]) / Math.abs(v)));

@@ -28,7 +28,19 @@ export type BackendName = (typeof BACKENDS)[number];
 
 let gradientsReady = false;
 // Loaded on first use: it loads onnxruntime's native addon.
-let ortKernels: typeof import("./ort_kernels.ts") | undefined;
+let ortKernels: OrtKernelsModule | undefined;
+type OrtKernelsModule = {
+  registerOrtKernels(o?: { threads?: number }): void;
+  unregisterOrtKernels(): void;
+};
+
+/**
+ * Called by ort_kernels.ts as it loads, however it was imported, so that
+ * choosing another backend always takes its kernels back out.
+ */
+export function noteOrtKernels(m: OrtKernelsModule): void {
+  ortKernels ??= m;
+}
 
 /** Installs the dilation-aware Conv2D gradient and the composed kernels (idempotent). */
 export function installTrainingKernels(): void {

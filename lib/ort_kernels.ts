@@ -44,7 +44,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { binding, initOrt } from "onnxruntime-node/dist/binding.js";
 import { Tensor as OrtTensor } from "onnxruntime-node";
-import { installTrainingKernels } from "./backend.ts";
+import { installTrainingKernels, noteOrtKernels } from "./backend.ts";
 import {
   batchMatMulGraph,
   convBackpropFilterGraph,
@@ -580,3 +580,5 @@ export function unregisterOrtKernels(): void {
 export function ortKernelsActive(): boolean {
   return registeredOn !== null;
 }
+
+noteOrtKernels({ registerOrtKernels, unregisterOrtKernels });

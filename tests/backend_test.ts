@@ -1,5 +1,6 @@
+import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert";
-import { explainOutOfMemory } from "../lib/backend.ts";
+import { explainOutOfMemory, setBackend } from "../lib/backend.ts";
 import { InputError } from "../lib/errors.ts";
 
 Deno.test("explainOutOfMemory() names the batch size and the ways out; other errors pass through", () => {
@@ -14,4 +15,19 @@ Deno.test("explainOutOfMemory() names the batch size and the ways out; other err
   assert.match((one as Error).message, /Even batch size 1 does not fit.*--train\.segments=8/);
   const other = new TypeError("x is undefined");
   assert.strictEqual(explainOutOfMemory(other, { batchSize: 4, what: "training" }), other);
+});
+
+Deno.test("setBackend('wasm') takes out onnxruntime kernels that were registered without it", async () => {
+  // This file never calls setBackend("onnxruntime"): the kernels come in by a direct import, as the bench does.
+  const ort = await import("../lib/ort_kernels.ts");
+  await setBackend("wasm");
+  ort.registerOrtKernels({ minMacs: 0, autoSelect: false });
+  const x = tf.ones([1, 6, 6, 2]) as tf.Tensor4D, w = tf.ones([3, 3, 2, 2]) as tf.Tensor4D;
+  ort.resetOrtStats();
+  tf.conv2d(x, w, 1, "same").dispose();
+  assert.equal(ort.ortStats().runs, 1);
+  await setBackend("wasm");
+  tf.conv2d(x, w, 1, "same").dispose();
+  assert.equal(ort.ortStats().runs, 1, "wasm's own conv ran");
+  tf.dispose([x, w]);
 });

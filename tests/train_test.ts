@@ -95,17 +95,28 @@ Deno.test("train() stops on a non-finite loss without touching existing checkpoi
   assert.deepStrictEqual(fs.readFileSync(`${out}/checkpoints/epoch-1.ckpt`), good);
 });
 
-Deno.test("train() keeps the tensor count flat over 20 steps", async () => {
-  const counts: number[] = [];
-  await train(config({ "train.epochs": "4" }), {
-    outDir: Deno.makeTempDirSync(),
-    quiet: true,
-    maxSteps: 20,
-    onStep: () => counts.push(tf.memory().numTensors),
+for (const segments of [1, 3]) {
+  Deno.test(`train() keeps tensors, their bytes and the wasm heap flat over 20 steps (segments ${segments})`, async () => {
+    const counts: number[] = [], bytes: number[] = [], heap: number[] = [];
+    // deno-lint-ignore no-explicit-any
+    const heapBytes = () => (tf.backend() as any).wasm.HEAPU8.buffer.byteLength as number;
+    await train(config({ "train.epochs": "4", "train.segments": String(segments) }), {
+      outDir: Deno.makeTempDirSync(),
+      quiet: true,
+      maxSteps: 20,
+      onStep: () => {
+        counts.push(tf.memory().numTensors);
+        bytes.push(tf.memory().numBytes);
+        heap.push(heapBytes());
+      },
+    });
+    assert.strictEqual(counts.length, 20);
+    assert.ok(counts.every((c) => c === counts[1]), `tensor counts ${counts}`);
+    assert.ok(bytes.every((c) => c === bytes[1]), `tensor bytes ${bytes}`);
+    // The heap may grow while the first steps find their peak; after that it must not.
+    assert.strictEqual(heap[19], heap[4], `wasm heap by step ${heap}`);
   });
-  assert.strictEqual(counts.length, 20);
-  assert.ok(counts.every((c) => c === counts[1]), `tensor counts ${counts}`);
-});
+}
 
 Deno.test("a checkpoint round-trips and a truncated one is named in a clear error", async () => {
   const cfg = config();
