@@ -178,8 +178,8 @@ async function trainRows(o: { quick?: boolean }): Promise<BenchRow[]> {
     try {
       unregisterOrtKernels();
       const wasmS = (await stepSeconds(m.config, m.batch, steps, segments)).seconds;
-      // As training runs it: each call signature on the faster of onnxruntime and wasm.
-      registerOrtKernels({ autoSelect: true });
+      // As training runs it: the default options (every kernel on onnxruntime).
+      registerOrtKernels({ minMacs: 0, autoSelect: false });
       const ort = await stepSeconds(m.config, m.batch, steps);
       const row: BenchRow = {
         section: "ort",
@@ -212,7 +212,6 @@ async function trainRows(o: { quick?: boolean }): Promise<BenchRow[]> {
       });
     }
   }
-  registerOrtKernels({ autoSelect: false });
   return rows;
 }
 

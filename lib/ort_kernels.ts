@@ -18,9 +18,11 @@
  * kernel, shapes and attributes; {@linkcode ortStats} counts runs, sessions,
  * bytes handed over and bytes copied, and time per graph kind.
  *
- * A session run has a fixed cost (~0.1-0.5 ms with its transposes), so small
- * convs (a few px, few channels) run faster on wasm. With `autoSelect` (the
- * default) the first call of each signature times both and keeps the faster.
+ * A session run has a fixed cost (~0.1-0.5 ms with its transposes), so some
+ * small convs (a few px, few channels) run faster on wasm; `minMacs` keeps
+ * them there, and `autoSelect` times both on the first call of a signature.
+ * Both are off by default: every kernel on onnxruntime was fastest over whole
+ * training steps, and a fixed choice keeps runs reproducible.
  * Kernels with inputs this module does not handle (non-float32, NCHW, prelu)
  * fall back to the kernel registered before: wasm's own or the composed
  * gradients of conv_grad_kernels.ts.
@@ -81,8 +83,10 @@ export interface OrtKernelOptions {
   /** onnxruntime graph optimisation level (default "all": NCHWc layouts and reorders for AVX-512/AVX2). */
   optimization?: "disabled" | "basic" | "extended" | "all";
   /**
-   * On the first call of each signature, time onnxruntime against the previous kernel
-   * and keep the faster (default true; the benchmarks of single kernels turn it off).
+   * On the first call of each signature, time onnxruntime against the previous kernel and keep the
+   * faster (default false). Single timings are noisy, so two runs may choose differently and round
+   * differently; and measured over whole steps it lost to running every kernel on onnxruntime
+   * (demo batch 16: 279 vs 253 ms; SSD300-MobileNetV2 batch 4: 2.36 vs 2.28 s).
    */
   autoSelect?: boolean;
   /** Kernels to take over (default all of {@linkcode ORT_KERNELS}). */
@@ -154,7 +158,7 @@ let opts: Required<Omit<OrtKernelOptions, "kernels" | "backendName">> = {
   memArena: false,
   spinning: false,
   optimization: "all",
-  autoSelect: true,
+  autoSelect: false,
 };
 
 interface NativeSession {

@@ -152,7 +152,7 @@ const split: Spec = {
 export const ssdConfigSpec: Spec = {
   type: "object",
   fields: {
-    backend: { type: "string", enum: ["wasm", "cpu", "tensorflow", "onnxruntime"], default: "wasm" },
+    backend: { type: "string", enum: ["wasm", "cpu", "tensorflow", "onnxruntime"], default: "onnxruntime" },
     threads: { type: "number", int: true, min: 1, nullable: true },
     seed: { type: "number", int: true, default: 1 },
     model: {
