@@ -22,6 +22,7 @@ import {
   scaleFactorsOf,
   type SplitConfig,
   type SsdConfig,
+  storedConfig,
 } from "./ssd_config.ts";
 
 /** A model restored from a checkpoint. */
@@ -41,7 +42,7 @@ export async function loadModel(
   o: { configFile?: string; overrides?: Record<string, string> } = {},
 ): Promise<LoadedModel> {
   const ckpt = readCheckpoint(checkpoint);
-  const cfg = o.configFile ? loadSsdConfig(o.configFile, o.overrides) : (ckpt.header.config as unknown as SsdConfig);
+  const cfg = o.configFile ? loadSsdConfig(o.configFile, o.overrides) : storedConfig(ckpt.header.config, checkpoint);
   if (!o.configFile) checkConsistency(cfg, checkpoint);
   await setBackend(cfg.backend, { threads: cfg.threads ?? undefined });
   const graph = buildModel(cfg);

@@ -6,7 +6,6 @@
  * @module
  */
 import { readCheckpoint } from "./checkpoint.ts";
-import { configFrom } from "./config.ts";
 import { InputError } from "./errors.ts";
 import {
   exportModel,
@@ -21,7 +20,7 @@ import {
   loadSsdConfig,
   scaleFactorsOf,
   type SsdConfig,
-  ssdConfigSpec,
+  storedConfig,
 } from "./ssd_config.ts";
 
 /** What {@linkcode exportCheckpoint} wrote. */
@@ -44,7 +43,7 @@ export async function exportCheckpoint(
   let cfg: SsdConfig;
   if (o.configFile) cfg = loadSsdConfig(o.configFile);
   else {
-    cfg = configFrom<SsdConfig>(ckpt.header.config, ssdConfigSpec);
+    cfg = storedConfig(ckpt.header.config, checkpoint);
     checkConsistency(cfg, checkpoint);
   }
   const classNames = ckpt.header.class_names?.length ? ckpt.header.class_names : cfg.model.class_names;

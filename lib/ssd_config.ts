@@ -212,6 +212,23 @@ export function kernelThreads(cfg: SsdConfig, cores = navigator.hardwareConcurre
   return cfg.threads ?? Math.max(1, Math.floor(cores / cfg.train.replicas));
 }
 
+/** Keys that earlier versions wrote into checkpoints' configs and this one no longer has. */
+const RETIRED_KEYS = [["train", "workers"]];
+
+/**
+ * The run config stored in a checkpoint, validated: keys this version retired
+ * are dropped, keys it added get their defaults, so older checkpoints still
+ * evaluate, export and resume. Anything else unknown is still an error naming `file`.
+ */
+export function storedConfig(raw: Record<string, unknown>, file?: string): SsdConfig {
+  const copy = structuredClone(raw);
+  for (const [section, key] of RETIRED_KEYS) {
+    const s = copy[section];
+    if (s && typeof s === "object") delete (s as Record<string, unknown>)[key];
+  }
+  return validate(copy, ssdConfigSpec, { file }) as SsdConfig;
+}
+
 /** Reads and validates a run config (YAML, with `extends` and `--key=value` overrides). */
 export function loadSsdConfig(file: string, overrides: Record<string, string> = {}): SsdConfig {
   const cfg = loadConfig<SsdConfig>(file, ssdConfigSpec, overrides);

@@ -28,7 +28,15 @@ import { createMomentumState, momentumStep } from "./optimizer.ts";
 import { linePlotPng, movingAverage } from "./plot.ts";
 import { Progress } from "./progress.ts";
 import { createRng } from "./rng.ts";
-import { anchorsOf, buildModel, initOverridesOf, kernelThreads, scaleFactorsOf, type SsdConfig } from "./ssd_config.ts";
+import {
+  anchorsOf,
+  buildModel,
+  initOverridesOf,
+  kernelThreads,
+  scaleFactorsOf,
+  type SsdConfig,
+  storedConfig,
+} from "./ssd_config.ts";
 
 /** Options of {@linkcode train}. */
 export interface TrainOptions {
@@ -109,7 +117,7 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
     resumeFile = latestCheckpoint(out);
     if (!resumeFile) throw new InputError(`nothing to resume: no checkpoint in ${path.join(out, "checkpoints")}`);
     resumeFrom = readCheckpoint(resumeFile);
-    const stored = resumeFrom.header.config as unknown as SsdConfig;
+    const stored = storedConfig(resumeFrom.header.config, resumeFile);
     stored.train.epochs = cfg.train.epochs; // the one setting a resume may extend
     cfg = stored;
   }
