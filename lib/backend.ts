@@ -19,6 +19,7 @@ import "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-cpu";
 import "@tensorflow/tfjs-backend-wasm";
 import { registerConvGradient, registerGradKernels } from "./conv_grad_kernels.ts";
+import { registerRelu6Gradient } from "./relu6_grad.ts";
 import { InputError } from "./errors.ts";
 
 /** Backends the workbench can run on. */
@@ -46,6 +47,7 @@ export function noteOrtKernels(m: OrtKernelsModule): void {
 export function installTrainingKernels(): void {
   if (gradientsReady) return;
   registerConvGradient();
+  registerRelu6Gradient();
   registerGradKernels("wasm", "replace");
   registerGradKernels("cpu", "dilated-only");
   gradientsReady = true;
