@@ -20,6 +20,7 @@ import { createRng } from "../lib/rng.ts";
 import { anchorsOf, buildModel, loadSsdConfig } from "../lib/ssd_config.ts";
 import { type ConvShape, flops, label } from "./conv_bench.ts";
 import { torchFigures } from "./peers.ts";
+import { syntheticBatch } from "./train_bench.ts";
 import { type BenchRow, formatTable, timeMedian } from "./report.ts";
 
 const gf = (f: number, ms: number) => {
@@ -132,13 +133,7 @@ async function stepSeconds(
   const params = initParams(graph, createRng(1), { scheme: cfg.model.init, sigma: cfg.model.init_sigma });
   const vars = trainableParams(params, []).map(([, v]) => v);
   const s = cfg.model.input_size, a = anchors.count;
-  const rng = createRng(2);
-  const part = {
-    images: Float32Array.from({ length: batch * s * s * 3 }, () => rng() - 0.5),
-    loc: new Float32Array(batch * a * 4),
-    labels: Int32Array.from({ length: batch * a }, (_, i) => (i % 97 === 0 ? 1 : 0)),
-    size: batch,
-  };
+  const part = syntheticBatch(batch, s, a);
   const step = async () => {
     const r = gradStep(graph, params, vars, part, { inputSize: s, numAnchors: a, loss: cfg.loss, segments });
     await r.loss.data();
@@ -247,7 +242,6 @@ export async function trajectoryRows(): Promise<BenchRow[]> {
     if ((cfg.backend === "onnxruntime") !== (runs > 0)) {
       throw new Error(`${cfg.backend} run made ${runs} onnxruntime calls`);
     }
-    console.error(cfg.backend, runs, r.losses.map((l) => l.loss.toFixed(5)).join(" "));
     return r.losses.map((l) => l.loss);
   };
   const rel = (a: number[], b: number[]) => Math.max(...a.map((v, i) => Math.abs(v - b[i]) / Math.abs(v)));

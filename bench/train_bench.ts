@@ -6,7 +6,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { spawnSync } from "node:child_process";
 import { explainOutOfMemory, setBackend } from "../lib/backend.ts";
-import { gradStep } from "../lib/grad_step.ts";
+import { type GradInputs, gradStep } from "../lib/grad_step.ts";
 import { applyBnUpdates, initParams } from "../lib/graph.ts";
 import { createMomentumState, momentumStep } from "../lib/optimizer.ts";
 import { createRng } from "../lib/rng.ts";
@@ -26,6 +26,20 @@ const MODELS: { config: string; peer?: "ssd300_vgg16" | "ssdlite320"; batch: num
   { config: "configs/ssd_mobilenetv1_fpn.yaml", batch: 4, segments: 32 },
   { config: "configs/ssd_resnet50_fpn.yaml", batch: 2 },
 ];
+
+/**
+ * A random batch for timing a training step: images in [-0.5, 0.5), every 97th anchor matched to class 1.
+ * `s` is the input side, `a` the anchor count.
+ */
+export function syntheticBatch(b: number, s: number, a: number): GradInputs {
+  const rng = createRng(2);
+  return {
+    images: Float32Array.from({ length: b * s * s * 3 }, () => rng() - 0.5),
+    loc: new Float32Array(b * a * 4),
+    labels: Int32Array.from({ length: b * a }, (_, i) => (i % 97 === 0 ? 1 : 0)),
+    size: b,
+  };
+}
 
 function sizeOverrides(configFile: string, size: number): Record<string, string> {
   const base = loadSsdConfig(configFile);
@@ -53,13 +67,7 @@ export async function trainStepSeconds(
   const params = initParams(graph, createRng(1), { scheme: cfg.model.init, sigma: cfg.model.init_sigma });
   const state = createMomentumState(params);
   const s = cfg.model.input_size, a = anchors.count;
-  const rng = createRng(2);
-  const part = {
-    images: Float32Array.from({ length: batch * s * s * 3 }, () => rng() * 2 - 1),
-    loc: Float32Array.from({ length: batch * a * 4 }, () => rng() - 0.5),
-    labels: Int32Array.from({ length: batch * a }, (_, i) => (i % 97 === 0 ? 1 + (i % 3) : 0)),
-    size: batch,
-  };
+  const part = syntheticBatch(batch, s, a);
   const vars = [...params.values()].filter((v) => v.trainable);
   const opts = { inputSize: s, numAnchors: a, loss: cfg.loss, segments: cfg.train.segments };
   const step = async () => {
@@ -189,13 +197,7 @@ export async function benchReplicas(o: { quick?: boolean } = {}): Promise<BenchR
   const pairs = trainableParams(params, []);
   const vars = pairs.map(([, v]) => v);
   const b = 16, s = cfg.model.input_size, a = anchors.count;
-  const rng = createRng(2);
-  const batch = {
-    images: Float32Array.from({ length: b * s * s * 3 }, () => rng() - 0.5),
-    loc: new Float32Array(b * a * 4),
-    labels: Int32Array.from({ length: b * a }, (_, i) => (i % 97 === 0 ? 1 : 0)),
-    size: b,
-  };
+  const batch = syntheticBatch(b, s, a);
   const opts = { inputSize: s, numAnchors: a, loss: cfg.loss };
   const single = async () => {
     const r = gradStep(graph, params, vars, batch, opts);

@@ -103,11 +103,13 @@ export function segmentedGradients(
   bnUpdates?: BnUpdate[],
 ): SegmentedResult {
   const kept = new Map<number, tf.Tensor>([[graph.input.id, x]]);
+  // A segment's values start from what it reads (the first segment reads the input node itself).
+  const inputsOf = (seg: Segment) =>
+    new Map([[graph.input.id, x], ...seg.inputs.map((i) => [i, kept.get(i)!] as const)]);
   // Forward: keep only what crosses a boundary.
   for (const seg of segments) {
     const out = tf.tidy(() => {
-      const local = new Map(seg.inputs.map((i) => [i, kept.get(i)!]));
-      if (seg.nodes[0]?.op === "input") local.set(graph.input.id, x);
+      const local = inputsOf(seg);
       runNodes(seg.nodes, params, local, { training: true, bnUpdates });
       return seg.exports.map((id) => local.get(id)!);
     });
@@ -131,8 +133,7 @@ export function segmentedGradients(
       );
       const r = tf.engine().gradients(
         () => {
-          const local = new Map(seg.inputs.map((i) => [i, kept.get(i)!]));
-          if (seg.nodes[0]?.op === "input") local.set(graph.input.id, x);
+          const local = inputsOf(seg);
           runNodes(seg.nodes, params, local, { training: true });
           // The vector-Jacobian product of the segment: sum of outputs times their incoming gradients.
           return live.map((id) => tf.sum(tf.mul(local.get(id)!, dy.get(id)!))).reduce((a, b) => tf.add(a, b));
