@@ -13,6 +13,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import type { Rng } from "./rng.ts";
 import { normal } from "./rng.ts";
+import { batchNormTrainKernel, type BnActivation, hasBatchNormKernels } from "./batch_norm_kernel.ts";
 
 /** Explicit spatial padding: top, bottom, left, right. */
 export type Pads = [number, number, number, number];
@@ -332,6 +333,38 @@ export interface RunOptions {
   training?: boolean;
   /** Receives batch statistics in training mode (kept out of tidy; apply with {@linkcode applyBnUpdates}). */
   bnUpdates?: BnUpdate[];
+  /**
+   * Batch norms that run with the activation after them fused (bn node id to activation; see
+   * {@linkcode bnActFusions}): the bn node's value is then the activated output, and the act node
+   * passes it on. {@linkcode runGraph} finds them itself in training mode.
+   */
+  fusions?: ReadonlyMap<number, BnActivation>;
+}
+
+const fusionCache = new WeakMap<Graph, Map<number, BnActivation>>();
+
+/**
+ * The batch norms of a training run that can take the ReLU or ReLU6 after them
+ * into the fused kernel of `batch_norm_kernel.ts`: those whose only reader is
+ * that activation, and that are no graph output. Empty when the backend lacks
+ * the kernel.
+ */
+export function bnActFusions(graph: Graph): ReadonlyMap<number, BnActivation> {
+  if (!hasBatchNormKernels()) return new Map();
+  let m = fusionCache.get(graph);
+  if (m) return m;
+  const readers = new Map<number, GraphNode[]>();
+  for (const n of graph.nodes) for (const i of nodeInputs(n)) readers.set(i, [...(readers.get(i) ?? []), n]);
+  const outputs = new Set(Object.values(graph.outputs));
+  m = new Map();
+  for (const n of graph.nodes) {
+    const r = readers.get(n.id) ?? [];
+    const act = r[0];
+    if (n.op !== "bn" || r.length !== 1 || outputs.has(n.id) || act.op !== "act" || act.fn === "sigmoid") continue;
+    m.set(n.id, act.fn);
+  }
+  fusionCache.set(graph, m);
+  return m;
 }
 
 function padArg(p: Pads): [[number, number], [number, number], [number, number], [number, number]] {
@@ -349,7 +382,8 @@ export function runGraph(
   options: RunOptions = {},
 ): Record<string, tf.Tensor> {
   const values = new Map<number, tf.Tensor>([[graph.input.id, x]]);
-  runNodes(graph.nodes, params, values, options);
+  const fusions = options.training ? options.fusions ?? bnActFusions(graph) : undefined;
+  runNodes(graph.nodes, params, values, { ...options, fusions });
   return Object.fromEntries(Object.entries(graph.outputs).map(([k, id]) => [k, values.get(id)!]));
 }
 
@@ -391,7 +425,7 @@ export function runNodes(
         const gamma = get(`${node.name}.gamma`), beta = get(`${node.name}.beta`);
         if (options.training) {
           const stats: { mean?: tf.Tensor1D; variance?: tf.Tensor1D } = {};
-          y = batchNormTrain(inp, gamma, beta, node.eps, stats);
+          y = batchNormTrain(inp, gamma, beta, node.eps, stats, options.fusions?.get(node.id));
           if (options.bnUpdates) {
             // Moving variance uses the unbiased estimate, as TF's and PyTorch's batch norms do.
             const count = inp.size / inp.shape[3]!;
@@ -417,6 +451,10 @@ export function runNodes(
       }
       case "act": {
         const inp = values.get(node.input)!;
+        if (options.training && options.fusions?.has(node.input)) {
+          y = inp; // applied by the fused batch norm
+          break;
+        }
         y = node.fn === "relu" ? tf.relu(inp) : node.fn === "relu6" ? tf.relu6(inp) : tf.sigmoid(inp);
         break;
       }
@@ -468,12 +506,6 @@ export function nodeParams(node: GraphNode): string[] {
 }
 
 /**
- * Batch normalisation over [N, H, W] with batch statistics, with its analytic
- * gradient. tfjs's own batchNorm gradient tiles the statistics to the input's
- * shape, which on wasm took longer than all convolutions of a step together.
- * The batch mean and (biased) variance are handed out through `stats` (kept).
- */
-/**
  * Per-channel mean over [N, H, W] of an NHWC tensor. An average pool over the
  * whole map runs 15-20x faster on wasm than `tf.mean` over axes [0, 1, 2],
  * which transposes the channels to the front first.
@@ -486,13 +518,32 @@ export function channelMean(x: tf.Tensor): tf.Tensor1D {
   });
 }
 
+/**
+ * Batch normalisation over [N, H, W] with batch statistics, with its analytic
+ * gradient. tfjs's own batchNorm gradient tiles the statistics to the input's
+ * shape, which on wasm took longer than all convolutions of a step together.
+ * The batch mean and (biased) variance are handed out through `stats` (kept).
+ * On wasm and cpu it runs the two-pass kernels of `batch_norm_kernel.ts`, with
+ * `activation` fused; elsewhere these ops.
+ */
 export function batchNormTrain(
   x: tf.Tensor,
   gamma: tf.Tensor,
   beta: tf.Tensor,
   eps: number,
   stats: { mean?: tf.Tensor1D; variance?: tf.Tensor1D },
+  activation?: BnActivation,
 ): tf.Tensor {
+  if (hasBatchNormKernels()) {
+    const [y, mean, variance, invstd] = batchNormTrainKernel(x, gamma, beta, eps, activation);
+    invstd.dispose(); // the gradient keeps its own copy
+    stats.mean = tf.keep(mean);
+    stats.variance = tf.keep(variance);
+    return y;
+  }
+  if (activation && activation !== "linear") {
+    throw new Error(`batchNormTrain: fused ${activation} needs the batch-norm kernels (wasm or cpu backend)`);
+  }
   const f = tf.customGrad((...args) => {
     const [xi, g, b] = args as tf.Tensor[];
     const save = args[3] as (t: tf.Tensor[]) => void;

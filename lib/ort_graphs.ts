@@ -113,6 +113,12 @@ const ints = (name: string, v: number[]): Attr => ({ name, type: A.INTS, ints: v
 const int = (name: string, v: number): Attr => ({ name, type: A.INT, i: v });
 const float = (name: string, v: number): Attr => ({ name, type: A.FLOAT, f: v });
 
+/** Whether the conv is a 1x1 at stride 1 without padding: a matmul over the NHWC rows. */
+export function isPointwise(g: ConvGeometry): boolean {
+  return !g.depthwise && g.w[0] === 1 && g.w[1] === 1 && g.strides[0] === 1 && g.strides[1] === 1 &&
+    g.pads.every((p) => p === 0);
+}
+
 /** The tfjs filter as an ONNX Conv weight: [Co, Ci, KH, KW], or [C*M, 1, KH, KW] for depthwise. */
 function onnxWeight(b: Builder, w: string, g: ConvGeometry): string {
   const [kh, kw, c, m] = g.w;
@@ -137,12 +143,22 @@ export function convForwardGraph(
 ): Uint8Array {
   const b = new Builder();
   const [t, l, bo, r] = g.pads;
-  const xt = b.transpose("x", [0, 3, 1, 2]);
-  const inputs = [xt, onnxWeight(b, "w", g)];
-  if (fused.bias) inputs.push("b");
   const act = fused.activation ?? "linear";
-  const yt = b.add("Conv", inputs, convAttrs(g, [t, l, bo, r]));
-  const y = b.transpose(yt, [0, 2, 3, 1], act === "linear" ? "y" : undefined);
+  const yName = act === "linear" ? "y" : undefined;
+  let y: string;
+  if (isPointwise(g)) {
+    // A 1x1 conv at stride 1 is a matmul over the NHWC rows: no layout change at all.
+    const [n, h, w, ci] = g.x, co = g.w[3];
+    const inputs = [b.reshape("x", [n * h * w, ci]), b.reshape("w", [ci, co])];
+    if (fused.bias) inputs.push("b");
+    y = b.reshape(b.add("Gemm", inputs), g.y, yName);
+  } else {
+    const xt = b.transpose("x", [0, 3, 1, 2]);
+    const inputs = [xt, onnxWeight(b, "w", g)];
+    if (fused.bias) inputs.push("b");
+    const yt = b.add("Conv", inputs, convAttrs(g, [t, l, bo, r]));
+    y = b.transpose(yt, [0, 2, 3, 1], yName);
+  }
   if (act === "relu") b.add("Relu", [y], [], "y");
   else if (act === "relu6") b.add("Clip", [y, b.f32(0), b.f32(6)], [], "y");
   else if (act === "leakyrelu") b.add("LeakyRelu", [y], [float("alpha", fused.alpha ?? 0.2)], "y");
@@ -172,6 +188,13 @@ export function convBackpropInputGraph(g: ConvGeometry, variant: InputGradVarian
   const [, oh, ow] = g.y;
   const [sh, sw] = g.strides, [dh, dw] = g.dilations;
   const [top, left] = g.pads;
+  if (isPointwise(g)) {
+    // dX = dy W^T over the NHWC rows.
+    const rows = g.x[0] * h * w, co = g.w[3];
+    const d = b.add("Gemm", [b.reshape("dy", [rows, co]), b.reshape("w", [c, co])], [int("transB", 1)]);
+    b.reshape(d, g.x, "dx");
+    return b.encode([["dy", g.y], ["w", g.w]], [["dx", g.x]]);
+  }
   const keH = (kh - 1) * dh + 1, keW = (kw - 1) * dw + 1;
   // dx[h] = sum over k of dy[h + top - k*d] * w[k]: a correlation with the flipped filter, padded by
   // keH-1-top before and by what makes H rows after.
@@ -277,11 +300,14 @@ export function convBackpropFilterGraph(g: ConvGeometry, variant: FilterGradVari
     ? b.add("Pad", ["x", b.i64([0, top, left, 0, 0, afterH, afterW, 0])]) // zeros
     : "x";
   const taps: string[] = [];
-  for (let i = 0; i < kh; i++) {
-    for (let j = 0; j < kw; j++) {
-      taps.push(
-        b.slice(xp, [i * dh, j * dw], [i * dh + (oh - 1) * sh + 1, j * dw + (ow - 1) * sw + 1], [1, 2], [sh, sw]),
-      );
+  if (isPointwise(g)) taps.push(xp);
+  else {
+    for (let i = 0; i < kh; i++) {
+      for (let j = 0; j < kw; j++) {
+        taps.push(
+          b.slice(xp, [i * dh, j * dw], [i * dh + (oh - 1) * sh + 1, j * dw + (ow - 1) * sw + 1], [1, 2], [sh, sw]),
+        );
+      }
     }
   }
   const dy2 = b.reshape("dy", [rows, co]);

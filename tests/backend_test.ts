@@ -31,3 +31,19 @@ Deno.test("setBackend('wasm') takes out onnxruntime kernels that were registered
   assert.equal(ort.ortStats().runs, 1, "wasm's own conv ran");
   tf.dispose([x, w]);
 });
+
+Deno.test("on wasm a clone shares its source's memory, and either can be disposed first", async () => {
+  await setBackend("wasm");
+  const before = tf.memory();
+  const x = tf.tensor1d([1, 2, 3]);
+  const y = tf.clone(x);
+  assert.strictEqual(tf.memory().numDataBuffers, before.numDataBuffers + 1, "one buffer for both");
+  x.dispose();
+  assert.deepStrictEqual(Array.from(y.dataSync()), [1, 2, 3]);
+  const z = tf.clone(y);
+  y.dispose();
+  assert.deepStrictEqual(Array.from(z.dataSync()), [1, 2, 3]);
+  z.dispose();
+  assert.strictEqual(tf.memory().numDataBuffers, before.numDataBuffers);
+  assert.strictEqual(tf.memory().numTensors, before.numTensors);
+});

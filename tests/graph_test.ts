@@ -3,8 +3,17 @@
 import assert from "node:assert";
 import * as tf from "@tensorflow/tfjs-core";
 import { setBackend } from "../lib/backend.ts";
-import { countParams, GraphBuilder, inferShapes, initParams, layerTable, runGraph } from "../lib/graph.ts";
+import {
+  bnActFusions,
+  countParams,
+  GraphBuilder,
+  inferShapes,
+  initParams,
+  layerTable,
+  runGraph,
+} from "../lib/graph.ts";
 import { createRng } from "../lib/rng.ts";
+import type { BnActivation } from "../lib/batch_norm_kernel.ts";
 
 await setBackend("wasm");
 
@@ -76,4 +85,41 @@ Deno.test("bilinear upsampling is TF's legacy resize and nearest stays the defau
   // Source row/column = destination / 2, interpolated, the last one clamped to the edge.
   assert.deepStrictEqual(out, [1, 1.5, 2, 2, 2, 2.5, 3, 3, 3, 3.5, 4, 4, 3, 3.5, 4, 4]);
   x.dispose();
+});
+
+Deno.test("training fuses a batch norm with the ReLU/ReLU6 that alone reads it; values and gradients unchanged", () => {
+  const g = new GraphBuilder([6, 6, 3]);
+  const c1 = g.conv("c1", g.input, 8, { kernel: 3 });
+  const fused = g.act(g.bn("bn1", c1), "relu6"); // fused
+  const c2 = g.conv("c2", fused, 8, { kernel: 1 });
+  const shared = g.bn("bn2", c2); // read by two nodes: not fused
+  const a = g.act(shared, "relu");
+  const c3 = g.conv("c3", shared, 4, { kernel: 1 });
+  const s = g.act(g.bn("bn3", c3), "sigmoid"); // sigmoid: not fused
+  const graph = g.build({ a, s });
+  const fusions = bnActFusions(graph);
+  const names = new Map(graph.nodes.map((n) => [n.id, "name" in n ? n.name : n.op]));
+  assert.deepStrictEqual([...fusions].map(([id, act]) => [names.get(id), act]), [["bn1", "relu6"]]);
+
+  const params = initParams(graph, createRng(1));
+  const x = tf.randomNormal([2, 6, 6, 3], 0, 1, "float32", 3) as tf.Tensor4D;
+  const before = tf.memory().numTensors;
+  const run = (f: ReadonlyMap<number, BnActivation>) =>
+    tf.tidy(() => {
+      const r = tf.variableGrads(() => {
+        const o = runGraph(graph, params, x, { training: true, fusions: f });
+        return tf.add(tf.sum(tf.mul(o.a, o.a)), tf.sum(o.s)) as tf.Scalar;
+      });
+      return [r.value.dataSync()[0], ...Object.values(r.grads).map((t) => Array.from(t.dataSync()))] as const;
+    });
+  const [v1, ...g1] = run(fusions);
+  const [v0, ...g0] = run(new Map());
+  assert(Math.abs(v1 - v0) <= 1e-6 * Math.abs(v0), `loss ${v1} vs ${v0}`);
+  g1.forEach((gr, i) => {
+    const scale = Math.max(...g0[i].map(Math.abs));
+    const err = Math.max(...gr.map((v, k) => Math.abs(v - g0[i][k])));
+    assert(err <= 1e-5 * scale, `gradient ${i}: ${err / scale}`);
+  });
+  assert.strictEqual(tf.memory().numTensors, before);
+  tf.dispose([x, ...params.values()]);
 });

@@ -2,15 +2,22 @@
 import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert";
 import { setBackend } from "../lib/backend.ts";
-import { registerOrtKernels, resetOrtStats, unregisterOrtKernels } from "../lib/ort_kernels.ts";
+import {
+  DEFAULT_ORT_KERNELS,
+  ORT_KERNELS,
+  registerOrtKernels,
+  resetOrtStats,
+  unregisterOrtKernels,
+} from "../lib/ort_kernels.ts";
 import { ortKernelOptions, ortStats } from "../lib/ort_kernels.ts";
 import { kernelThreads, loadSsdConfig } from "../lib/ssd_config.ts";
 import type { FilterGradVariant } from "../lib/ort_graphs.ts";
 import { caseName, type ConvCase, convCases, convGrads, maxRelErr, randn } from "./conv_cases.ts";
 
-// setBackend("onnxruntime") registers the kernels with the options set last.
+// setBackend("onnxruntime") registers the kernels with the options set last. These tests take every
+// kernel onnxruntime can run, the depthwise ones too (training leaves those on wasm by default).
 await setBackend("onnxruntime");
-registerOrtKernels({ threads: 2, minMacs: 0, copy: false, autoSelect: false });
+registerOrtKernels({ threads: 2, minMacs: 0, copy: false, autoSelect: false, kernels: ORT_KERNELS });
 
 const cases: ConvCase[] = [
   ...convCases(),
@@ -43,7 +50,7 @@ for (const c of cases) {
   });
 }
 
-Deno.test("onnxruntime fused conv with bias and relu6 matches the cpu backend", async () => {
+Deno.test("onnxruntime fused convs (3x3, depthwise, 1x1) with bias and activation match the cpu backend", async () => {
   const run = async (backend: string) => {
     await setBackend(backend);
     const x = tf.tensor4d(randn(2 * 9 * 9 * 3, 4), [2, 9, 9, 3]);
@@ -52,16 +59,20 @@ Deno.test("onnxruntime fused conv with bias and relu6 matches the cpu backend", 
     const y = tf.fused.conv2d({ x, filter: w, strides: 2, pad: "same", bias: b, activation: "relu6" });
     const dw = tf.tensor4d(randn(3 * 3 * 3 * 2, 7), [3, 3, 3, 2]);
     const yd = tf.fused.depthwiseConv2d({ x, filter: dw, strides: 1, pad: "valid", activation: "relu" });
-    const out = { y: await y.data(), yd: await yd.data() };
-    tf.dispose([x, w, b, y, dw, yd]);
+    // A 1x1 conv at stride 1 runs as one Gemm over the NHWC rows.
+    const pw = tf.tensor4d(randn(3 * 6, 8), [1, 1, 3, 6]);
+    const yp = tf.fused.conv2d({ x, filter: pw, strides: 1, pad: "valid", bias: b, activation: "relu6" });
+    const out = { y: await y.data(), yd: await yd.data(), yp: await yp.data() };
+    tf.dispose([x, w, b, y, dw, yd, pw, yp]);
     return out;
   };
   const ref = await run("cpu");
   resetOrtStats();
   const got = await run("onnxruntime");
   assert.equal(ortStats().fallbacks, 0);
-  assert.equal(ortStats().runs, 2);
+  assert.equal(ortStats().runs, 3);
   assert(maxRelErr(got.y, ref.y) <= 1e-5, `fused conv2d ${maxRelErr(got.y, ref.y)}`);
+  assert(maxRelErr(got.yp, ref.yp) <= 1e-5, `fused 1x1 conv2d ${maxRelErr(got.yp, ref.yp)}`);
   assert(maxRelErr(got.yd, ref.yd) <= 1e-5, `fused depthwise ${maxRelErr(got.yd, ref.yd)}`);
 });
 
@@ -172,6 +183,14 @@ Deno.test("the onnxruntime kernels share the wasm heap, leak no tensors and coun
   step();
   assert.equal(ortStats().runs, 0, "unregistered kernels are not called");
   registerOrtKernels();
+
+  // Training's default set leaves the depthwise kernels to wasm: XNNPACK and the SIMD filter gradient.
+  registerOrtKernels({ kernels: DEFAULT_ORT_KERNELS });
+  resetOrtStats();
+  step();
+  assert.deepStrictEqual(Object.keys(ortStats().byKind).sort(), ["Conv", "ConvDw", "ConvDx"]);
+  assert.equal(ortStats().runs, 3);
+  registerOrtKernels({ kernels: ORT_KERNELS });
   tf.dispose([x, w, dw]);
 });
 

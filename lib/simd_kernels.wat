@@ -1,0 +1,242 @@
+;; SIMD kernels that run in the tfjs wasm backend's own memory (imported), on
+;; channels-last float32 tensors whose channel count is a multiple of 4.
+;; Pointers are byte offsets. `deno task build-wasm` compiles this file into
+;; lib/simd_kernels_wasm.ts; lib/simd_kernels.ts loads it.
+;;
+;; Sums over many rows are taken in float32 over blocks of 16 rows, then added
+;; into float64 totals, so their error does not grow with the batch.
+(module
+  (import "env" "memory" (memory 1))
+
+  ;; Zeroes `bytes` (a multiple of 16) at `ptr`.
+  (func $zero (param $ptr i32) (param $bytes i32)
+    (local $i i32)
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (local.get $bytes)))
+        (v128.store (i32.add (local.get $ptr) (local.get $i)) (v128.const i64x2 0 0))
+        (local.set $i (i32.add (local.get $i) (i32.const 16)))
+        (br $l))))
+
+  ;; acc (f64) += part (f32), `n` floats (a multiple of 4).
+  (func $flush (param $part i32) (param $acc i32) (param $n i32)
+    (local $i i32) (local $v v128) (local $a i32)
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $v (v128.load (i32.add (local.get $part) (i32.shl (local.get $i) (i32.const 2)))))
+        (local.set $a (i32.add (local.get $acc) (i32.shl (local.get $i) (i32.const 3))))
+        (v128.store (local.get $a)
+          (f64x2.add (v128.load (local.get $a)) (f64x2.promote_low_f32x4 (local.get $v))))
+        (v128.store offset=16 (local.get $a)
+          (f64x2.add (v128.load offset=16 (local.get $a))
+            (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+              (local.get $v) (local.get $v)))))
+        (local.set $i (i32.add (local.get $i) (i32.const 4)))
+        (br $l))))
+
+  ;; Batch-norm statistics over `p` rows of `c` channels at `x`: for each group of
+  ;; four channels g, adds the sums of (x - shift) to acc[8g, 8g + 4) and of its
+  ;; square to acc[8g + 4, 8g + 8) (f64). `part` is f32 scratch of 2c floats.
+  (func (export "moments") (param $x i32) (param $p i32) (param $c i32) (param $shift i32) (param $part i32)
+    (param $acc i32)
+    (local $xp i32) (local $xend i32) (local $bend i32) (local $j i32) (local $cb i32) (local $v v128)
+    (local $s i32)
+    (local.set $cb (i32.shl (local.get $c) (i32.const 2)))
+    (local.set $xp (local.get $x))
+    (local.set $xend (i32.add (local.get $x) (i32.mul (local.get $p) (local.get $cb))))
+    (block $done
+      (loop $blocks
+        (br_if $done (i32.ge_u (local.get $xp) (local.get $xend)))
+        (call $zero (local.get $part) (i32.shl (local.get $cb) (i32.const 1)))
+        (local.set $bend (i32.add (local.get $xp) (i32.shl (local.get $cb) (i32.const 4)))) ;; 16 rows
+        (if (i32.gt_u (local.get $bend) (local.get $xend)) (then (local.set $bend (local.get $xend))))
+        (loop $rows
+          (local.set $j (i32.const 0))
+          (local.set $s (local.get $part))
+          (loop $ch
+            (local.set $v (f32x4.sub (v128.load (local.get $xp)) (v128.load (i32.add (local.get $shift) (local.get $j)))))
+            (v128.store (local.get $s) (f32x4.add (v128.load (local.get $s)) (local.get $v)))
+            (v128.store offset=16 (local.get $s)
+              (f32x4.add (v128.load offset=16 (local.get $s)) (f32x4.mul (local.get $v) (local.get $v))))
+            (local.set $xp (i32.add (local.get $xp) (i32.const 16)))
+            (local.set $s (i32.add (local.get $s) (i32.const 32)))
+            (local.set $j (i32.add (local.get $j) (i32.const 16)))
+            (br_if $ch (i32.lt_u (local.get $j) (local.get $cb))))
+          (br_if $rows (i32.lt_u (local.get $xp) (local.get $bend))))
+        (call $flush (local.get $part) (local.get $acc) (i32.shl (local.get $c) (i32.const 1)))
+        (br $blocks))))
+
+  ;; y = min(max((x - mean) * scale + beta, lo), hi) over `n` floats, `c` channels
+  ;; (NaN passes through).
+  (func (export "bn_apply") (param $x i32) (param $y i32) (param $n i32) (param $c i32) (param $mean i32)
+    (param $scale i32) (param $beta i32) (param $lo f32) (param $hi f32)
+    (local $xp i32) (local $yp i32) (local $xend i32) (local $j i32) (local $cb i32) (local $vlo v128)
+    (local $vhi v128)
+    (local.set $cb (i32.shl (local.get $c) (i32.const 2)))
+    (local.set $xp (local.get $x))
+    (local.set $yp (local.get $y))
+    (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $n) (i32.const 2))))
+    (local.set $vlo (f32x4.splat (local.get $lo)))
+    (local.set $vhi (f32x4.splat (local.get $hi)))
+    (block $done
+      (loop $rows
+        (br_if $done (i32.ge_u (local.get $xp) (local.get $xend)))
+        (local.set $j (i32.const 0))
+        (loop $ch
+          ;; pmax/pmin are single instructions; their operand order keeps a NaN input.
+          (v128.store (local.get $yp)
+            (f32x4.pmin
+              (f32x4.pmax
+                (f32x4.add (v128.load (i32.add (local.get $beta) (local.get $j)))
+                  (f32x4.mul (v128.load (i32.add (local.get $scale) (local.get $j)))
+                    (f32x4.sub (v128.load (local.get $xp)) (v128.load (i32.add (local.get $mean) (local.get $j))))))
+                (local.get $vlo))
+              (local.get $vhi)))
+          (local.set $xp (i32.add (local.get $xp) (i32.const 16)))
+          (local.set $yp (i32.add (local.get $yp) (i32.const 16)))
+          (local.set $j (i32.add (local.get $j) (i32.const 16)))
+          (br_if $ch (i32.lt_u (local.get $j) (local.get $cb))))
+        (br $rows))))
+
+  ;; The output gradient where the fused activation passed it: dy where 0 < y < hi
+  ;; (with `masked`), else dy itself.
+  (func $masked_dy (param $dy v128) (param $y v128) (param $vhi v128) (param $all v128) (result v128)
+    (v128.and (local.get $dy)
+      (v128.or (local.get $all)
+        (v128.and (f32x4.gt (local.get $y) (v128.const i64x2 0 0)) (f32x4.lt (local.get $y) (local.get $vhi))))))
+
+  ;; Batch-norm gradient sums: for each group of four channels g, adds sum(gr) to
+  ;; acc[8g, 8g + 4) and sum(gr * (x - mean)) to acc[8g + 4, 8g + 8) (f64), gr the
+  ;; output gradient after the activation's mask. `part` is f32 scratch of 2c floats.
+  (func (export "bn_grad_sums") (param $dy i32) (param $x i32) (param $y i32) (param $p i32) (param $c i32)
+    (param $mean i32) (param $hi f32) (param $masked i32) (param $part i32) (param $acc i32)
+    (local $off i32) (local $end i32) (local $bend i32) (local $j i32) (local $cb i32) (local $g v128)
+    (local $s i32) (local $vhi v128) (local $all v128)
+    (local.set $cb (i32.shl (local.get $c) (i32.const 2)))
+    (local.set $end (i32.mul (local.get $p) (local.get $cb)))
+    (local.set $vhi (f32x4.splat (local.get $hi)))
+    (local.set $all (i32x4.splat (i32.sub (i32.const 0) (i32.eqz (local.get $masked)))))
+    (block $done
+      (loop $blocks
+        (br_if $done (i32.ge_u (local.get $off) (local.get $end)))
+        (call $zero (local.get $part) (i32.shl (local.get $cb) (i32.const 1)))
+        (local.set $bend (i32.add (local.get $off) (i32.shl (local.get $cb) (i32.const 4))))
+        (if (i32.gt_u (local.get $bend) (local.get $end)) (then (local.set $bend (local.get $end))))
+        (loop $rows
+          (local.set $j (i32.const 0))
+          (local.set $s (local.get $part))
+          (loop $ch
+            (local.set $g (call $masked_dy (v128.load (i32.add (local.get $dy) (local.get $off)))
+              (v128.load (i32.add (local.get $y) (local.get $off))) (local.get $vhi) (local.get $all)))
+            (v128.store (local.get $s) (f32x4.add (v128.load (local.get $s)) (local.get $g)))
+            (v128.store offset=16 (local.get $s)
+              (f32x4.add (v128.load offset=16 (local.get $s))
+                (f32x4.mul (local.get $g)
+                  (f32x4.sub (v128.load (i32.add (local.get $x) (local.get $off)))
+                    (v128.load (i32.add (local.get $mean) (local.get $j)))))))
+            (local.set $off (i32.add (local.get $off) (i32.const 16)))
+            (local.set $s (i32.add (local.get $s) (i32.const 32)))
+            (local.set $j (i32.add (local.get $j) (i32.const 16)))
+            (br_if $ch (i32.lt_u (local.get $j) (local.get $cb))))
+          (br_if $rows (i32.lt_u (local.get $off) (local.get $bend))))
+        (call $flush (local.get $part) (local.get $acc) (i32.shl (local.get $c) (i32.const 1)))
+        (br $blocks))))
+
+  ;; dx = k * (g - a - (x - mean) * b) over `n` floats, `c` channels, g as in bn_grad_sums.
+  (func (export "bn_grad_dx") (param $dy i32) (param $x i32) (param $y i32) (param $dx i32) (param $n i32)
+    (param $c i32) (param $mean i32) (param $k i32) (param $a i32) (param $b i32) (param $hi f32) (param $masked i32)
+    (local $off i32) (local $end i32) (local $j i32) (local $cb i32) (local $g v128) (local $vhi v128)
+    (local $all v128)
+    (local.set $cb (i32.shl (local.get $c) (i32.const 2)))
+    (local.set $end (i32.shl (local.get $n) (i32.const 2)))
+    (local.set $vhi (f32x4.splat (local.get $hi)))
+    (local.set $all (i32x4.splat (i32.sub (i32.const 0) (i32.eqz (local.get $masked)))))
+    (block $done
+      (loop $rows
+        (br_if $done (i32.ge_u (local.get $off) (local.get $end)))
+        (local.set $j (i32.const 0))
+        (loop $ch
+          (local.set $g (call $masked_dy (v128.load (i32.add (local.get $dy) (local.get $off)))
+            (v128.load (i32.add (local.get $y) (local.get $off))) (local.get $vhi) (local.get $all)))
+          (v128.store (i32.add (local.get $dx) (local.get $off))
+            (f32x4.mul (v128.load (i32.add (local.get $k) (local.get $j)))
+              (f32x4.sub (f32x4.sub (local.get $g) (v128.load (i32.add (local.get $a) (local.get $j))))
+                (f32x4.mul (v128.load (i32.add (local.get $b) (local.get $j)))
+                  (f32x4.sub (v128.load (i32.add (local.get $x) (local.get $off)))
+                    (v128.load (i32.add (local.get $mean) (local.get $j))))))))
+          (local.set $off (i32.add (local.get $off) (i32.const 16)))
+          (local.set $j (i32.add (local.get $j) (i32.const 16)))
+          (br_if $ch (i32.lt_u (local.get $j) (local.get $cb))))
+        (br $rows))))
+
+  ;; Depthwise conv filter gradient (multiplier 1): over `n` images, adds
+  ;; sum over output pixels of x[tap] * dy to acc[(ky * kw + kx) * c + ch] (f64).
+  ;; x [n, h, w, c], dy [n, oh, ow, c]; `part` is f32 scratch of kh * kw * c floats.
+  (func (export "dw_filter_grad") (param $x i32) (param $dy i32) (param $part i32) (param $acc i32)
+    (param $n i32) (param $h i32) (param $w i32) (param $c i32) (param $oh i32) (param $ow i32)
+    (param $kh i32) (param $kw i32) (param $sh i32) (param $sw i32) (param $dh i32) (param $dw i32)
+    (param $top i32) (param $left i32)
+    (local $cb i32) (local $b i32) (local $oy i32) (local $ox i32) (local $ky i32) (local $kx i32)
+    (local $iy i32) (local $ix i32) (local $dyp i32) (local $xp i32) (local $pp i32) (local $j i32)
+    (local $tapBytes i32)
+    (local.set $cb (i32.shl (local.get $c) (i32.const 2)))
+    (local.set $tapBytes (i32.mul (i32.mul (local.get $kh) (local.get $kw)) (local.get $cb)))
+    (block $b_done
+      (loop $b_loop
+        (br_if $b_done (i32.ge_u (local.get $b) (local.get $n)))
+        (local.set $oy (i32.const 0))
+        (block $oy_done
+          (loop $oy_loop
+            (br_if $oy_done (i32.ge_u (local.get $oy) (local.get $oh)))
+            (call $zero (local.get $part) (local.get $tapBytes))
+            (local.set $ox (i32.const 0))
+            (block $ox_done
+              (loop $ox_loop
+                (br_if $ox_done (i32.ge_u (local.get $ox) (local.get $ow)))
+                (local.set $dyp (i32.add (local.get $dy) (i32.mul (local.get $cb)
+                  (i32.add (i32.mul (i32.add (i32.mul (local.get $b) (local.get $oh)) (local.get $oy)) (local.get $ow))
+                    (local.get $ox)))))
+                (local.set $ky (i32.const 0))
+                (block $ky_done
+                  (loop $ky_loop
+                    (br_if $ky_done (i32.ge_u (local.get $ky) (local.get $kh)))
+                    (local.set $iy (i32.sub (i32.add (i32.mul (local.get $oy) (local.get $sh))
+                      (i32.mul (local.get $ky) (local.get $dh))) (local.get $top)))
+                    (if (i32.and (i32.ge_s (local.get $iy) (i32.const 0)) (i32.lt_s (local.get $iy) (local.get $h)))
+                      (then
+                        (local.set $kx (i32.const 0))
+                        (block $kx_done
+                          (loop $kx_loop
+                            (br_if $kx_done (i32.ge_u (local.get $kx) (local.get $kw)))
+                            (local.set $ix (i32.sub (i32.add (i32.mul (local.get $ox) (local.get $sw))
+                              (i32.mul (local.get $kx) (local.get $dw))) (local.get $left)))
+                            (if (i32.and (i32.ge_s (local.get $ix) (i32.const 0)) (i32.lt_s (local.get $ix) (local.get $w)))
+                              (then
+                                (local.set $xp (i32.add (local.get $x) (i32.mul (local.get $cb)
+                                  (i32.add (i32.mul (i32.add (i32.mul (local.get $b) (local.get $h)) (local.get $iy))
+                                    (local.get $w)) (local.get $ix)))))
+                                (local.set $pp (i32.add (local.get $part) (i32.mul (local.get $cb)
+                                  (i32.add (i32.mul (local.get $ky) (local.get $kw)) (local.get $kx)))))
+                                (local.set $j (i32.const 0))
+                                (block $j_done
+                                  (loop $j_loop
+                                    (br_if $j_done (i32.ge_u (local.get $j) (local.get $cb)))
+                                    (v128.store (i32.add (local.get $pp) (local.get $j))
+                                      (f32x4.add (v128.load (i32.add (local.get $pp) (local.get $j)))
+                                        (f32x4.mul (v128.load (i32.add (local.get $xp) (local.get $j)))
+                                          (v128.load (i32.add (local.get $dyp) (local.get $j))))))
+                                    (local.set $j (i32.add (local.get $j) (i32.const 16)))
+                                    (br $j_loop)))))
+                            (local.set $kx (i32.add (local.get $kx) (i32.const 1)))
+                            (br $kx_loop)))))
+                    (local.set $ky (i32.add (local.get $ky) (i32.const 1)))
+                    (br $ky_loop)))
+                (local.set $ox (i32.add (local.get $ox) (i32.const 1)))
+                (br $ox_loop)))
+            (call $flush (local.get $part) (local.get $acc) (i32.shr_u (local.get $tapBytes) (i32.const 2)))
+            (local.set $oy (i32.add (local.get $oy) (i32.const 1)))
+            (br $oy_loop)))
+        (local.set $b (i32.add (local.get $b) (i32.const 1)))
+        (br $b_loop))))
+)
