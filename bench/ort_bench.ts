@@ -11,6 +11,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import * as fs from "node:fs";
+import { spawnSync } from "node:child_process";
 import { setBackend } from "../lib/backend.ts";
 import { gradStep, trainableParams } from "../lib/grad_step.ts";
 import { initParams } from "../lib/graph.ts";
@@ -120,13 +121,23 @@ async function convRows(s: ConvShape, reps: number, variants: FilterGradVariant[
   return rows;
 }
 
-/** Seconds per gradient step (forward, loss, backward) of `config` at `batch`, and the share inside onnxruntime. */
+/** A step timing: median seconds, the share inside onnxruntime and its runs per step. */
+type StepTiming = { seconds: number; ortShare: number; runs: number };
+
+/**
+ * Seconds per gradient step (forward, loss, backward) of `config` at `batch` on `backend`: the median of
+ * `steps` timed steps after one warm-up, with the share inside onnxruntime.
+ */
 async function stepSeconds(
   config: string,
+  backend: "wasm" | "onnxruntime",
   batch: number,
   steps: number,
   segments = 1,
-): Promise<{ seconds: number; ortShare: number; runs: number }> {
+): Promise<StepTiming> {
+  await setBackend(backend);
+  // As training runs it: the default options (the default kernel set on onnxruntime).
+  if (backend === "onnxruntime") registerOrtKernels({ minMacs: 0, autoSelect: false });
   const cfg = loadSsdConfig(config);
   const anchors = anchorsOf(cfg);
   const graph = buildModel(cfg, anchors);
@@ -143,17 +154,52 @@ async function stepSeconds(
   try {
     await step(); // warm-up: XNNPACK setup, onnxruntime sessions
     resetOrtStats();
-    const t0 = performance.now();
-    for (let i = 0; i < steps; i++) await step();
-    const ms = performance.now() - t0;
+    const times: number[] = [];
+    for (let i = 0; i < steps; i++) {
+      const t0 = performance.now();
+      await step();
+      times.push(performance.now() - t0);
+    }
+    const ms = times.reduce((a, b) => a + b, 0);
     const st = ortStats();
-    return { seconds: ms / 1000 / steps, ortShare: st.runMs / ms, runs: st.runs / steps };
+    const median = times.sort((a, b) => a - b)[Math.floor(steps / 2)];
+    return { seconds: median / 1000, ortShare: st.runMs / ms, runs: st.runs / steps };
   } finally {
     tf.dispose([...params.values()]);
   }
 }
 
-async function trainRows(o: { quick?: boolean }): Promise<BenchRow[]> {
+/**
+ * {@linkcode stepSeconds} in a fresh process. Each backend is timed in its own process, as training runs
+ * it: timed in one process after the other, the second run's step varied by up to 1.4x with what the
+ * first left in the heap.
+ */
+function stepInChild(
+  config: string,
+  backend: "wasm" | "onnxruntime",
+  batch: number,
+  steps: number,
+  segments: number,
+): StepTiming {
+  const args = ["--step", config, backend, String(batch), String(steps), String(segments)];
+  const r = spawnSync(Deno.execPath(), ["run", "-A", import.meta.filename!, ...args], {
+    encoding: "utf8",
+    env: { ...Deno.env.toObject(), NO_COLOR: "1" },
+  });
+  const line = (r.stdout ?? "").trim().split("\n").at(-1) ?? "";
+  try {
+    const v = JSON.parse(line);
+    if (v.error) throw new Error(v.error);
+    return v;
+  } catch (e) {
+    const why = (r.stderr || line || `exit ${r.status}`).trim().split("\n").filter((l) => !/^\s+at /.test(l)).at(-1);
+    throw new Error(
+      `${config} on ${backend}: ${(e as Error).message.startsWith("Unexpected") ? why : (e as Error).message}`,
+    );
+  }
+}
+
+function trainRows(o: { quick?: boolean }): BenchRow[] {
   const rows: BenchRow[] = [];
   const torch = torchFigures(o);
   const models: { config: string; batch: number; peer?: "ssd300_vgg16" | "ssdlite320" }[] = [
@@ -166,16 +212,13 @@ async function trainRows(o: { quick?: boolean }): Promise<BenchRow[]> {
   }
   for (const m of models) {
     const name = `${m.config.replace(/^configs\/|\.yaml$/g, "")}, batch ${m.batch}`;
-    const steps = o.quick ? 2 : m.config.includes("vgg") ? 1 : 3;
+    const steps = o.quick ? 2 : m.config.includes("vgg") ? 1 : 5;
     // wasm needs the config's recomputed segments where batch 4 passes its heap (VGG16); onnxruntime's
     // kernels keep their workspace outside the heap and run the plain step, as torchvision does.
     const segments = loadSsdConfig(m.config).train.segments;
     try {
-      unregisterOrtKernels();
-      const wasmS = (await stepSeconds(m.config, m.batch, steps, segments)).seconds;
-      // As training runs it: the default options (every kernel on onnxruntime).
-      registerOrtKernels({ minMacs: 0, autoSelect: false });
-      const ort = await stepSeconds(m.config, m.batch, steps);
+      const wasmS = stepInChild(m.config, "wasm", m.batch, steps, segments).seconds;
+      const ort = stepInChild(m.config, "onnxruntime", m.batch, m.config.includes("vgg") ? 3 : steps, 1);
       const row: BenchRow = {
         section: "ort",
         name: `train step ${name}: onnxruntime kernels`,
@@ -283,7 +326,7 @@ export async function benchOrt(o: { quick?: boolean } = {}): Promise<BenchRow[]>
     const shapes: ConvShape[] = [{ n: 4, hw: 75, ci: 32, co: 64 }, { n: 4, hw: 75, ci: 256, co: 256 }];
     if (!o.quick) shapes.push({ n: 4, hw: 38, ci: 512, co: 512 }, { n: 4, hw: 150, ci: 128, co: 128 });
     for (const s of shapes) rows.push(...await convRows(s, reps, ["conv", "im2col", "taps"]));
-    rows.push(...await trainRows(o));
+    rows.push(...trainRows(o));
     rows.push(...await trajectoryRows());
   } finally {
     if (!wasActive) unregisterOrtKernels();
@@ -292,6 +335,17 @@ export async function benchOrt(o: { quick?: boolean } = {}): Promise<BenchRow[]>
 }
 
 if (import.meta.main) {
-  const rows = await benchOrt({ quick: Deno.args.includes("--quick") });
-  console.log(formatTable(rows));
+  if (Deno.args[0] === "--step") {
+    // Child mode: --step CONFIG BACKEND BATCH STEPS SEGMENTS -> one JSON line.
+    const [, config, backend, batch, steps, segments] = Deno.args;
+    try {
+      const t = await stepSeconds(config, backend as "wasm", Number(batch), Number(steps), Number(segments));
+      console.log(JSON.stringify(t));
+    } catch (e) {
+      console.log(JSON.stringify({ error: (e as Error).message }));
+    }
+  } else {
+    const rows = await benchOrt({ quick: Deno.args.includes("--quick") });
+    console.log(formatTable(rows));
+  }
 }

@@ -77,24 +77,39 @@ export function channelMoments(x: Float32Array, c: number): { mean: Float64Array
 }
 
 /**
- * Forward pass into `y`: `act((x - mean) * gamma / sqrt(variance + eps) + beta)`
- * over `x` [P, C]. Returns the statistics and `invstd` (float64, [C]).
+ * The per-channel statistics and scale as the kernels store them (float32):
+ * `mean`, `variance`, `invstd` and `scale = gamma * invstd`. The backward
+ * pass recomputes the pre-activation `(x - mean) * scale + beta` from these
+ * same float32 values, so its activation mask is the forward's exactly.
+ */
+export function batchNormStats(
+  x: Float32Array,
+  gamma: Float32Array,
+  eps: number,
+): { mean: Float32Array; variance: Float32Array; invstd: Float32Array; scale: Float32Array } {
+  const c = gamma.length;
+  const m = channelMoments(x, c);
+  const invstd = new Float32Array(c), scale = new Float32Array(c);
+  for (let j = 0; j < c; j++) {
+    invstd[j] = 1 / Math.sqrt(m.variance[j] + eps);
+    scale[j] = gamma[j] * invstd[j];
+  }
+  return { mean: Float32Array.from(m.mean), variance: Float32Array.from(m.variance), invstd, scale };
+}
+
+/**
+ * Forward pass into `y`: `act((x - mean) * scale + beta)` over `x` [P, C],
+ * with the float32 statistics of {@linkcode batchNormStats}.
  */
 export function batchNormForward(
   x: Float32Array,
-  gamma: Float32Array,
+  mean: Float32Array,
+  scale: Float32Array,
   beta: Float32Array,
-  eps: number,
   act: BnActivation,
   y: Float32Array,
-): { mean: Float64Array; variance: Float64Array; invstd: Float64Array } {
-  const c = gamma.length;
-  const { mean, variance } = channelMoments(x, c);
-  const invstd = new Float64Array(c), scale = new Float64Array(c);
-  for (let j = 0; j < c; j++) {
-    invstd[j] = 1 / Math.sqrt(variance[j] + eps);
-    scale[j] = gamma[j] * invstd[j];
-  }
+): void {
+  const c = mean.length;
   const lo = act === "linear" ? -Infinity : 0, hi = act === "relu6" ? 6 : Infinity;
   for (let i = 0; i < x.length; i += c) {
     for (let j = 0; j < c; j++) {
@@ -102,36 +117,35 @@ export function batchNormForward(
       y[i + j] = v < lo ? lo : v > hi ? hi : v;
     }
   }
-  return { mean, variance, invstd };
 }
 
 /**
  * Backward pass into `dx`, `dgamma`, `dbeta`, from the output gradient `dy`,
- * the input `x`, the forward output `y` (read only for a fused activation's
- * mask) and the saved `mean` and `invstd`.
+ * the input `x` and the forward's float32 statistics. A fused activation
+ * passes `dy` where the recomputed pre-activation lies in (0, hi).
  */
 export function batchNormBackward(
   dy: Float32Array,
   x: Float32Array,
-  y: Float32Array | null,
   act: BnActivation,
-  mean: Float32Array,
-  invstd: Float32Array,
+  s: { mean: Float32Array; invstd: Float32Array; scale: Float32Array },
   gamma: Float32Array,
+  beta: Float32Array,
   out: { dx: Float32Array; dgamma: Float32Array; dbeta: Float32Array },
 ): void {
+  const { mean, invstd, scale } = s;
   const c = gamma.length, p = x.length / c;
   const sdy = new Float64Array(c), sdyx = new Float64Array(c);
   const hi = act === "relu6" ? 6 : Infinity;
   const masked = act !== "linear";
-  if (masked && !y) throw new Error("batchNormBackward: a fused activation needs the forward output");
+  const grad = (i: number, j: number) => {
+    if (!masked) return dy[i + j];
+    const v = (x[i + j] - mean[j]) * scale[j] + beta[j];
+    return v > 0 && v < hi ? dy[i + j] : 0;
+  };
   for (let i = 0; i < x.length; i += c) {
     for (let j = 0; j < c; j++) {
-      let g = dy[i + j];
-      if (masked) {
-        const v = y![i + j];
-        if (!(v > 0 && v < hi)) g = 0;
-      }
+      const g = grad(i, j);
       sdy[j] += g;
       sdyx[j] += g * (x[i + j] - mean[j]);
     }
@@ -147,12 +161,7 @@ export function batchNormBackward(
   }
   for (let i = 0; i < x.length; i += c) {
     for (let j = 0; j < c; j++) {
-      let g = dy[i + j];
-      if (masked) {
-        const v = y![i + j];
-        if (!(v > 0 && v < hi)) g = 0;
-      }
-      out.dx[i + j] = k[j] * (g - a[j] - (x[i + j] - mean[j]) * b[j]);
+      out.dx[i + j] = k[j] * (grad(i, j) - a[j] - (x[i + j] - mean[j]) * b[j]);
     }
   }
 }
@@ -227,24 +236,24 @@ function forwardSimd(
   const c = gamma.shape[0], n = x.shape.reduce((a, b) => a * b, 1), p = n / c;
   const outs = [x.shape, [c], [c], [c]].map((s) => backend.makeOutput(s, "float32"));
   const [y, meanI, varI, invI] = outs;
-  // Scratch: shift f32[c], part f32[2c], acc f64[2c], scale f32[c].
-  const scratch = k.alloc(32 * c + 16);
+  // Scratch: shift f32[c], acc f64[2c], scale f32[c].
+  const scratch = k.alloc(24 * c + 16);
   try {
     const heap = k.heap();
     const f32 = (ptr: number, len: number) => new Float32Array(heap, ptr, len);
-    const shift = scratch, part = scratch + 4 * c, acc = scratch + 12 * c, scale = scratch + 28 * c;
+    const shift = scratch, acc = scratch + 4 * c, scale = scratch + 20 * c; // acc 8-aligned: c % 4 === 0
     f32(shift, c).set(f32(k.offset(x), c)); // sums about the first row
     new Float64Array(heap, acc, 2 * c).fill(0);
-    k.fns.moments(k.offset(x), p, c, shift, part, acc);
+    k.fns.moments(k.offset(x), p, c, shift, acc);
     const sums = new Float64Array(heap, acc, 2 * c), sh = f32(shift, c);
     const mean = f32(k.offset(meanI), c), variance = f32(k.offset(varI), c), invstd = f32(k.offset(invI), c);
     const g = f32(k.offset(gamma), c), sc = f32(scale, c);
     for (let j = 0; j < c; j++) {
-      const at = sumAt(j), m = sums[at] / p, v = Math.max(0, sums[at + 4] / p - m * m), inv = 1 / Math.sqrt(v + eps);
+      const at = sumAt(j), m = sums[at] / p, v = Math.max(0, sums[at + 4] / p - m * m);
       mean[j] = sh[j] + m;
       variance[j] = v;
-      invstd[j] = inv;
-      sc[j] = g[j] * inv;
+      invstd[j] = 1 / Math.sqrt(v + eps);
+      sc[j] = g[j] * invstd[j]; // from the stored float32 invstd, as the backward pass recomputes it
     }
     const lo = act === "linear" ? -Infinity : 0;
     k.fns.bn_apply(k.offset(x), k.offset(y), n, c, k.offset(meanI), scale, k.offset(beta), lo, upper(act));
@@ -256,21 +265,22 @@ function forwardSimd(
 
 /** Gradient with the SIMD kernels: the two sums in one pass, dx in a second. */
 function gradSimd(k: SimdKernels, backend: WasmLike, io: Record<string, Info>, act: BnActivation) {
-  const { dy, x, y, mean, invstd, gamma } = io;
+  const { dy, x, mean, invstd, gamma, beta } = io;
   const c = gamma.shape[0], n = x.shape.reduce((a, b) => a * b, 1), p = n / c;
   const outs = [x.shape, [c], [c]].map((s) => backend.makeOutput(s, "float32"));
   const [dx, dgI, dbI] = outs;
-  // Scratch: part f32[2c], acc f64[2c], k/a/b f32[3c].
-  const scratch = k.alloc(36 * c + 16);
+  // Scratch: acc f64[2c], scale/k/a/b f32[4c].
+  const scratch = k.alloc(32 * c + 16);
   try {
     const heap = k.heap();
     const f32 = (ptr: number, len: number) => new Float32Array(heap, ptr, len);
-    const part = scratch, acc = scratch + 8 * c, kp = scratch + 24 * c, ap = kp + 4 * c, bp = ap + 4 * c;
+    const acc = scratch, sp = scratch + 16 * c, kp = sp + 4 * c, ap = kp + 4 * c, bp = ap + 4 * c;
     new Float64Array(heap, acc, 2 * c).fill(0);
-    const masked = act === "linear" ? 0 : 1, yp = masked ? k.offset(y) : k.offset(dy);
-    k.fns.bn_grad_sums(k.offset(dy), k.offset(x), yp, p, c, k.offset(mean), upper(act), masked, part, acc);
+    const inv = f32(k.offset(invstd), c), g = f32(k.offset(gamma), c), sc = f32(sp, c);
+    for (let j = 0; j < c; j++) sc[j] = g[j] * inv[j];
+    const masked = act === "linear" ? 0 : 1, hi = upper(act), m = k.offset(mean), b = k.offset(beta);
+    k.fns.bn_grad_sums(k.offset(dy), k.offset(x), p, c, m, sp, b, hi, masked, acc);
     const sums = new Float64Array(heap, acc, 2 * c);
-    const inv = f32(k.offset(invstd), c), g = f32(k.offset(gamma), c);
     const dg = f32(k.offset(dgI), c), db = f32(k.offset(dbI), c);
     const kk = f32(kp, c), aa = f32(ap, c), bb = f32(bp, c);
     for (let j = 0; j < c; j++) {
@@ -281,7 +291,7 @@ function gradSimd(k: SimdKernels, backend: WasmLike, io: Record<string, Info>, a
       aa[j] = s1 / p;
       bb[j] = inv[j] * inv[j] * s2 / p;
     }
-    k.fns.bn_grad_dx(k.offset(dy), k.offset(x), yp, k.offset(dx), n, c, k.offset(mean), kp, ap, bp, upper(act), masked);
+    k.fns.bn_grad_dx(k.offset(dy), k.offset(x), k.offset(dx), n, c, m, sp, b, kp, ap, bp, hi, masked);
   } finally {
     k.free(scratch);
   }
@@ -292,21 +302,13 @@ const forwardKernel: tf.KernelFunc = ({ inputs, backend, attrs = {} }) => {
   const { x, gamma, beta } = inputs as { x: Info; gamma: Info; beta: Info };
   check([x, gamma, beta], BN_TRAIN);
   const c = x.shape[x.shape.length - 1];
+  const act = attrs.activation as BnActivation, eps = attrs.eps as number;
   const simd = c > 0 && c % 4 === 0 ? simdKernels(backend) : null;
-  if (simd) {
-    return forwardSimd(
-      simd,
-      backend as unknown as WasmLike,
-      x,
-      gamma,
-      beta,
-      attrs.eps as number,
-      attrs.activation as BnActivation,
-    );
-  }
+  if (simd) return forwardSimd(simd, backend as unknown as WasmLike, x, gamma, beta, eps, act);
   const io = ioOf(backend).run([x, gamma, beta], [x.shape, [c], [c], [c]]);
   const [xv, g, b] = io.ins, [y, meanOut, varOut, invOut] = io.outs;
-  const s = batchNormForward(xv, g, b, attrs.eps as number, attrs.activation as BnActivation, y);
+  const s = batchNormStats(xv, g, eps);
+  batchNormForward(xv, s.mean, s.scale, b, act, y);
   meanOut.set(s.mean);
   varOut.set(s.variance);
   invOut.set(s.invstd);
@@ -314,19 +316,17 @@ const forwardKernel: tf.KernelFunc = ({ inputs, backend, attrs = {} }) => {
 };
 
 const gradKernel: tf.KernelFunc = ({ inputs, backend, attrs = {} }) => {
-  const { dy, x, y, mean, invstd, gamma } = inputs as Record<string, Info>;
+  const { dy, x, mean, invstd, gamma, beta } = inputs as Record<string, Info>;
   const act = attrs.activation as BnActivation;
-  const simd = gamma.shape[0] > 0 && gamma.shape[0] % 4 === 0 ? simdKernels(backend) : null;
-  if (simd) {
-    check([dy, x, mean, invstd, gamma], BN_TRAIN_GRAD);
-    return gradSimd(simd, backend as unknown as WasmLike, { dy, x, y, mean, invstd, gamma }, act);
-  }
-  const used = act === "linear" ? [dy, x, x, mean, invstd, gamma] : [dy, x, y, mean, invstd, gamma];
+  const used = [dy, x, mean, invstd, gamma, beta];
   check(used, BN_TRAIN_GRAD);
   const c = gamma.shape[0];
+  const simd = c > 0 && c % 4 === 0 ? simdKernels(backend) : null;
+  if (simd) return gradSimd(simd, backend as unknown as WasmLike, { dy, x, mean, invstd, gamma, beta }, act);
   const io = ioOf(backend).run(used, [x.shape, [c], [c]]);
-  const [dyv, xv, yv, m, inv, g] = io.ins, [dx, dgamma, dbeta] = io.outs;
-  batchNormBackward(dyv, xv, act === "linear" ? null : yv, act, m, inv, g, { dx, dgamma, dbeta });
+  const [dyv, xv, m, inv, g, b] = io.ins, [dx, dgamma, dbeta] = io.outs;
+  const scale = g.map((v, j) => v * inv[j]);
+  batchNormBackward(dyv, xv, act, { mean: m, invstd: inv, scale }, g, b, { dx, dgamma, dbeta });
   return io.infos();
 };
 
@@ -345,14 +345,15 @@ export function registerBatchNormKernels(): void {
   }
   tf.registerGradient({
     kernelName: BN_TRAIN,
-    inputsToSave: ["x", "gamma"],
-    outputsToSave: [true, true, false, true], // y (the activation's mask), mean, invstd
+    // Not the output: the activation's mask is recomputed from x and the statistics.
+    inputsToSave: ["x", "gamma", "beta"],
+    outputsToSave: [false, true, false, true], // mean, invstd
     gradFunc: (dys, saved, attrs) => {
       const dy = (dys as tf.Tensor[])[0];
-      const [x, gamma, y, mean, invstd] = saved;
+      const [x, gamma, beta, mean, invstd] = saved;
       const [dx, dgamma, dbeta] = tf.engine().runKernel(
         BN_TRAIN_GRAD,
-        { dy, x, y, mean, invstd, gamma },
+        { dy, x, mean, invstd, gamma, beta },
         attrs as unknown as tf.NamedAttrMap,
       ) as tf.Tensor[];
       return { x: () => dx, gamma: () => dgamma, beta: () => dbeta };

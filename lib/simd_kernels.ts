@@ -20,7 +20,7 @@ import { SIMD_KERNELS_WASM } from "./simd_kernels_wasm.ts";
 
 /** The module's exports (pointers are byte offsets in the wasm heap). */
 export interface SimdExports {
-  moments(x: number, p: number, c: number, shift: number, part: number, acc: number): void;
+  moments(x: number, p: number, c: number, shift: number, acc: number): void;
   bn_apply(
     x: number,
     y: number,
@@ -35,23 +35,24 @@ export interface SimdExports {
   bn_grad_sums(
     dy: number,
     x: number,
-    y: number,
     p: number,
     c: number,
     mean: number,
+    scale: number,
+    beta: number,
     hi: number,
     masked: number,
-    part: number,
     acc: number,
   ): void;
   bn_grad_dx(
     dy: number,
     x: number,
-    y: number,
     dx: number,
     n: number,
     c: number,
     mean: number,
+    scale: number,
+    beta: number,
     k: number,
     a: number,
     b: number,

@@ -6,6 +6,7 @@ import { setBackend } from "../lib/backend.ts";
 import {
   batchNormBackward,
   batchNormForward,
+  batchNormStats,
   batchNormTrainKernel,
   type BnActivation,
   channelMoments,
@@ -71,10 +72,10 @@ function relErr(a: Float32Array, b: Float32Array): number {
   return Math.max(...a.map((v, i) => Math.abs(v - b[i]))) / scale;
 }
 
-// [2, 5, 7, C]: 70 rows, not a multiple of the SIMD kernels' 16-row blocks. C = 8 takes the SIMD path
+// [2, 5, 7, C]: 70 rows, not a multiple of the SIMD kernels' 16-row blocks. C = 8 and 24 (a 16-channel chunk and two groups of 4) take the SIMD path
 // on wasm, C = 6 the JavaScript one; cpu always runs JavaScript.
 for (const backend of ["wasm", "cpu"]) {
-  for (const c of [8, 6]) {
+  for (const c of [8, 24, 6]) {
     for (const act of ["linear", "relu", "relu6"] as const) {
       for (const offset of [0, 1000]) {
         const name = `${backend}, ${c} channels, ${act}, inputs around ${offset}`;
@@ -111,29 +112,25 @@ Deno.test("channelMoments(): per-channel mean and biased variance, exact for a l
   assert.deepStrictEqual(Array.from(variance), [1, 1]);
 });
 
-Deno.test("batchNormForward() and batchNormBackward() on a hand-checked single channel", () => {
+Deno.test("batchNormStats(), batchNormForward() and batchNormBackward() on a hand-checked single channel", () => {
   // x = 1, 3, 5, 7: mean 4, variance 5; eps 0 makes xhat = (x - 4) / sqrt(5).
   const x = Float32Array.of(1, 3, 5, 7), y = new Float32Array(4);
-  const s = batchNormForward(x, Float32Array.of(1), Float32Array.of(0), 0, "linear", y);
+  const s = batchNormStats(x, Float32Array.of(1), 0);
   assert.deepStrictEqual([s.mean[0], s.variance[0]], [4, 5]);
+  batchNormForward(x, s.mean, s.scale, Float32Array.of(0), "linear", y);
   const r5 = Math.sqrt(5);
   y.forEach((v, i) => assert(Math.abs(v - (x[i] - 4) / r5) < 1e-7));
   // With dy = 1 everywhere: dbeta = 4, dgamma = sum(xhat) = 0, dx = 0 (a shift of all inputs changes nothing).
   const out = { dx: new Float32Array(4), dgamma: new Float32Array(1), dbeta: new Float32Array(1) };
   const ones = new Float32Array(4).fill(1);
-  batchNormBackward(
-    ones,
-    x,
-    null,
-    "linear",
-    Float32Array.from(s.mean),
-    Float32Array.of(1 / r5),
-    Float32Array.of(1),
-    out,
-  );
+  batchNormBackward(ones, x, "linear", s, Float32Array.of(1), Float32Array.of(0), out);
   assert.strictEqual(out.dbeta[0], 4);
   assert(Math.abs(out.dgamma[0]) < 1e-6);
   out.dx.forEach((v) => assert(Math.abs(v) < 1e-7));
+  // ReLU6 with beta 3: outputs 3 + (x - 4) / sqrt(5) all lie in (0, 6), so dy passes everywhere;
+  // with beta -0.5 the pre-activations are -1.84, -0.95, -0.05 and 0.84: only x = 7 passes.
+  batchNormBackward(ones, x, "relu6", s, Float32Array.of(1), Float32Array.of(-0.5), out);
+  assert.strictEqual(out.dbeta[0], 1);
 });
 
 for (const backend of ["wasm", "cpu"]) {

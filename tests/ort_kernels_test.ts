@@ -17,7 +17,14 @@ import { caseName, type ConvCase, convCases, convGrads, maxRelErr, randn } from 
 // setBackend("onnxruntime") registers the kernels with the options set last. These tests take every
 // kernel onnxruntime can run, the depthwise ones too (training leaves those on wasm by default).
 await setBackend("onnxruntime");
-registerOrtKernels({ threads: 2, minMacs: 0, copy: false, autoSelect: false, kernels: ORT_KERNELS });
+registerOrtKernels({
+  threads: 2,
+  minMacs: 0,
+  copy: false,
+  autoSelect: false,
+  kernels: ORT_KERNELS,
+  xnnpackPointwiseMaxK: 0,
+});
 
 const cases: ConvCase[] = [
   ...convCases(),
@@ -191,6 +198,17 @@ Deno.test("the onnxruntime kernels share the wasm heap, leak no tensors and coun
   assert.deepStrictEqual(Object.keys(ortStats().byKind).sort(), ["Conv", "ConvDw", "ConvDx"]);
   assert.equal(ortStats().runs, 3);
   registerOrtKernels({ kernels: ORT_KERNELS });
+
+  // A 1x1 forward conv over at most 16 channels stays on XNNPACK by default; its gradients do not.
+  registerOrtKernels({ xnnpackPointwiseMaxK: 16 });
+  resetOrtStats();
+  const pw = tf.randomNormal([1, 1, 8, 32]) as tf.Tensor4D;
+  tf.dispose(
+    tf.grads((x: tf.Tensor, w: tf.Tensor) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, "valid").sum())([x, pw]),
+  );
+  assert.deepStrictEqual(Object.keys(ortStats().byKind).sort(), ["ConvDw", "ConvDx"]);
+  registerOrtKernels({ xnnpackPointwiseMaxK: 0 });
+  pw.dispose();
   tf.dispose([x, w, dw]);
 });
 
