@@ -21,7 +21,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { simdKernels } from "./simd_kernels.ts";
+import { type SimdKernels, simdKernels } from "./simd_kernels.ts";
 
 type Info = tf.TensorInfo;
 type Pair = [number, number];
@@ -178,6 +178,52 @@ function conv2dBackpropFilter(backendName: string): tf.KernelFunc {
   };
 }
 
+/** dX of a strided depthwise conv (multiplier 1) with the SIMD gather of simd_kernels.wat. */
+function depthwiseInputGradSimd(
+  simd: SimdKernels,
+  backend: unknown,
+  dy: Info,
+  filter: Info,
+  inputShape: number[],
+  info: tf.backend_util.Conv2DInfo,
+): Info {
+  const [n, h, w, c] = inputShape;
+  const [kh, kw] = filter.shape;
+  const oh = dy.shape[1], ow = dy.shape[2];
+  // For each input row (column) and tap: the output row (column) that reads it through that tap, or -1.
+  const table = (size: number, k: number, s: number, d: number, pad: number, out: number) =>
+    Int32Array.from({ length: size * k }, (_, i) => {
+      const t = Math.floor(i / k) + pad - (i % k) * d;
+      return t >= 0 && t % s === 0 && t / s < out ? t / s : -1;
+    });
+  const rows = table(h, kh, info.strideHeight, info.dilationHeight, info.padInfo.top, oh);
+  const cols = table(w, kw, info.strideWidth, info.dilationWidth, info.padInfo.left, ow);
+  const dx = (backend as { makeOutput(s: number[], d: string): Info }).makeOutput(inputShape, "float32");
+  const scratch = simd.alloc(4 * (rows.length + cols.length) + 16);
+  try {
+    new Int32Array(simd.heap(), scratch, rows.length).set(rows);
+    new Int32Array(simd.heap(), scratch + 4 * rows.length, cols.length).set(cols);
+    simd.fns.dw_input_grad(
+      simd.offset(dy),
+      simd.offset(filter),
+      simd.offset(dx),
+      scratch,
+      scratch + 4 * rows.length,
+      n,
+      h,
+      w,
+      c,
+      oh,
+      ow,
+      kh,
+      kw,
+    );
+  } finally {
+    simd.free(scratch);
+  }
+  return dx;
+}
+
 /** dX of a depthwise conv: inputs {dy, filter [KH, KW, C, M]}, attrs {strides, pad, dilations, inputShape}. */
 function depthwiseBackpropInput(backendName: string): tf.KernelFunc {
   return ({ inputs, backend, attrs }) => {
@@ -186,6 +232,11 @@ function depthwiseBackpropInput(backendName: string): tf.KernelFunc {
     const inputShape = attrs!.inputShape as number[];
     const info = convInfo(inputShape, filter.shape, attrs!, true);
     const [kh, kw, c, m] = filter.shape;
+    const strided = info.strideHeight > 1 || info.strideWidth > 1;
+    // Strided: a SIMD gather per input pixel beats zero-inserting dy for XNNPACK (batch 4,
+    // 150x150x96 at stride 2: 9 vs 21 ms). At stride 1 XNNPACK's conv of the padded dy is faster.
+    const simd = strided && m === 1 && c % 4 === 0 && dy.dtype === "float32" ? simdKernels(backend) : null;
+    if (simd) return depthwiseInputGradSimd(simd, backend, dy, filter, inputShape, info);
     const rev = o.run("Reverse", { x: filter }, { dims: [0, 1] });
     // Output channel c*M+m came from input channel c through w[:, :, c, m].
     const w1 = o.reshape(rev, [kh, kw, c * m, 1]);

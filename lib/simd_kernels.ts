@@ -79,6 +79,21 @@ export interface SimdExports {
     top: number,
     left: number,
   ): void;
+  dw_input_grad(
+    dy: number,
+    w: number,
+    dx: number,
+    rowTab: number,
+    colTab: number,
+    n: number,
+    h: number,
+    wd: number,
+    c: number,
+    oh: number,
+    ow: number,
+    kh: number,
+    kw: number,
+  ): void;
 }
 
 /** The kernels bound to one backend's heap, with its allocator. */

@@ -337,4 +337,69 @@
             (br $oy_loop)))
         (local.set $b (i32.add (local.get $b) (i32.const 1)))
         (br $b_loop))))
+
+  ;; Depthwise conv input gradient (multiplier 1), gathered per input pixel:
+  ;; dx[b, iy, ix] = sum over taps of dy[b, oy, ox] * w[ky, kx], where the tables
+  ;; rowTab[iy * kh + ky] and colTab[ix * kw + kx] (i32) hold the output row and
+  ;; column that tap reads, or -1 (stride, dilation and padding are in them).
+  ;; dy [n, oh, ow, c], w [kh, kw, c], dx [n, h, w, c].
+  (func (export "dw_input_grad") (param $dy i32) (param $w i32) (param $dx i32) (param $rowTab i32)
+    (param $colTab i32) (param $n i32) (param $h i32) (param $wd i32) (param $c i32) (param $oh i32) (param $ow i32)
+    (param $kh i32) (param $kw i32)
+    (local $cb i32) (local $b i32) (local $iy i32) (local $ix i32) (local $ky i32) (local $kx i32) (local $oy i32)
+    (local $ox i32) (local $dxp i32) (local $dyp i32) (local $wp i32) (local $j i32) (local $rt i32) (local $ct i32)
+    (local.set $cb (i32.shl (local.get $c) (i32.const 2)))
+    (local.set $dxp (local.get $dx))
+    (block $b_done
+      (loop $b_loop
+        (br_if $b_done (i32.ge_u (local.get $b) (local.get $n)))
+        (local.set $iy (i32.const 0))
+        (block $iy_done
+          (loop $iy_loop
+            (br_if $iy_done (i32.ge_u (local.get $iy) (local.get $h)))
+            (local.set $rt (i32.add (local.get $rowTab) (i32.shl (i32.mul (local.get $iy) (local.get $kh)) (i32.const 2))))
+            (local.set $ix (i32.const 0))
+            (block $ix_done
+              (loop $ix_loop
+                (br_if $ix_done (i32.ge_u (local.get $ix) (local.get $wd)))
+                (local.set $ct (i32.add (local.get $colTab) (i32.shl (i32.mul (local.get $ix) (local.get $kw)) (i32.const 2))))
+                (call $zero (local.get $dxp) (local.get $cb))
+                (local.set $ky (i32.const 0))
+                (block $ky_done
+                  (loop $ky_loop
+                    (br_if $ky_done (i32.ge_u (local.get $ky) (local.get $kh)))
+                    (local.set $oy (i32.load (i32.add (local.get $rt) (i32.shl (local.get $ky) (i32.const 2)))))
+                    (if (i32.ge_s (local.get $oy) (i32.const 0))
+                      (then
+                        (local.set $kx (i32.const 0))
+                        (block $kx_done
+                          (loop $kx_loop
+                            (br_if $kx_done (i32.ge_u (local.get $kx) (local.get $kw)))
+                            (local.set $ox (i32.load (i32.add (local.get $ct) (i32.shl (local.get $kx) (i32.const 2)))))
+                            (if (i32.ge_s (local.get $ox) (i32.const 0))
+                              (then
+                                (local.set $dyp (i32.add (local.get $dy) (i32.mul (local.get $cb)
+                                  (i32.add (i32.mul (i32.add (i32.mul (local.get $b) (local.get $oh)) (local.get $oy))
+                                    (local.get $ow)) (local.get $ox)))))
+                                (local.set $wp (i32.add (local.get $w) (i32.mul (local.get $cb)
+                                  (i32.add (i32.mul (local.get $ky) (local.get $kw)) (local.get $kx)))))
+                                (local.set $j (i32.const 0))
+                                (loop $j_loop
+                                  (v128.store (i32.add (local.get $dxp) (local.get $j))
+                                    (f32x4.add (v128.load (i32.add (local.get $dxp) (local.get $j)))
+                                      (f32x4.mul (v128.load (i32.add (local.get $dyp) (local.get $j)))
+                                        (v128.load (i32.add (local.get $wp) (local.get $j))))))
+                                  (local.set $j (i32.add (local.get $j) (i32.const 16)))
+                                  (br_if $j_loop (i32.lt_u (local.get $j) (local.get $cb))))))
+                            (local.set $kx (i32.add (local.get $kx) (i32.const 1)))
+                            (br $kx_loop)))))
+                    (local.set $ky (i32.add (local.get $ky) (i32.const 1)))
+                    (br $ky_loop)))
+                (local.set $dxp (i32.add (local.get $dxp) (local.get $cb)))
+                (local.set $ix (i32.add (local.get $ix) (i32.const 1)))
+                (br $ix_loop)))
+            (local.set $iy (i32.add (local.get $iy) (i32.const 1)))
+            (br $iy_loop)))
+        (local.set $b (i32.add (local.get $b) (i32.const 1)))
+        (br $b_loop))))
 )
