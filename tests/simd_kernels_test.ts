@@ -20,36 +20,33 @@ Deno.test("the SIMD kernels load into the wasm backend's heap, not into other ba
   assert.strictEqual(simdKernels(tf.backend()), null);
 });
 
-/** dW[ky, kx, c] = sum over n, oy, ox of x[n, oy*s + ky*d - top, ox*s + kx*d - left, c] * dy[n, oy, ox, c]. */
-function directFilterGrad(
-  x: Float32Array,
-  dy: Float32Array,
-  [n, h, w, c]: number[],
+/**
+ * Calls `f(xAt, dyAt, wAt)` for every (input pixel, output pixel, tap) that a depthwise conv of `k`x`k` taps at
+ * stride `s` and dilation `d` connects, with the flat offsets of channel 0 in x [n, h, w, c], dy [n, oh, ow, c]
+ * and w [k, k, c]: the direct sums the tests compare the SIMD kernels with.
+ */
+function forEachTap(
+  [n, h, wd, c]: number[],
   [oh, ow]: number[],
   k: number,
   s: number,
   d: number,
-  top: number,
-  left: number,
-): Float64Array {
-  const dw = new Float64Array(k * k * c);
+  [top, left]: number[],
+  f: (xAt: number, dyAt: number, wAt: number) => void,
+): void {
   for (let b = 0; b < n; b++) {
     for (let oy = 0; oy < oh; oy++) {
       for (let ox = 0; ox < ow; ox++) {
         for (let ky = 0; ky < k; ky++) {
           for (let kx = 0; kx < k; kx++) {
             const iy = oy * s + ky * d - top, ix = ox * s + kx * d - left;
-            if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
-            for (let ch = 0; ch < c; ch++) {
-              dw[(ky * k + kx) * c + ch] += x[((b * h + iy) * w + ix) * c + ch] *
-                dy[((b * oh + oy) * ow + ox) * c + ch];
-            }
+            if (iy < 0 || iy >= h || ix < 0 || ix >= wd) continue;
+            f(((b * h + iy) * wd + ix) * c, ((b * oh + oy) * ow + ox) * c, (ky * k + kx) * c);
           }
         }
       }
     }
   }
-  return dw;
 }
 
 const cases = [
@@ -84,55 +81,18 @@ for (const { k, s, d, pad } of cases) {
       filterShape: [k, k, 8, 1],
     }) as tf.Tensor;
     const got = out.dataSync();
-    const want = directFilterGrad(
-      xs,
-      dys,
-      shape,
-      [info.outHeight, info.outWidth],
-      k,
-      s,
-      d,
-      info.padInfo.top,
-      info.padInfo.left,
-    );
+    // dW[ky, kx, c] = sum of x[tap] * dy over batch and output pixels.
+    const want = new Float64Array(k * k * 8);
+    const pads = [info.padInfo.top, info.padInfo.left];
+    forEachTap(shape, [info.outHeight, info.outWidth], k, s, d, pads, (xi, dyi, wi) => {
+      for (let ch = 0; ch < 8; ch++) want[wi + ch] += xs[xi + ch] * dys[dyi + ch];
+    });
     const scale = Math.max(...want.map(Math.abs));
     const err = Math.max(...Array.from(got, (v, i) => Math.abs(v - want[i])));
     assert(err / scale < 1e-6, `max relative error ${err / scale}`);
     tf.dispose([x, dy, out]);
     assert.strictEqual(tf.memory().numTensors, before);
   });
-}
-
-/** dX[n, iy, ix, c] = sum over taps and output pixels reading (iy, ix) of dy * w[ky, kx, c]. */
-function directInputGrad(
-  dy: Float32Array,
-  w: Float32Array,
-  [n, h, wd, c]: number[],
-  [oh, ow]: number[],
-  k: number,
-  s: number,
-  d: number,
-  top: number,
-  left: number,
-): Float64Array {
-  const dx = new Float64Array(n * h * wd * c);
-  for (let b = 0; b < n; b++) {
-    for (let oy = 0; oy < oh; oy++) {
-      for (let ox = 0; ox < ow; ox++) {
-        for (let ky = 0; ky < k; ky++) {
-          for (let kx = 0; kx < k; kx++) {
-            const iy = oy * s + ky * d - top, ix = ox * s + kx * d - left;
-            if (iy < 0 || iy >= h || ix < 0 || ix >= wd) continue;
-            for (let ch = 0; ch < c; ch++) {
-              dx[((b * h + iy) * wd + ix) * c + ch] += dy[((b * oh + oy) * ow + ox) * c + ch] *
-                w[(ky * k + kx) * c + ch];
-            }
-          }
-        }
-      }
-    }
-  }
-  return dx;
 }
 
 for (const { k, d, pad } of [{ k: 3, d: 1, pad: "same" }, { k: 3, d: 2, pad: "same" }, { k: 5, d: 1, pad: "valid" }]) {
@@ -151,7 +111,11 @@ for (const { k, d, pad } of [{ k: 3, d: 1, pad: "same" }, { k: 3, d: 2, pad: "sa
       inputShape: shape,
     }) as tf.Tensor;
     const got = out.dataSync();
-    const want = directInputGrad(dys, ws, shape, dyShape.slice(1, 3), k, 2, d, info.padInfo.top, info.padInfo.left);
+    // dX[tap] = sum of dy * w[tap] over the output pixels and taps that read it.
+    const want = new Float64Array(shape.reduce((a, b) => a * b, 1));
+    forEachTap(shape, dyShape.slice(1, 3), k, 2, d, [info.padInfo.top, info.padInfo.left], (xi, dyi, wi) => {
+      for (let ch = 0; ch < 8; ch++) want[xi + ch] += dys[dyi + ch] * ws[wi + ch];
+    });
     const scale = Math.max(...want.map(Math.abs));
     const err = Math.max(...Array.from(got, (v, i) => Math.abs(v - want[i])));
     assert(err / scale < 1e-6, `max relative error ${err / scale}`);
