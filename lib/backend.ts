@@ -19,7 +19,8 @@ import "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-cpu";
 import "@tensorflow/tfjs-backend-wasm";
 import { registerConvGradient, registerGradKernels } from "./conv_grad_kernels.ts";
-import { registerRelu6Gradient } from "./relu6_grad.ts";
+import { registerMaxPoolGradKernel } from "./max_pool_grad.ts";
+import { registerReluGradients } from "./relu_grad.ts";
 import { registerBatchNormKernels } from "./batch_norm_kernel.ts";
 import { InputError } from "./errors.ts";
 
@@ -64,7 +65,8 @@ function registerSharedIdentity(): void {
 export function installTrainingKernels(): void {
   if (gradientsReady) return;
   registerConvGradient();
-  registerRelu6Gradient();
+  registerReluGradients();
+  registerMaxPoolGradKernel();
   registerBatchNormKernels();
   registerSharedIdentity();
   registerGradKernels("wasm", "replace");

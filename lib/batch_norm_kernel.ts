@@ -40,6 +40,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { type SimdKernels, simdKernels } from "./simd_kernels.ts";
+import { checkFloat32, ioOf, type WasmLike } from "./kernel_io.ts";
 
 /** Kernel names (registered by {@linkcode registerBatchNormKernels}). */
 export const BN_TRAIN = "SsdBatchNormTrain";
@@ -171,55 +172,6 @@ export function batchNormBackward(
 
 type Info = tf.TensorInfo;
 
-/** Reads and allocates float32 tensors of one backend as typed arrays. */
-interface Io {
-  /** Allocates outputs of these shapes, then returns views of `inputs` and of the outputs. */
-  run(inputs: Info[], shapes: number[][]): { ins: Float32Array[]; outs: Float32Array[]; infos: () => Info[] };
-}
-
-interface WasmLike {
-  makeOutput(shape: number[], dtype: tf.DataType): Info;
-  typedArrayFromHeap(info: Info): Float32Array;
-}
-
-interface CpuLike {
-  readSync(dataId: unknown): unknown;
-  makeTensorInfo(shape: number[], dtype: tf.DataType, values: Float32Array): Info;
-}
-
-function ioOf(backendArg: unknown): Io {
-  const wasm = backendArg as WasmLike, backend = backendArg as CpuLike;
-  if (typeof wasm.typedArrayFromHeap === "function") {
-    return {
-      run(inputs, shapes) {
-        const infos = shapes.map((s) => wasm.makeOutput(s, "float32"));
-        // Views only after every allocation: growing the heap detaches older views.
-        return {
-          ins: inputs.map((i) => wasm.typedArrayFromHeap(i)),
-          outs: infos.map((i) => wasm.typedArrayFromHeap(i)),
-          infos: () => infos,
-        };
-      },
-    };
-  }
-  return {
-    run(inputs, shapes) {
-      const outs = shapes.map((s) => new Float32Array(s.reduce((a, b) => a * b, 1)));
-      return {
-        ins: inputs.map((i) => backend.readSync(i.dataId) as Float32Array),
-        outs,
-        infos: () => outs.map((o, i) => backend.makeTensorInfo(shapes[i], "float32", o)),
-      };
-    },
-  };
-}
-
-function check(infos: Info[], kernel: string): void {
-  for (const i of infos) {
-    if (i.dtype !== "float32") throw new Error(`${kernel}: float32 tensors only, got ${i.dtype}`);
-  }
-}
-
 /** Upper clip of the fused activation (its lower one is 0). */
 const upper = (act: BnActivation) => act === "relu6" ? 6 : Infinity;
 
@@ -303,7 +255,7 @@ function gradSimd(k: SimdKernels, backend: WasmLike, io: Record<string, Info>, a
 
 const forwardKernel: tf.KernelFunc = ({ inputs, backend, attrs = {} }) => {
   const { x, gamma, beta } = inputs as { x: Info; gamma: Info; beta: Info };
-  check([x, gamma, beta], BN_TRAIN);
+  checkFloat32([x, gamma, beta], BN_TRAIN);
   const c = x.shape[x.shape.length - 1];
   const act = attrs.activation as BnActivation, eps = attrs.eps as number;
   const simd = c > 0 && c % 4 === 0 ? simdKernels(backend) : null;
@@ -322,7 +274,7 @@ const gradKernel: tf.KernelFunc = ({ inputs, backend, attrs = {} }) => {
   const { dy, x, mean, invstd, gamma, beta } = inputs as Record<string, Info>;
   const act = attrs.activation as BnActivation;
   const used = [dy, x, mean, invstd, gamma, beta];
-  check(used, BN_TRAIN_GRAD);
+  checkFloat32(used, BN_TRAIN_GRAD);
   const c = gamma.shape[0];
   const simd = c > 0 && c % 4 === 0 ? simdKernels(backend) : null;
   if (simd) return gradSimd(simd, backend as unknown as WasmLike, { dy, x, mean, invstd, gamma, beta }, act);

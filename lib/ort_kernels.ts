@@ -143,13 +143,15 @@ export const ORT_KERNELS = [
 export type OrtKernelName = (typeof ORT_KERNELS)[number];
 
 /**
- * The kernels taken over by default: all but the depthwise ones. XNNPACK runs the depthwise
- * forward and input gradient in NHWC 3-7x faster than onnxruntime's grouped Conv with its
- * layout transposes (batch 4, 75x75x144: forward 4.9 vs 27.8 ms, input gradient 6.6 vs 23.3 ms),
- * and the SIMD filter gradient of conv_grad_kernels.ts beats onnxruntime's 3-5x (8.2 vs 27.8 ms).
+ * The kernels taken over by default: all but the depthwise ones and MaxPoolGrad. XNNPACK runs
+ * the depthwise forward and input gradient in NHWC 3-7x faster than onnxruntime's grouped Conv
+ * with its layout transposes (batch 4, 75x75x144: forward 4.9 vs 27.8 ms, input gradient 6.6 vs
+ * 23.3 ms), and the SIMD filter gradient of conv_grad_kernels.ts beats onnxruntime's 3-5x (8.2 vs
+ * 27.8 ms). The SIMD max-pool gradient of max_pool_grad.ts beats the MaxPool + ScatterElements
+ * graph here more than 10x.
  */
 export const DEFAULT_ORT_KERNELS: readonly OrtKernelName[] = ORT_KERNELS.filter((k) =>
-  !k.startsWith("DepthwiseConv2dNative") && k !== "FusedDepthwiseConv2D"
+  !k.startsWith("DepthwiseConv2dNative") && k !== "FusedDepthwiseConv2D" && k !== "MaxPoolGrad"
 );
 
 const zeroStats = (): OrtStats => ({

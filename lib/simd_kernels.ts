@@ -94,6 +94,25 @@ export interface SimdExports {
     kh: number,
     kw: number,
   ): void;
+  max_pool_grad(
+    x: number,
+    dy: number,
+    dx: number,
+    n: number,
+    h: number,
+    w: number,
+    c: number,
+    oh: number,
+    ow: number,
+    kh: number,
+    kw: number,
+    sh: number,
+    sw: number,
+    top: number,
+    left: number,
+    tiled: number,
+  ): void;
+  relu_grad(dy: number, x: number, dx: number, n: number, hi: number): void;
 }
 
 /** The kernels bound to one backend's heap, with its allocator. */

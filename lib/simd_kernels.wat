@@ -402,4 +402,110 @@
             (br $iy_loop)))
         (local.set $b (i32.add (local.get $b) (i32.const 1)))
         (br $b_loop))))
+
+  ;; Max-pool gradient (dilation 1): for each output pixel and group of four
+  ;; channels, the first maximum of the window in row-major order (strictly
+  ;; greater, as tfjs's cpu backend; NaN never wins) takes dy, added into dx, which
+  ;; the caller zeroes. With `tiled` (the windows tile the input exactly) dx is
+  ;; stored instead, and need not be zeroed. x, dx [n, h, w, c], dy [n, oh, ow, c].
+  (func (export "max_pool_grad") (param $x i32) (param $dy i32) (param $dx i32) (param $n i32) (param $h i32)
+    (param $wd i32) (param $c i32) (param $oh i32) (param $ow i32) (param $kh i32) (param $kw i32) (param $sh i32)
+    (param $sw i32) (param $top i32) (param $left i32) (param $tiled i32)
+    (local $cb i32) (local $b i32) (local $oy i32) (local $ox i32) (local $iy i32) (local $ix i32) (local $ky i32)
+    (local $kx i32) (local $j i32) (local $k i32) (local $at i32) (local $dyp i32) (local $base i32)
+    (local $best v128) (local $pos v128) (local $v v128) (local $m v128) (local $g v128)
+    (local.set $cb (i32.shl (local.get $c) (i32.const 2)))
+    (local.set $dyp (local.get $dy))
+    (block $b_done
+      (loop $b_loop
+        (br_if $b_done (i32.ge_u (local.get $b) (local.get $n)))
+        (local.set $oy (i32.const 0))
+        (block $oy_done
+          (loop $oy_loop
+            (br_if $oy_done (i32.ge_u (local.get $oy) (local.get $oh)))
+            (local.set $ox (i32.const 0))
+            (block $ox_done
+              (loop $ox_loop
+                (br_if $ox_done (i32.ge_u (local.get $ox) (local.get $ow)))
+                (local.set $j (i32.const 0))
+                (loop $j_loop
+                  (local.set $best (f32x4.splat (f32.const -inf)))
+                  (local.set $pos (i32x4.splat (i32.const -1)))
+                  ;; Pass 1: the window's first maximum, as a tap index per lane.
+                  (local.set $k (i32.const 0))
+                  (local.set $ky (i32.const 0))
+                  (loop $ky1
+                    (local.set $iy (i32.sub (i32.add (i32.mul (local.get $oy) (local.get $sh)) (local.get $ky))
+                      (local.get $top)))
+                    (local.set $kx (i32.const 0))
+                    (loop $kx1
+                      (local.set $ix (i32.sub (i32.add (i32.mul (local.get $ox) (local.get $sw)) (local.get $kx))
+                        (local.get $left)))
+                      (if (i32.and (i32.lt_u (local.get $iy) (local.get $h)) (i32.lt_u (local.get $ix) (local.get $wd)))
+                        (then
+                          (local.set $v (v128.load (i32.add (local.get $x) (i32.add (local.get $j)
+                            (i32.mul (local.get $cb) (i32.add (i32.mul (i32.add (i32.mul (local.get $b) (local.get $h))
+                              (local.get $iy)) (local.get $wd)) (local.get $ix)))))))
+                          (local.set $m (f32x4.gt (local.get $v) (local.get $best)))
+                          (local.set $best (v128.bitselect (local.get $v) (local.get $best) (local.get $m)))
+                          (local.set $pos (v128.bitselect (i32x4.splat (local.get $k)) (local.get $pos) (local.get $m)))))
+                      (local.set $k (i32.add (local.get $k) (i32.const 1)))
+                      (local.set $kx (i32.add (local.get $kx) (i32.const 1)))
+                      (br_if $kx1 (i32.lt_u (local.get $kx) (local.get $kw))))
+                    (local.set $ky (i32.add (local.get $ky) (i32.const 1)))
+                    (br_if $ky1 (i32.lt_u (local.get $ky) (local.get $kh))))
+                  ;; Pass 2: dy to that tap.
+                  (local.set $g (v128.load (i32.add (local.get $dyp) (local.get $j))))
+                  (local.set $k (i32.const 0))
+                  (local.set $ky (i32.const 0))
+                  (loop $ky2
+                    (local.set $iy (i32.sub (i32.add (i32.mul (local.get $oy) (local.get $sh)) (local.get $ky))
+                      (local.get $top)))
+                    (local.set $kx (i32.const 0))
+                    (loop $kx2
+                      (local.set $ix (i32.sub (i32.add (i32.mul (local.get $ox) (local.get $sw)) (local.get $kx))
+                        (local.get $left)))
+                      (if (i32.and (i32.lt_u (local.get $iy) (local.get $h)) (i32.lt_u (local.get $ix) (local.get $wd)))
+                        (then
+                          (local.set $at (i32.add (local.get $dx) (i32.add (local.get $j)
+                            (i32.mul (local.get $cb) (i32.add (i32.mul (i32.add (i32.mul (local.get $b) (local.get $h))
+                              (local.get $iy)) (local.get $wd)) (local.get $ix))))))
+                          (local.set $v (v128.and (local.get $g) (i32x4.eq (local.get $pos) (i32x4.splat (local.get $k)))))
+                          (if (i32.eqz (local.get $tiled))
+                            (then (local.set $v (f32x4.add (v128.load (local.get $at)) (local.get $v)))))
+                          (v128.store (local.get $at) (local.get $v))))
+                      (local.set $k (i32.add (local.get $k) (i32.const 1)))
+                      (local.set $kx (i32.add (local.get $kx) (i32.const 1)))
+                      (br_if $kx2 (i32.lt_u (local.get $kx) (local.get $kw))))
+                    (local.set $ky (i32.add (local.get $ky) (i32.const 1)))
+                    (br_if $ky2 (i32.lt_u (local.get $ky) (local.get $kh))))
+                  (local.set $j (i32.add (local.get $j) (i32.const 16)))
+                  (br_if $j_loop (i32.lt_u (local.get $j) (local.get $cb))))
+                (local.set $dyp (i32.add (local.get $dyp) (local.get $cb)))
+                (local.set $ox (i32.add (local.get $ox) (i32.const 1)))
+                (br $ox_loop)))
+            (local.set $oy (i32.add (local.get $oy) (i32.const 1)))
+            (br $oy_loop)))
+        (local.set $b (i32.add (local.get $b) (i32.const 1)))
+        (br $b_loop))))
+
+  ;; ReLU / ReLU6 gradient: dx = dy where 0 < x < hi (0 < x with hi = +inf), else
+  ;; 0; a NaN x gives NaN. `n` floats (a multiple of 4).
+  (func (export "relu_grad") (param $dy i32) (param $x i32) (param $dx i32) (param $n i32) (param $hi f32)
+    (local $i i32) (local $end i32) (local $v v128) (local $vhi v128) (local $pass v128) (local $open v128)
+    (local.set $end (i32.shl (local.get $n) (i32.const 2)))
+    (local.set $vhi (f32x4.splat (local.get $hi)))
+    (local.set $open (f32x4.eq (local.get $vhi) (f32x4.splat (f32.const inf))))
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
+        (local.set $v (v128.load (i32.add (local.get $x) (local.get $i))))
+        (local.set $pass (v128.and (f32x4.gt (local.get $v) (v128.const f32x4 0 0 0 0))
+          (v128.or (f32x4.lt (local.get $v) (local.get $vhi)) (local.get $open))))
+        (v128.store (i32.add (local.get $dx) (local.get $i))
+          (v128.bitselect (local.get $v)
+            (v128.and (v128.load (i32.add (local.get $dy) (local.get $i))) (local.get $pass))
+            (f32x4.ne (local.get $v) (local.get $v))))
+        (local.set $i (i32.add (local.get $i) (i32.const 16)))
+        (br $l))))
 )
