@@ -8,7 +8,7 @@ import { parseTaskArgs, runTask } from "../lib/cli.ts";
 import { InputError } from "../lib/errors.ts";
 import { writeJsonAtomic } from "../lib/fs_atomic.ts";
 import { benchCocoEval } from "./coco_eval_bench.ts";
-import { benchConv } from "./conv_bench.ts";
+import { benchConv, benchMemoryKernels } from "./conv_bench.ts";
 import { benchInfer } from "./infer_bench.ts";
 import { benchLoader } from "./loader_bench.ts";
 import { benchOrt } from "./ort_bench.ts";
@@ -33,7 +33,7 @@ async function cocoevalSection(o: { quick: boolean }): Promise<BenchRow[]> {
 }
 
 const SECTIONS: Record<string, (o: { quick: boolean }) => Promise<BenchRow[]>> = {
-  conv: benchConv,
+  conv: async (o) => [...await benchConv(o), ...await benchMemoryKernels(o)],
   cocoeval: cocoevalSection,
   loader: benchLoader,
   replicas: benchReplicas,

@@ -1,11 +1,14 @@
 /**
  * One 3x3 conv layer, forward + input gradient (dX) + filter gradient (dW),
  * on each available backend, with the wasm kernels of lib/conv_grad_kernels.ts
- * against wasm's shipped dX and against the cpu backend.
+ * against wasm's shipped dX and against the cpu backend; and the memory-bound
+ * kernels that SSD300-VGG16's largest activation (4x300x300x64) passes through:
+ * the max-pool and ReLU gradients, ours against the shipped ones.
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { setBackend } from "../lib/backend.ts";
 import { withShippedKernel } from "../lib/conv_grad_kernels.ts";
+import { DEFAULT_ORT_KERNELS, ORT_KERNELS, registerOrtKernels } from "../lib/ort_kernels.ts";
 import { type BenchRow, timeMedian } from "./report.ts";
 
 /** A square 3x3 conv layer. */
@@ -104,4 +107,57 @@ export async function benchConv(options: { quick?: boolean } = {}): Promise<Benc
   }
   await setBackend("wasm");
   return rows;
+}
+
+/** Time of one call of `kernel`, median of `reps`, on the current (wasm-based) backend. */
+function kernelMs(kernel: string, inputs: tf.NamedTensorMap, attrs: tf.NamedAttrMap, reps: number): Promise<number> {
+  return timeMedian(() => {
+    // Synchronous on wasm and onnxruntime: no read-back, which would copy the output out of the heap.
+    (tf.engine().runKernel(kernel, inputs, attrs) as tf.Tensor).dispose();
+  }, reps);
+}
+
+/** SSD300-VGG16's pool1 and ReLU gradients at batch 4: ours against the shipped and onnxruntime kernels. */
+export async function benchMemoryKernels(options: { quick?: boolean } = {}): Promise<BenchRow[]> {
+  const reps = options.quick ? 3 : 5;
+  const shape: [number, number, number, number] = [4, 300, 300, 64];
+  const gb = (bytes: number, ms: number) => `${(bytes / ms / 1e6).toFixed(1)} GB/s`;
+  await setBackend("wasm");
+  const x = tf.randomNormal(shape, 0, 1, "float32", 1) as tf.Tensor4D;
+  const y = tf.maxPool(x, 2, 2, "valid");
+  const dyPool = tf.randomNormal(y.shape, 0, 1, "float32", 2);
+  const dy = tf.randomNormal(shape, 0, 1, "float32", 3);
+  const poolArgs = [{ dy: dyPool, input: x, output: y }, { filterSize: 2, strides: 2, pad: "valid" }] as const;
+  const ours = await kernelMs("MaxPoolGrad", ...poolArgs, reps);
+  const shipped = await withShippedKernel("wasm", "MaxPoolGrad", () => kernelMs("MaxPoolGrad", ...poolArgs, reps));
+  registerOrtKernels({ kernels: ORT_KERNELS });
+  await setBackend("onnxruntime");
+  const ort = await kernelMs("MaxPoolGrad", ...poolArgs, reps);
+  registerOrtKernels({ kernels: DEFAULT_ORT_KERNELS });
+  await setBackend("wasm");
+  const poolBytes = 4 * (2 * x.size + dyPool.size); // read x and dy, write dx
+  // tfjs's own ReLU gradient, from ops: dy * cast(step(x)).
+  const opsRelu = await timeMedian(() => tf.tidy(() => void tf.mul(dy, tf.cast(tf.step(x), "float32"))), reps);
+  const kernelRelu = await kernelMs("SsdReluGrad", { dy, x }, { upper: Infinity }, reps);
+  tf.dispose([x, y, dyPool, dy]);
+  return [
+    {
+      section: "conv",
+      name: "MaxPoolGrad 2x2/2 on 4x300x300x64 (SSD300-VGG16 pool1): SIMD kernel",
+      ms: ours,
+      speedup: shipped / ours,
+      against: `vs wasm shipped ${shipped.toFixed(0)} ms`,
+      note: `${(ort / ours).toFixed(1)}x vs onnxruntime's MaxPool + ScatterElements graph ${ort.toFixed(0)} ms; ${
+        gb(poolBytes, ours)
+      }`,
+    },
+    {
+      section: "conv",
+      name: "ReLU gradient on 4x300x300x64: one-pass kernel",
+      ms: kernelRelu,
+      speedup: opsRelu / kernelRelu,
+      against: `vs tfjs ops ${opsRelu.toFixed(0)} ms`,
+      note: gb(4 * 3 * dy.size, kernelRelu),
+    },
+  ];
 }

@@ -391,6 +391,21 @@ export function registerGradKernels(backendName: string, mode: "replace" | "dila
   }
 }
 
+/**
+ * Registers `kernelFunc` as `name` on `backendName`, keeping the kernel it
+ * replaces (the shipped one) for {@linkcode withShippedKernel}. Idempotent.
+ */
+export function replaceKernel(backendName: string, name: string, kernelFunc: tf.KernelFunc): void {
+  const key = `${backendName}/${name}`;
+  const existing = tf.getKernel(name, backendName);
+  if (existing?.kernelFunc === kernelFunc) return;
+  if (existing && !baseKernels.has(key) && !(existing as { composed?: boolean }).composed) {
+    baseKernels.set(key, existing);
+  }
+  if (existing) tf.unregisterKernel(name, backendName);
+  tf.registerKernel({ kernelName: name, backendName, kernelFunc, composed: true } as tf.KernelConfig);
+}
+
 /** The kernel that was registered before ours (for baselines in benchmarks and tests). */
 export function baseKernel(backendName: string, name: string): tf.KernelConfig | undefined {
   return baseKernels.get(`${backendName}/${name}`);

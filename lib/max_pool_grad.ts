@@ -25,6 +25,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { replaceKernel } from "./conv_grad_kernels.ts";
 import { checkFloat32, ioOf, type WasmLike } from "./kernel_io.ts";
 import { simdKernels } from "./simd_kernels.ts";
 
@@ -144,10 +145,7 @@ const maxPoolGradKernel: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   return io.infos()[0];
 };
 
-/** Replaces the wasm backend's MaxPoolGrad with this one (idempotent). */
+/** Replaces the wasm backend's MaxPoolGrad with this one (idempotent; the shipped one stays for baselines). */
 export function registerMaxPoolGradKernel(): void {
-  const existing = tf.getKernel("MaxPoolGrad", "wasm");
-  if (existing?.kernelFunc === maxPoolGradKernel) return;
-  if (existing) tf.unregisterKernel("MaxPoolGrad", "wasm");
-  tf.registerKernel({ kernelName: "MaxPoolGrad", backendName: "wasm", kernelFunc: maxPoolGradKernel });
+  replaceKernel("wasm", "MaxPoolGrad", maxPoolGradKernel);
 }
