@@ -55,37 +55,38 @@ const cases = [
   { k: 3, s: 2, d: 2, pad: "same" as const },
   { k: 5, s: 1, d: 1, pad: "valid" as const },
 ];
-for (const { k, s, d, pad } of cases) {
-  Deno.test(`the SIMD depthwise filter gradient matches the direct sum: k${k} s${s} d${d} ${pad}`, async () => {
+// 8 channels take the 4-channel loop only; 24 a 16-channel block, then the 4-channel loop.
+for (const [{ k, s, d, pad }, ch] of cases.flatMap((c) => [[c, 8], [c, 24]] as const)) {
+  Deno.test(`the SIMD depthwise filter gradient matches the direct sum: k${k} s${s} d${d} ${pad}, ${ch} channels`, async () => {
     await setBackend("wasm");
-    const shape = [2, 13, 11, 8];
+    const shape = [2, 13, 11, ch];
     const xs = randn(shape.reduce((a, b) => a * b, 1), 1);
     const before = tf.memory().numTensors;
     const x = tf.tensor4d(xs, shape as [number, number, number, number]);
     const info = tf.backend_util.computeConv2DInfo(
       shape as [number, number, number, number],
-      [k, k, 8, 1],
+      [k, k, ch, 1],
       s,
       d,
       pad,
       undefined,
       true,
     );
-    const dyShape = [2, info.outHeight, info.outWidth, 8];
+    const dyShape = [2, info.outHeight, info.outWidth, ch];
     const dys = randn(dyShape.reduce((a, b) => a * b, 1), 2);
     const dy = tf.tensor4d(dys, dyShape as [number, number, number, number]);
     const out = tf.engine().runKernel("DepthwiseConv2dNativeBackpropFilter", { x, dy }, {
       strides: s,
       pad,
       dilations: d,
-      filterShape: [k, k, 8, 1],
+      filterShape: [k, k, ch, 1],
     }) as tf.Tensor;
     const got = out.dataSync();
     // dW[ky, kx, c] = sum of x[tap] * dy over batch and output pixels.
-    const want = new Float64Array(k * k * 8);
+    const want = new Float64Array(k * k * ch);
     const pads = [info.padInfo.top, info.padInfo.left];
     forEachTap(shape, [info.outHeight, info.outWidth], k, s, d, pads, (xi, dyi, wi) => {
-      for (let ch = 0; ch < 8; ch++) want[wi + ch] += xs[xi + ch] * dys[dyi + ch];
+      for (let j = 0; j < ch; j++) want[wi + j] += xs[xi + j] * dys[dyi + j];
     });
     const scale = Math.max(...want.map(Math.abs));
     const err = Math.max(...Array.from(got, (v, i) => Math.abs(v - want[i])));
