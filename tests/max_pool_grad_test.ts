@@ -25,38 +25,13 @@ Deno.test("maxPoolGradInto by hand: the first maximum of each window takes dy, o
     left: 0,
   });
   assert.deepStrictEqual(Array.from(dx), [0, 0, 0, 0, 1111, 0, 0, 0, 0]);
-  // Ties: the first in row-major order; a window of NaN only passes nothing.
+  // Ties: the first in row-major order; a window of NaN only passes nothing. One 2x2 window at stride 2.
+  const one = { n: 1, h: 2, w: 2, c: 1, oh: 1, ow: 1, kh: 2, kw: 2, sh: 2, sw: 2, top: 0, left: 0 };
   const t = new Float32Array(4);
-  maxPoolGradInto(Float32Array.of(2, 2, 2, 2), Float32Array.of(3), t, {
-    n: 1,
-    h: 2,
-    w: 2,
-    c: 1,
-    oh: 1,
-    ow: 1,
-    kh: 2,
-    kw: 2,
-    sh: 2,
-    sw: 2,
-    top: 0,
-    left: 0,
-  });
+  maxPoolGradInto(Float32Array.of(2, 2, 2, 2), Float32Array.of(3), t, one);
   assert.deepStrictEqual(Array.from(t), [3, 0, 0, 0]);
   const nan = new Float32Array(4);
-  maxPoolGradInto(new Float32Array(4).fill(NaN), Float32Array.of(3), nan, {
-    n: 1,
-    h: 2,
-    w: 2,
-    c: 1,
-    oh: 1,
-    ow: 1,
-    kh: 2,
-    kw: 2,
-    sh: 2,
-    sw: 2,
-    top: 0,
-    left: 0,
-  });
+  maxPoolGradInto(new Float32Array(4).fill(NaN), Float32Array.of(3), nan, one);
   assert.deepStrictEqual(Array.from(nan), [0, 0, 0, 0]);
 });
 
