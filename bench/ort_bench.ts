@@ -76,7 +76,7 @@ async function convRows(s: ConvShape, reps: number, variants: FilterGradVariant[
   }
   dws.sort((a, b) => a[1] - b[1]);
   ort.dw = dws[0][1];
-  registerOrtKernels({ filterGrad: "taps" });
+  registerOrtKernels({ filterGrad: "shifted" });
   for (const p of ["fwd", "dx", "dw"] as const) {
     rows.push({
       section: "ort",
@@ -118,7 +118,7 @@ async function convRows(s: ConvShape, reps: number, variants: FilterGradVariant[
     note: `copies ${mb(perCall(st.bytesCopied) * 3)} and ${(perCall(st.copyMs) * 3).toFixed(1)} ms per fwd+dX+dW; ` +
       `shared: 0 bytes copied`,
   });
-  registerOrtKernels({ copy: false, filterGrad: "taps" });
+  registerOrtKernels({ copy: false, filterGrad: "shifted" });
   return rows;
 }
 
@@ -330,7 +330,7 @@ export async function benchOrt(o: { quick?: boolean } = {}): Promise<BenchRow[]>
     const reps = o.quick ? 1 : 3;
     const shapes: ConvShape[] = [{ n: 4, hw: 75, ci: 32, co: 64 }, { n: 4, hw: 75, ci: 256, co: 256 }];
     if (!o.quick) shapes.push({ n: 4, hw: 38, ci: 512, co: 512 }, { n: 4, hw: 150, ci: 128, co: 128 });
-    for (const s of shapes) rows.push(...await convRows(s, reps, ["conv", "im2col", "taps"]));
+    for (const s of shapes) rows.push(...await convRows(s, reps, ["conv", "im2col", "taps", "shifted"]));
     rows.push(...trainRows(o));
     rows.push(...await trajectoryRows());
   } finally {

@@ -50,6 +50,7 @@ import { installTrainingKernels, noteOrtKernels } from "./backend.ts";
 import {
   batchMatMulGraph,
   convBackpropFilterGraph,
+  convBackpropFilterShiftedGraph,
   convBackpropInputGraph,
   convForwardGraph,
   type ConvGeometry,
@@ -58,6 +59,7 @@ import {
   type InputGradVariant,
   isPointwise,
   maxPoolGradGraph,
+  shiftedLayout,
 } from "./ort_graphs.ts";
 
 type Info = tf.TensorInfo;
@@ -67,8 +69,9 @@ export interface OrtKernelOptions {
   /** onnxruntime intra-op threads (default 2, the cores of the target machine). */
   threads?: number;
   /**
-   * Filter-gradient graph (default `taps`, the fastest in bench/ort_bench.ts). Depthwise convs
-   * use the grouped conv for `conv` and for output maps over 40x40, else one multiply-and-reduce per tap.
+   * Filter-gradient graph (default `shifted`, the fastest in bench/ort_bench.ts; strided convs
+   * take `taps` with it). Depthwise convs use the grouped conv for `conv` and for output maps over
+   * 40x40, else one multiply-and-reduce per tap.
    */
   filterGrad?: FilterGradVariant;
   /** Input-gradient graph (default `auto`: Conv at stride 1, ConvTranspose otherwise). */
@@ -170,7 +173,7 @@ const zeroStats = (): OrtStats => ({
 let stats = zeroStats();
 let opts: Required<Omit<OrtKernelOptions, "backendName">> = {
   threads: 2,
-  filterGrad: "taps",
+  filterGrad: "shifted",
   inputGrad: "auto",
   copy: false,
   minMacs: 0,
@@ -249,6 +252,12 @@ interface WasmBackend {
   typedArrayFromHeap(info: Info): Float32Array;
 }
 
+/** Part of a tensor passed to a session as an input of its own: `shape` from float `offset` (no copy). */
+interface View {
+  offset: number;
+  shape: number[];
+}
+
 /**
  * Runs the cached session `key` on float32 `inputs` (named like the graph's
  * inputs, in order) and returns its single output, allocated in the wasm heap.
@@ -257,7 +266,7 @@ function runSession(
   backend: WasmBackend,
   key: string,
   build: () => Uint8Array,
-  inputs: [string, Info][],
+  inputs: ([string, Info] | [string, Info, View])[],
   output: [string, number[]],
 ): Info {
   const s = session(key, build);
@@ -266,8 +275,9 @@ function runSession(
   const outView = backend.typedArrayFromHeap(out);
   const feeds: Record<string, unknown> = {};
   let copyMs = 0;
-  for (const [name, info] of inputs) {
+  for (const [name, info, view] of inputs) {
     let v = backend.typedArrayFromHeap(info);
+    if (view) v = v.subarray(view.offset, view.offset + view.shape.reduce((a, b) => a * b, 1));
     stats.bytesIn += v.byteLength;
     if (opts.copy) {
       const t0 = performance.now();
@@ -275,7 +285,7 @@ function runSession(
       copyMs += performance.now() - t0;
       stats.bytesCopied += v.byteLength;
     }
-    feeds[name] = new OrtTensor("float32", v, info.shape);
+    feeds[name] = new OrtTensor("float32", v, view?.shape ?? info.shape);
   }
   const target = opts.copy ? new Float32Array(outView.length) : outView;
   const t0 = performance.now();
@@ -464,13 +474,85 @@ function backpropFilter(
   // Depthwise: the per-tap multiply-and-reduce wins on small maps, the grouped conv on large ones
   // (bench at batch 4: 38x38x192 taps 20 vs conv 24 ms; 75x75x96 taps 95 vs conv 82 ms).
   const variant = depthwise && opts.filterGrad !== "conv" && g.y[1] * g.y[2] > 1600 ? "conv" : opts.filterGrad;
+  if (variant === "shifted") {
+    const layout = shiftedLayout(g);
+    if (layout) return backpropFilterShifted(backend, g, layout, x, dy);
+  }
   return runSession(
     backend,
     keyOf(depthwise ? "DepthwiseDw" : "ConvDw", g, `|${variant}`),
-    () => convBackpropFilterGraph(g, variant),
+    () => convBackpropFilterGraph(g, variant === "shifted" ? "taps" : variant),
     [["x", x], ["dy", dy]],
     ["dw", g.w],
   );
+}
+
+/**
+ * The `shifted` filter gradient: pads x and dy into wasm-heap buffers of the
+ * layout, then passes each tap's view of the padded x as its own input.
+ */
+function backpropFilterShifted(
+  backend: WasmBackend,
+  g: ConvGeometry,
+  layout: NonNullable<ReturnType<typeof shiftedLayout>>,
+  x: Info,
+  dy: Info,
+): Info {
+  const [n, h, w, c] = g.x, [, oh, ow, co] = g.y;
+  const { hp, wp, rows, tail } = layout;
+  const xPad = backend.makeOutput([(rows + tail) * c], "float32");
+  const dyPad = backend.makeOutput([rows * co], "float32");
+  try {
+    // Views only after both allocations: growing the heap detaches older views.
+    const xp = backend.typedArrayFromHeap(xPad), dp = backend.typedArrayFromHeap(dyPad);
+    padRows(backend.typedArrayFromHeap(x), [n, h, w, c], xp, hp, wp, g.pads[0], g.pads[1]);
+    xp.fill(0, rows * c);
+    padRows(backend.typedArrayFromHeap(dy), [n, oh, ow, co], dp, hp, wp, 0, 0);
+    const inputs: [string, Info, View][] = layout.offsets.map((o, t) => [`x${t}`, xPad, {
+      offset: o * c,
+      shape: [rows, c],
+    }]);
+    inputs.push(["dy", dyPad, { offset: 0, shape: [rows, co] }]);
+    return runSession(
+      backend,
+      keyOf("ConvDw", g, "|shifted"),
+      () => convBackpropFilterShiftedGraph(g),
+      inputs,
+      ["dw", g.w],
+    );
+  } finally {
+    (backend as unknown as tf.KernelBackend).disposeData(xPad.dataId);
+    (backend as unknown as tf.KernelBackend).disposeData(dyPad.dataId);
+  }
+}
+
+/**
+ * Writes `src` [n, h, w, c] into `dst` [n, hp, wp, c] moved down `top` rows and
+ * right `left` columns, cropped to the destination, zeros elsewhere.
+ */
+function padRows(
+  src: Float32Array,
+  [n, h, w, c]: number[],
+  dst: Float32Array,
+  hp: number,
+  wp: number,
+  top: number,
+  left: number,
+): void {
+  const x0 = Math.max(0, -left), x1 = Math.min(w, wp - left); // source columns that land inside
+  for (let b = 0; b < n; b++) {
+    for (let yp = 0; yp < hp; yp++) {
+      const row = (b * hp + yp) * wp * c, y = yp - top;
+      if (y < 0 || y >= h || x1 <= x0) {
+        dst.fill(0, row, row + wp * c);
+        continue;
+      }
+      const at = row + (x0 + left) * c;
+      dst.fill(0, row, at);
+      dst.set(src.subarray(((b * h + y) * w + x0) * c, ((b * h + y) * w + x1) * c), at);
+      dst.fill(0, at + (x1 - x0) * c, row + wp * c);
+    }
+  }
 }
 
 /** Per call signature, the faster of onnxruntime and the previous kernel (with `autoSelect`). */

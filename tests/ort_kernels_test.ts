@@ -11,7 +11,7 @@ import {
 } from "../lib/ort_kernels.ts";
 import { ortKernelOptions, ortStats } from "../lib/ort_kernels.ts";
 import { kernelThreads, loadSsdConfig } from "../lib/ssd_config.ts";
-import type { FilterGradVariant } from "../lib/ort_graphs.ts";
+import { type FilterGradVariant, shiftedLayout } from "../lib/ort_graphs.ts";
 import { caseName, type ConvCase, convCases, convGrads, maxRelErr, randn } from "./conv_cases.ts";
 
 // setBackend("onnxruntime") registers the kernels with the options set last. These tests take every
@@ -31,7 +31,7 @@ const cases: ConvCase[] = [
   { n: 2, h: 12, w: 12, ci: 3, k: 3, co: 4, stride: 2, pad: "valid", dilation: 1, depthwise: false },
 ];
 
-const VARIANTS: FilterGradVariant[] = ["conv", "im2col", "taps"];
+const VARIANTS: FilterGradVariant[] = ["conv", "im2col", "taps", "shifted"];
 
 for (const c of cases) {
   const name = caseName(c);
@@ -52,8 +52,36 @@ for (const c of cases) {
         assert(e <= 1e-4, `${variant} ${k}: max relative error ${e}`);
       }
     }
-    registerOrtKernels({ filterGrad: "taps", inputGrad: "auto" });
+    registerOrtKernels({ filterGrad: "shifted", inputGrad: "auto" });
     if (Deno.env.get("ORT_TEST_VERBOSE")) console.log(`${name}: ${errs.join(", ")}`);
+  });
+}
+
+// The matrix's maps are too small for the shifted filter gradient (padding would add over 15% rows): these take it.
+const shiftedCases: ConvCase[] = [
+  { n: 2, h: 40, w: 36, ci: 3, k: 3, co: 5, stride: 1, pad: "same", dilation: 1, depthwise: false },
+  { n: 2, h: 40, w: 36, ci: 3, k: 3, co: 5, stride: 1, pad: "valid", dilation: 1, depthwise: false },
+  { n: 1, h: 64, w: 60, ci: 2, k: 3, co: 3, stride: 1, pad: "same", dilation: 2, depthwise: false },
+];
+for (const c of shiftedCases) {
+  Deno.test(`onnxruntime's shifted filter gradient matches the cpu backend for ${caseName(c)}`, async () => {
+    const info = tf.backend_util.computeConv2DInfo([c.n, c.h, c.w, c.ci], [c.k, c.k, c.ci, c.co], 1, c.dilation, c.pad);
+    const p = info.padInfo;
+    const layout = shiftedLayout({
+      x: [c.n, c.h, c.w, c.ci],
+      w: [c.k, c.k, c.ci, c.co],
+      y: [c.n, info.outHeight, info.outWidth, c.co],
+      strides: [1, 1],
+      dilations: [c.dilation, c.dilation],
+      pads: [p.top, p.left, p.bottom, p.right],
+      depthwise: false,
+    });
+    assert(layout !== null, "the case should take the shifted layout");
+    const ref = await convGrads(c, "cpu", true);
+    registerOrtKernels({ filterGrad: "shifted" });
+    const got = await convGrads(c, "onnxruntime", false);
+    const e = maxRelErr(got.dw, ref.dw);
+    assert(e <= 1e-4, `dw: max relative error ${e}`);
   });
 }
 
