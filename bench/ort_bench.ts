@@ -222,15 +222,33 @@ function trainRows(o: { quick?: boolean }): BenchRow[] {
     // kernels keep their workspace outside the heap and run the plain step, as torchvision does.
     const segments = loadSsdConfig(m.config).train.segments;
     try {
-      const wasmS = stepInChild(m.config, "wasm", m.batch, steps, segments).seconds;
-      const ort = stepInChild(m.config, "onnxruntime", m.batch, m.config.includes("vgg") ? 3 : steps, 1);
+      // This machine's speed drifts over minutes, so the two backends run in interleaved rounds (order
+      // alternating), each round's ratio taken back to back; the row shows the medians. VGG16 on wasm takes
+      // a minute a step: one round.
+      const rounds = o.quick || m.config.includes("vgg") ? 1 : 3;
+      const pairs: { wasm: number; ort: StepTiming }[] = [];
+      for (let r = 0; r < rounds; r++) {
+        const wasmFirst = r % 2 === 0;
+        const w1 = wasmFirst ? stepInChild(m.config, "wasm", m.batch, steps, segments).seconds : 0;
+        const ort = stepInChild(m.config, "onnxruntime", m.batch, m.config.includes("vgg") ? 3 : steps, 1);
+        const wasm = wasmFirst ? w1 : stepInChild(m.config, "wasm", m.batch, steps, segments).seconds;
+        pairs.push({ wasm, ort });
+      }
+      const mid = <T>(xs: T[], key: (x: T) => number) => xs.slice().sort((a, b) => key(a) - key(b))[xs.length >> 1];
+      const ratios = pairs.map((p) => p.wasm / p.ort.seconds);
+      const ort = mid(pairs, (p) => p.ort.seconds).ort, wasmS = mid(pairs, (p) => p.wasm).wasm;
+      const spread = rounds > 1
+        ? `; median of ${rounds} interleaved rounds (ratios ${Math.min(...ratios).toFixed(2)}-${
+          Math.max(...ratios).toFixed(2)
+        })`
+        : "";
       const row: BenchRow = {
         section: "ort",
         name: `train step ${name}: onnxruntime kernels`,
         ms: ort.seconds * 1000,
         note: `${(m.batch / ort.seconds).toFixed(1)} img/s; ${(100 * (1 - ort.ortShare)).toFixed(0)}% of the step ` +
-          `outside onnxruntime (${ort.runs.toFixed(0)} runs/step)`,
-        speedup: wasmS / ort.seconds,
+          `outside onnxruntime (${ort.runs.toFixed(0)} runs/step)${spread}`,
+        speedup: mid(ratios, (x) => x),
         against: `img/s vs wasm ${(wasmS * 1000).toFixed(0)} ms${
           segments > 1 ? ` (${segments} recomputed segments)` : ""
         } in the same run`,
