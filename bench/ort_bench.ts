@@ -227,12 +227,16 @@ function trainRows(o: { quick?: boolean }): BenchRow[] {
       // a minute a step: one round.
       const rounds = o.quick || m.config.includes("vgg") ? 1 : 3;
       const pairs: { wasm: number; ort: StepTiming }[] = [];
+      const wasmStep = () => stepInChild(m.config, "wasm", m.batch, steps, segments).seconds;
+      const ortStep = () => stepInChild(m.config, "onnxruntime", m.batch, m.config.includes("vgg") ? 3 : steps, 1);
       for (let r = 0; r < rounds; r++) {
-        const wasmFirst = r % 2 === 0;
-        const w1 = wasmFirst ? stepInChild(m.config, "wasm", m.batch, steps, segments).seconds : 0;
-        const ort = stepInChild(m.config, "onnxruntime", m.batch, m.config.includes("vgg") ? 3 : steps, 1);
-        const wasm = wasmFirst ? w1 : stepInChild(m.config, "wasm", m.batch, steps, segments).seconds;
-        pairs.push({ wasm, ort });
+        if (r % 2 === 0) {
+          const wasm = wasmStep();
+          pairs.push({ wasm, ort: ortStep() });
+        } else {
+          const ort = ortStep();
+          pairs.push({ wasm: wasmStep(), ort });
+        }
       }
       const mid = <T>(xs: T[], key: (x: T) => number) => xs.slice().sort((a, b) => key(a) - key(b))[xs.length >> 1];
       const ratios = pairs.map((p) => p.wasm / p.ort.seconds);
