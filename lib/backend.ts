@@ -23,6 +23,8 @@ import { registerMaxPoolGradKernel } from "./max_pool_grad.ts";
 import { registerReluGradients } from "./relu_grad.ts";
 import { registerBatchNormKernels } from "./batch_norm_kernel.ts";
 import { InputError } from "./errors.ts";
+import { installSharedHeap } from "./shared_heap.ts";
+import { setSimdThreads } from "./simd_kernels.ts";
 
 /** Backends the workbench can run on. */
 export const BACKENDS = ["wasm", "cpu", "tensorflow", "onnxruntime"] as const;
@@ -75,8 +77,17 @@ export function installTrainingKernels(): void {
 }
 
 /**
+ * Threads the SIMD kernels split their calls over at most: they stream memory,
+ * and past a few threads the bandwidth, not the cores, bounds them.
+ */
+export const MAX_SIMD_THREADS = 8;
+
+/**
  * Activates a backend and returns its name. `threads` sets the intra-op
- * threads of the `onnxruntime` backend's kernels (default 2). Throws an {@linkcode InputError}
+ * threads of the `onnxruntime` backend's kernels (default 2) and, on `wasm`
+ * and `onnxruntime`, the threads that the SIMD kernels (batch norm, ReLU,
+ * depthwise and max-pool gradients) split over (default 2, at most
+ * {@linkcode MAX_SIMD_THREADS}; 1 keeps them on the calling thread). Throws an {@linkcode InputError}
  * with install instructions when `tensorflow` is asked for but absent.
  *
  * @example
@@ -91,6 +102,8 @@ export async function setBackend(name: string = "wasm", o: { threads?: number } 
     throw new InputError(`unknown backend "${name}"; choose one of ${BACKENDS.join(", ")}`);
   }
   installTrainingKernels();
+  // Before the wasm backend first initialises: its heap becomes shared, so kernel threads can work on it.
+  installSharedHeap();
   // onnxruntime is wasm with its heavy kernels replaced; any other choice restores wasm's own.
   if (name === "onnxruntime") {
     (ortKernels ??= await import("./ort_kernels.ts")).registerOrtKernels({ threads: o.threads });
@@ -101,6 +114,9 @@ export async function setBackend(name: string = "wasm", o: { threads?: number } 
   const ok = await tf.setBackend(name === "onnxruntime" ? "wasm" : name);
   if (!ok) throw new InputError(`backend "${name}" failed to initialise`);
   await tf.ready();
+  if (name === "wasm" || name === "onnxruntime") {
+    await setSimdThreads(tf.backend(), Math.min(MAX_SIMD_THREADS, o.threads ?? 2));
+  }
   return name as BackendName;
 }
 

@@ -178,6 +178,15 @@ const upper = (act: BnActivation) => act === "relu6" ? 6 : Infinity;
 /** Where the SIMD sums put channel j's first sum (its second is 4 further): groups of four channels, interleaved. */
 const sumAt = (j: number) => (j >> 2) * 8 + (j & 3);
 
+/** Adds the per-thread sums (`parts` equal runs of `all`) into the first run, in part order, and returns it. */
+function addParts(all: Float64Array, parts: number): Float64Array {
+  const len = all.length / parts, first = all.subarray(0, len);
+  for (let i = 1; i < parts; i++) {
+    for (let j = 0; j < len; j++) first[j] += all[i * len + j];
+  }
+  return first;
+}
+
 /** Forward with the SIMD kernels: statistics in one pass, the output in a second. */
 function forwardSimd(
   k: SimdKernels,
@@ -191,16 +200,19 @@ function forwardSimd(
   const c = gamma.shape[0], n = x.shape.reduce((a, b) => a * b, 1), p = n / c;
   const outs = [x.shape, [c], [c], [c]].map((s) => backend.makeOutput(s, "float32"));
   const [y, meanI, varI, invI] = outs;
-  // Scratch: shift f32[c], acc f64[2c], scale f32[c].
-  const scratch = k.alloc(24 * c + 16);
+  // Rows split over the threads; sums in blocks of 16 rows, so the parts' blocks are the one-thread ones.
+  const parts = k.split(p, c, 16);
+  // Scratch: shift f32[c], scale f32[c], acc f64[2c] per part.
+  const scratch = k.alloc(8 * c + 16 * c * parts.length + 16);
   try {
     const heap = k.heap();
     const f32 = (ptr: number, len: number) => new Float32Array(heap, ptr, len);
-    const shift = scratch, acc = scratch + 4 * c, scale = scratch + 20 * c; // acc 8-aligned: c % 4 === 0
+    const shift = scratch, scale = scratch + 4 * c, acc = scratch + 8 * c; // acc 8-aligned: c % 4 === 0
     f32(shift, c).set(f32(k.offset(x), c)); // sums about the first row
-    new Float64Array(heap, acc, 2 * c).fill(0);
-    k.fns.moments(k.offset(x), p, c, shift, acc);
-    const sums = new Float64Array(heap, acc, 2 * c), sh = f32(shift, c);
+    new Float64Array(heap, acc, 2 * c * parts.length).fill(0);
+    const xp = k.offset(x);
+    k.parallel("moments", parts.map(([r0, rows], i) => [xp + 4 * r0 * c, rows, c, shift, acc + 16 * c * i]));
+    const sums = addParts(new Float64Array(heap, acc, 2 * c * parts.length), parts.length), sh = f32(shift, c);
     const mean = f32(k.offset(meanI), c), variance = f32(k.offset(varI), c), invstd = f32(k.offset(invI), c);
     const g = f32(k.offset(gamma), c), sc = f32(scale, c);
     for (let j = 0; j < c; j++) {
@@ -211,7 +223,11 @@ function forwardSimd(
       sc[j] = g[j] * invstd[j]; // from the stored float32 invstd, as the backward pass recomputes it
     }
     const lo = act === "linear" ? -Infinity : 0;
-    k.fns.bn_apply(k.offset(x), k.offset(y), n, c, k.offset(meanI), scale, k.offset(beta), lo, upper(act));
+    const yp = k.offset(y), m = k.offset(meanI), b = k.offset(beta), hi = upper(act);
+    k.parallel(
+      "bn_apply",
+      parts.map(([r0, rows]) => [xp + 4 * r0 * c, yp + 4 * r0 * c, rows * c, c, m, scale, b, lo, hi]),
+    );
   } finally {
     k.free(scratch);
   }
@@ -224,18 +240,26 @@ function gradSimd(k: SimdKernels, backend: WasmLike, io: Record<string, Info>, a
   const c = gamma.shape[0], n = x.shape.reduce((a, b) => a * b, 1), p = n / c;
   const outs = [x.shape, [c], [c]].map((s) => backend.makeOutput(s, "float32"));
   const [dx, dgI, dbI] = outs;
-  // Scratch: acc f64[2c], scale/k/a/b f32[4c].
-  const scratch = k.alloc(32 * c + 16);
+  const parts = k.split(p, c, 16);
+  // Scratch: scale/k/a/b f32[4c], acc f64[2c] per part.
+  const scratch = k.alloc(16 * c + 16 * c * parts.length + 16);
   try {
     const heap = k.heap();
     const f32 = (ptr: number, len: number) => new Float32Array(heap, ptr, len);
-    const acc = scratch, sp = scratch + 16 * c, kp = sp + 4 * c, ap = kp + 4 * c, bp = ap + 4 * c;
-    new Float64Array(heap, acc, 2 * c).fill(0);
+    const sp = scratch, kp = sp + 4 * c, ap = kp + 4 * c, bp = ap + 4 * c, acc = bp + 4 * c;
+    new Float64Array(heap, acc, 2 * c * parts.length).fill(0);
     const inv = f32(k.offset(invstd), c), g = f32(k.offset(gamma), c), sc = f32(sp, c);
     for (let j = 0; j < c; j++) sc[j] = g[j] * inv[j];
     const masked = act === "linear" ? 0 : 1, hi = upper(act), m = k.offset(mean), b = k.offset(beta);
-    k.fns.bn_grad_sums(k.offset(dy), k.offset(x), p, c, m, sp, b, hi, masked, acc);
-    const sums = new Float64Array(heap, acc, 2 * c);
+    const dyp = k.offset(dy), xp = k.offset(x), dxp = k.offset(dx);
+    k.parallel(
+      "bn_grad_sums",
+      parts.map((
+        [r0, rows],
+        i,
+      ) => [dyp + 4 * r0 * c, xp + 4 * r0 * c, rows, c, m, sp, b, hi, masked, acc + 16 * c * i]),
+    );
+    const sums = addParts(new Float64Array(heap, acc, 2 * c * parts.length), parts.length);
     const dg = f32(k.offset(dgI), c), db = f32(k.offset(dbI), c);
     const kk = f32(kp, c), aa = f32(ap, c), bb = f32(bp, c);
     for (let j = 0; j < c; j++) {
@@ -246,7 +270,13 @@ function gradSimd(k: SimdKernels, backend: WasmLike, io: Record<string, Info>, a
       aa[j] = s1 / p;
       bb[j] = inv[j] * inv[j] * s2 / p;
     }
-    k.fns.bn_grad_dx(k.offset(dy), k.offset(x), k.offset(dx), n, c, m, sp, b, kp, ap, bp, hi, masked);
+    k.parallel(
+      "bn_grad_dx",
+      parts.map(([r0, rows]) => {
+        const at = 4 * r0 * c;
+        return [dyp + at, xp + at, dxp + at, rows * c, c, m, sp, b, kp, ap, bp, hi, masked];
+      }),
+    );
   } finally {
     k.free(scratch);
   }

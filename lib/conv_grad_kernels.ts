@@ -203,20 +203,26 @@ function depthwiseInputGradSimd(
   try {
     new Int32Array(simd.heap(), scratch, rows.length).set(rows);
     new Int32Array(simd.heap(), scratch + 4 * rows.length, cols.length).set(cols);
-    simd.fns.dw_input_grad(
-      simd.offset(dy),
-      simd.offset(filter),
-      simd.offset(dx),
-      scratch,
-      scratch + 4 * rows.length,
-      n,
-      h,
-      w,
-      c,
-      oh,
-      ow,
-      kh,
-      kw,
+    // By images: each writes only its own dx.
+    const dyp = simd.offset(dy), wp = simd.offset(filter), dxp = simd.offset(dx);
+    const image = h * w * c, out = oh * ow * c;
+    simd.parallel(
+      "dw_input_grad",
+      simd.split(n, image).map(([b, nb]) => [
+        dyp + 4 * b * out,
+        wp,
+        dxp + 4 * b * image,
+        scratch,
+        scratch + 4 * rows.length,
+        nb,
+        h,
+        w,
+        c,
+        oh,
+        ow,
+        kh,
+        kw,
+      ]),
     );
   } finally {
     simd.free(scratch);
@@ -283,31 +289,41 @@ function depthwiseBackpropFilter(backendName: string): tf.KernelFunc {
         "float32",
       );
       const taps = kh * kw * c;
-      const scratch = simd.alloc(12 * taps + 16); // part f32[taps], acc f64[taps]
+      // By images, each into its own sums, added in image order after.
+      const parts = simd.split(n, h * w * c);
+      const scratch = simd.alloc(12 * taps * parts.length + 16); // per part: part f32[taps], acc f64[taps]
       try {
-        const part = scratch, acc = scratch + 4 * taps; // 8-aligned: c % 4 === 0
-        new Float64Array(simd.heap(), acc, taps).fill(0);
-        simd.fns.dw_filter_grad(
-          simd.offset(x),
-          simd.offset(dy),
-          part,
-          acc,
-          n,
-          h,
-          w,
-          c,
-          oh,
-          ow,
-          kh,
-          kw,
-          sh,
-          sw,
-          dh,
-          dw,
-          top,
-          left,
+        const heap = simd.heap(), xp = simd.offset(x), dyp = simd.offset(dy);
+        const acc = scratch + 4 * taps * parts.length; // 8-aligned: c % 4 === 0
+        new Float64Array(heap, acc, taps * parts.length).fill(0);
+        simd.parallel(
+          "dw_filter_grad",
+          parts.map(([b, nb], i) => [
+            xp + 4 * b * h * w * c,
+            dyp + 4 * b * oh * ow * c,
+            scratch + 4 * taps * i,
+            acc + 8 * taps * i,
+            nb,
+            h,
+            w,
+            c,
+            oh,
+            ow,
+            kh,
+            kw,
+            sh,
+            sw,
+            dh,
+            dw,
+            top,
+            left,
+          ]),
         );
-        new Float32Array(simd.heap(), simd.offset(out), taps).set(new Float64Array(simd.heap(), acc, taps));
+        const sums = new Float64Array(heap, acc, taps * parts.length);
+        for (let i = 1; i < parts.length; i++) {
+          for (let t = 0; t < taps; t++) sums[t] += sums[i * taps + t];
+        }
+        new Float32Array(heap, simd.offset(out), taps).set(sums.subarray(0, taps));
       } finally {
         simd.free(scratch);
       }

@@ -120,23 +120,28 @@ const maxPoolGradKernel: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     const tiled = g.kh === g.sh && g.kw === g.sw && g.top === 0 && g.left === 0 && g.oh * g.sh === g.h &&
       g.ow * g.sw === g.w;
     if (!tiled) new Float32Array(simd.heap(), at, input.shape.reduce((a, b) => a * b, 1)).fill(0);
-    simd.fns.max_pool_grad(
-      simd.offset(input),
-      simd.offset(dy),
-      at,
-      g.n,
-      g.h,
-      g.w,
-      g.c,
-      g.oh,
-      g.ow,
-      g.kh,
-      g.kw,
-      g.sh,
-      g.sw,
-      g.top,
-      g.left,
-      tiled ? 1 : 0,
+    // By images: each writes only its own dx.
+    const xp = simd.offset(input), dyp = simd.offset(dy), image = g.h * g.w * g.c, out = g.oh * g.ow * g.c;
+    simd.parallel(
+      "max_pool_grad",
+      simd.split(g.n, image).map(([b, n]) => [
+        xp + 4 * b * image,
+        dyp + 4 * b * out,
+        at + 4 * b * image,
+        n,
+        g.h,
+        g.w,
+        g.c,
+        g.oh,
+        g.ow,
+        g.kh,
+        g.kw,
+        g.sh,
+        g.sw,
+        g.top,
+        g.left,
+        tiled ? 1 : 0,
+      ]),
     );
     return dx;
   }

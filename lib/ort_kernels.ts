@@ -272,11 +272,11 @@ function runSession(
   const s = session(key, build);
   const out = backend.makeOutput(output[1], "float32");
   // Views only now: the allocation above may have grown (and detached) the heap.
-  const outView = backend.typedArrayFromHeap(out);
+  const outView = ortView(backend.typedArrayFromHeap(out));
   const feeds: Record<string, unknown> = {};
   let copyMs = 0;
   for (const [name, info, view] of inputs) {
-    let v = backend.typedArrayFromHeap(info);
+    let v = ortView(backend.typedArrayFromHeap(info));
     if (view) v = v.subarray(view.offset, view.offset + view.shape.reduce((a, b) => a * b, 1));
     stats.bytesIn += v.byteLength;
     if (opts.copy) {
@@ -306,6 +306,26 @@ function runSession(
   }
   stats.copyMs += copyMs;
   return out;
+}
+
+let alias: { of: SharedArrayBuffer; buffer: ArrayBuffer } | null = null;
+
+/**
+ * `v` as onnxruntime-node takes it. Its native binding refuses views of a
+ * SharedArrayBuffer, which the wasm heap is when kernel threads share it
+ * (shared_heap.ts); the same memory seen through an unshared ArrayBuffer
+ * (Deno's pointer view, no copy) passes. A shared memory never moves, so
+ * the alias stays valid; it is remade when the heap grows.
+ */
+function ortView(v: Float32Array): Float32Array {
+  const sab = v.buffer;
+  if (!(sab instanceof SharedArrayBuffer)) return v;
+  if (alias?.of !== sab) {
+    const base = Deno.UnsafePointer.of(new Uint8Array(sab) as unknown as Uint8Array<ArrayBuffer>);
+    if (!base) throw new Error("onnxruntime kernels: no address for the shared wasm heap");
+    alias = { of: sab, buffer: Deno.UnsafePointerView.getArrayBuffer(base, sab.byteLength) };
+  }
+  return new Float32Array(alias.buffer, v.byteOffset, v.length);
 }
 
 function pair(v: unknown): [number, number] {

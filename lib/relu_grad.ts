@@ -47,7 +47,10 @@ const kernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const simd = size % 4 === 0 ? simdKernels(backend) : null;
   if (simd) {
     const dx = (backend as unknown as WasmLike).makeOutput(x.shape, "float32");
-    simd.fns.relu_grad(simd.offset(dy), simd.offset(x), simd.offset(dx), size, upper);
+    const g = simd.offset(dy), v = simd.offset(x), out = simd.offset(dx);
+    // Parts of whole 16-float groups (a cache line), so no two threads share one.
+    const parts = simd.split(size / 4, 4, 4);
+    simd.parallel("relu_grad", parts.map(([i, len]) => [g + 16 * i, v + 16 * i, out + 16 * i, 4 * len, upper]));
     return dx;
   }
   const io = ioOf(backend).run([dy, x], [x.shape]);

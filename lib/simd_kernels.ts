@@ -17,6 +17,8 @@
  */
 import type * as tf from "@tensorflow/tfjs-core";
 import { SIMD_KERNELS_WASM } from "./simd_kernels_wasm.ts";
+import { shareImportedMemory } from "./shared_heap.ts";
+import { KernelThreads, splitRange } from "./simd_threads.ts";
 
 /** The module's exports (pointers are byte offsets in the wasm heap). */
 export interface SimdExports {
@@ -125,7 +127,22 @@ export interface SimdKernels {
   free(ptr: number): void;
   /** A view of the heap now (make it after the last allocation). */
   heap(): ArrayBuffer;
+  /** Threads a call may split over (1 unless the heap is shared and {@linkcode setSimdThreads} started more). */
+  readonly threads: number;
+  /**
+   * Runs `fns[name]` once per argument list, each on its own thread, and returns
+   * when all are done. The lists must touch disjoint outputs.
+   */
+  parallel(name: keyof SimdExports, calls: number[][]): void;
+  /**
+   * Splits `rows` rows of `rowFloats` floats each over the threads, boundaries
+   * a multiple of `align` rows; one part below {@linkcode MIN_SPLIT_FLOATS}.
+   */
+  split(rows: number, rowFloats: number, align?: number): [number, number][];
 }
+
+/** Below this many floats a call runs on one thread: a round trip to a worker costs ~30 us. */
+export const MIN_SPLIT_FLOATS = 1 << 16;
 
 interface WasmBackendLike {
   wasm: {
@@ -137,12 +154,22 @@ interface WasmBackendLike {
   dataIdMap: { get(id: unknown): { memoryOffset: number } | undefined };
 }
 
-let compiled: WebAssembly.Module | null = null;
+/** Compiled modules: for an unshared heap, and for a shared one (its import made shared). */
+const compiled: { plain?: WebAssembly.Module; shared?: WebAssembly.Module } = {};
 const bound = new WeakMap<object, SimdKernels | null>();
+const pools = new WeakMap<object, KernelThreads>();
+/** Pages of the largest wasm32 memory: the shared import's maximum, which any heap's fits under. */
+const MAX_PAGES = 65536;
+
+function simdModule(shared: boolean): WebAssembly.Module {
+  const bytes = Uint8Array.from(atob(SIMD_KERNELS_WASM), (ch) => ch.charCodeAt(0));
+  if (!shared) return compiled.plain ??= new WebAssembly.Module(bytes);
+  return compiled.shared ??= new WebAssembly.Module(shareImportedMemory(bytes, MAX_PAGES));
+}
 
 /**
- * The kernels for `backend` (a tfjs wasm backend), or null when it is not one,
- * its memory is shared (the threaded build) or the engine lacks wasm SIMD.
+ * The kernels for `backend` (a tfjs wasm backend), or null when it is not one
+ * or the engine lacks wasm SIMD.
  */
 export function simdKernels(backend: unknown): SimdKernels | null {
   const b = backend as WasmBackendLike;
@@ -150,21 +177,54 @@ export function simdKernels(backend: unknown): SimdKernels | null {
   if (bound.has(b)) return bound.get(b)!;
   let k: SimdKernels | null = null;
   const memory = b.wasm.asm.memory;
-  if (!(typeof SharedArrayBuffer !== "undefined" && memory.buffer instanceof SharedArrayBuffer)) {
-    try {
-      compiled ??= new WebAssembly.Module(Uint8Array.from(atob(SIMD_KERNELS_WASM), (ch) => ch.charCodeAt(0)));
-      const inst = new WebAssembly.Instance(compiled, { env: { memory } });
-      k = {
-        fns: inst.exports as unknown as SimdExports,
-        offset: (info) => b.dataIdMap.get(info.dataId)!.memoryOffset >>> 0,
-        alloc: (bytes) => b.wasm._malloc(bytes) >>> 0,
-        free: (p) => b.wasm._free(p),
-        heap: () => memory.buffer as ArrayBuffer,
-      };
-    } catch {
-      k = null; // no wasm SIMD here: the callers' JavaScript loops take over
-    }
+  const shared = typeof SharedArrayBuffer !== "undefined" && memory.buffer instanceof SharedArrayBuffer;
+  try {
+    const fns = new WebAssembly.Instance(simdModule(shared), { env: { memory } }).exports as unknown as SimdExports;
+    k = {
+      fns,
+      offset: (info) => b.dataIdMap.get(info.dataId)!.memoryOffset >>> 0,
+      alloc: (bytes) => b.wasm._malloc(bytes) >>> 0,
+      free: (p) => b.wasm._free(p),
+      heap: () => memory.buffer as ArrayBuffer,
+      get threads() {
+        return pools.get(b)?.size ?? 1;
+      },
+      parallel(name, calls) {
+        const f = fns[name] as (...a: number[]) => void;
+        const pool = pools.get(b);
+        if (!pool || calls.length <= 1) return calls.forEach((a) => f(...a));
+        pool.run(name, calls, (a) => f(...a));
+      },
+      split(rows, rowFloats, align = 1) {
+        const n = rows * rowFloats < MIN_SPLIT_FLOATS ? 1 : this.threads;
+        return splitRange(rows, n, align);
+      },
+    };
+  } catch {
+    k = null; // no wasm SIMD here: the callers' JavaScript loops take over
   }
   bound.set(b, k);
   return k;
+}
+
+/**
+ * Lets the SIMD kernels of `backend` split calls over `threads` threads (the
+ * caller's included) when its heap is shared (shared_heap.ts); returns the
+ * threads they will use, 1 on an unshared heap.
+ */
+export async function setSimdThreads(backend: unknown, threads: number): Promise<number> {
+  const k = simdKernels(backend);
+  const memory = (backend as WasmBackendLike | null)?.wasm?.asm?.memory;
+  if (!k || !memory || !(memory.buffer instanceof SharedArrayBuffer)) return 1;
+  let pool = pools.get(backend as object);
+  if (!pool) {
+    if (threads <= 1) return 1;
+    const names = Object.keys(k.fns).filter((n) =>
+      typeof (k.fns as unknown as Record<string, unknown>)[n] === "function"
+    );
+    pool = new KernelThreads(memory, simdModule(true), names);
+    pools.set(backend as object, pool);
+  }
+  await pool.resize(threads);
+  return pool.size;
 }
