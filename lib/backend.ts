@@ -86,7 +86,7 @@ export const MAX_SIMD_THREADS = 8;
  * Activates a backend and returns its name. `threads` sets the intra-op
  * threads of the `onnxruntime` backend's kernels (default 2) and, on `wasm`
  * and `onnxruntime`, the threads that the SIMD kernels (batch norm, ReLU,
- * depthwise and max-pool gradients) split over (default 2, at most
+ * depthwise and max-pool gradients) split over (default 2, or the cores if fewer; at most
  * {@linkcode MAX_SIMD_THREADS}; 1 keeps them on the calling thread). Throws an {@linkcode InputError}
  * with install instructions when `tensorflow` is asked for but absent.
  *
@@ -115,7 +115,8 @@ export async function setBackend(name: string = "wasm", o: { threads?: number } 
   if (!ok) throw new InputError(`backend "${name}" failed to initialise`);
   await tf.ready();
   if (name === "wasm" || name === "onnxruntime") {
-    await setSimdThreads(tf.backend(), Math.min(MAX_SIMD_THREADS, o.threads ?? 2));
+    const threads = o.threads ?? Math.min(2, navigator.hardwareConcurrency || 1);
+    await setSimdThreads(tf.backend(), Math.min(MAX_SIMD_THREADS, threads));
   }
   return name as BackendName;
 }

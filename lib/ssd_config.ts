@@ -207,7 +207,10 @@ export const ssdConfigSpec: Spec = {
   },
 };
 
-/** Threads per replica of the `onnxruntime` kernels: `threads`, or the cores shared among the replicas. */
+/**
+ * Kernel threads per replica (the `onnxruntime` sessions', and the SIMD kernels' on `wasm` too): `threads`, or the
+ * cores shared among the replicas.
+ */
 export function kernelThreads(cfg: SsdConfig, cores = navigator.hardwareConcurrency): number {
   return cfg.threads ?? Math.max(1, Math.floor(cores / cfg.train.replicas));
 }
