@@ -48,7 +48,7 @@ const kernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   if (simd) {
     const dx = (backend as unknown as WasmLike).makeOutput(x.shape, "float32");
     const g = simd.offset(dy), v = simd.offset(x), out = simd.offset(dx);
-    // Parts of whole 16-float groups (a cache line), so no two threads share one.
+    // Parts of whole 16-float (64-byte) groups.
     const parts = simd.split(size / 4, 4, 4);
     simd.parallel("relu_grad", parts.map(([i, len]) => [g + 16 * i, v + 16 * i, out + 16 * i, 4 * len, upper]));
     return dx;
