@@ -162,9 +162,9 @@ const pools = new WeakMap<object, KernelThreads>();
 const MAX_PAGES = 65536;
 
 function simdModule(shared: boolean): WebAssembly.Module {
-  const bytes = Uint8Array.from(atob(SIMD_KERNELS_WASM), (ch) => ch.charCodeAt(0));
-  if (!shared) return compiled.plain ??= new WebAssembly.Module(bytes);
-  return compiled.shared ??= new WebAssembly.Module(shareImportedMemory(bytes, MAX_PAGES));
+  const bytes = () => Uint8Array.from(atob(SIMD_KERNELS_WASM), (ch) => ch.charCodeAt(0));
+  if (!shared) return compiled.plain ??= new WebAssembly.Module(bytes());
+  return compiled.shared ??= new WebAssembly.Module(shareImportedMemory(bytes(), MAX_PAGES));
 }
 
 /**

@@ -145,9 +145,4 @@ export class KernelThreads {
     Atomics.store(t.ctl, 0, State.Stop);
     Atomics.notify(t.ctl, 0);
   }
-
-  /** The shared memory the workers run on. */
-  get memory(): WebAssembly.Memory {
-    return this.#memory;
-  }
 }
