@@ -7,7 +7,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { setBackend } from "../lib/backend.ts";
-import { withShippedKernel } from "../lib/conv_grad_kernels.ts";
+import { withShippedKernel } from "../lib/kernel_registry.ts";
 import { DEFAULT_ORT_KERNELS, ORT_KERNELS, registerOrtKernels } from "../lib/ort_kernels.ts";
 import { type BenchRow, timeMedian } from "./report.ts";
 

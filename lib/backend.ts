@@ -20,6 +20,8 @@ import "@tensorflow/tfjs-backend-cpu";
 import "@tensorflow/tfjs-backend-wasm";
 import { registerConvGradient, registerGradKernels } from "./conv_grad_kernels.ts";
 import { registerMaxPoolGradKernel } from "./max_pool_grad.ts";
+import { registerDepthwiseConvKernel } from "./depthwise_gather.ts";
+import { registerPointwiseConvKernel } from "./pointwise_conv.ts";
 import { registerReluGradients } from "./relu_grad.ts";
 import { registerBatchNormKernels } from "./batch_norm_kernel.ts";
 import { InputError } from "./errors.ts";
@@ -69,6 +71,8 @@ export function installTrainingKernels(): void {
   registerConvGradient();
   registerReluGradients();
   registerMaxPoolGradKernel();
+  registerDepthwiseConvKernel();
+  registerPointwiseConvKernel();
   registerBatchNormKernels();
   registerSharedIdentity();
   registerGradKernels("wasm", "replace");

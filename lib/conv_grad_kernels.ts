@@ -21,7 +21,9 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { type SimdKernels, simdKernels } from "./simd_kernels.ts";
+import { depthwiseGather, inputGradTable } from "./depthwise_gather.ts";
+import { baseKernel, keepShipped } from "./kernel_registry.ts";
+import { simdKernels } from "./simd_kernels.ts";
 
 type Info = tf.TensorInfo;
 type Pair = [number, number];
@@ -30,7 +32,7 @@ type Pair = [number, number];
 function ops(backendName: string, backendArg: unknown) {
   const backend = backendArg as tf.KernelBackend;
   const run = (kernel: string, inputs: tf.NamedTensorInfoMap, attrs: tf.NamedAttrMap = {}): Info => {
-    const cfg = baseKernels.get(`${backendName}/${kernel}`) ?? tf.getKernel(kernel, backendName);
+    const cfg = baseKernel(backendName, kernel) ?? tf.getKernel(kernel, backendName);
     if (!cfg) throw new Error(`kernel ${kernel} is not registered for backend ${backendName}`);
     return cfg.kernelFunc({ inputs, backend, attrs }) as Info;
   };
@@ -42,9 +44,6 @@ function ops(backendName: string, backendArg: unknown) {
   const slice = (x: Info, begin: number[], size: number[]) => run("Slice", { x }, { begin, size });
   return { run, free, reshape, transpose, slice };
 }
-
-/** Kernels that existed before ours were registered, by "backend/kernel". */
-const baseKernels = new Map<string, tf.KernelConfig>();
 
 function pair(v: number | number[] | undefined): Pair {
   if (v === undefined) return [1, 1];
@@ -178,58 +177,6 @@ function conv2dBackpropFilter(backendName: string): tf.KernelFunc {
   };
 }
 
-/** dX of a strided depthwise conv (multiplier 1) with the SIMD gather of simd_kernels.wat. */
-function depthwiseInputGradSimd(
-  simd: SimdKernels,
-  backend: unknown,
-  dy: Info,
-  filter: Info,
-  inputShape: number[],
-  info: tf.backend_util.Conv2DInfo,
-): Info {
-  const [n, h, w, c] = inputShape;
-  const [kh, kw] = filter.shape;
-  const oh = dy.shape[1], ow = dy.shape[2];
-  // For each input row (column) and tap: the output row (column) that reads it through that tap, or -1.
-  const table = (size: number, k: number, s: number, d: number, pad: number, out: number) =>
-    Int32Array.from({ length: size * k }, (_, i) => {
-      const t = Math.floor(i / k) + pad - (i % k) * d;
-      return t >= 0 && t % s === 0 && t / s < out ? t / s : -1;
-    });
-  const rows = table(h, kh, info.strideHeight, info.dilationHeight, info.padInfo.top, oh);
-  const cols = table(w, kw, info.strideWidth, info.dilationWidth, info.padInfo.left, ow);
-  const dx = (backend as { makeOutput(s: number[], d: string): Info }).makeOutput(inputShape, "float32");
-  const scratch = simd.alloc(4 * (rows.length + cols.length) + 16);
-  try {
-    new Int32Array(simd.heap(), scratch, rows.length).set(rows);
-    new Int32Array(simd.heap(), scratch + 4 * rows.length, cols.length).set(cols);
-    // By images: each writes only its own dx.
-    const dyp = simd.offset(dy), wp = simd.offset(filter), dxp = simd.offset(dx);
-    const image = h * w * c, out = oh * ow * c;
-    simd.parallel(
-      "dw_input_grad",
-      simd.split(n, image).map(([b, nb]) => [
-        dyp + 4 * b * out,
-        wp,
-        dxp + 4 * b * image,
-        scratch,
-        scratch + 4 * rows.length,
-        nb,
-        h,
-        w,
-        c,
-        oh,
-        ow,
-        kh,
-        kw,
-      ]),
-    );
-  } finally {
-    simd.free(scratch);
-  }
-  return dx;
-}
-
 /** dX of a depthwise conv: inputs {dy, filter [KH, KW, C, M]}, attrs {strides, pad, dilations, inputShape}. */
 function depthwiseBackpropInput(backendName: string): tf.KernelFunc {
   return ({ inputs, backend, attrs }) => {
@@ -239,10 +186,17 @@ function depthwiseBackpropInput(backendName: string): tf.KernelFunc {
     const info = convInfo(inputShape, filter.shape, attrs!, true);
     const [kh, kw, c, m] = filter.shape;
     const strided = info.strideHeight > 1 || info.strideWidth > 1;
-    // Strided: a SIMD gather per input pixel beats zero-inserting dy for XNNPACK (batch 4,
-    // 150x150x96 at stride 2: 9 vs 21 ms). At stride 1 XNNPACK's conv of the padded dy is faster.
-    const simd = strided && m === 1 && c % 4 === 0 && dy.dtype === "float32" ? simdKernels(backend) : null;
-    if (simd) return depthwiseInputGradSimd(simd, backend, dy, filter, inputShape, info);
+    // Strided: the SIMD gather per input pixel beats zero-inserting dy for XNNPACK (batch 4,
+    // 150x150x96 at stride 2: 9 vs 21 ms). At stride 1 XNNPACK's conv of the padded dy is ~1.2x
+    // faster on one thread, the gather 1.2-1.7x on two.
+    const simd = m === 1 && c % 4 === 0 && dy.dtype === "float32" ? simdKernels(backend) : null;
+    if (simd && (strided || simd.threads > 1)) {
+      const [, h, w] = inputShape, [, oh, ow] = dy.shape;
+      const { strideHeight: sh, strideWidth: sw, dilationHeight: dh, dilationWidth: dw } = info;
+      const rows = inputGradTable(h, kh, sh, dh, info.padInfo.top, oh);
+      const cols = inputGradTable(w, kw, sw, dw, info.padInfo.left, ow);
+      return depthwiseGather(simd, backend, dy, filter, inputShape, rows, cols);
+    }
     const rev = o.run("Reverse", { x: filter }, { dims: [0, 1] });
     // Output channel c*M+m came from input channel c through w[:, :, c, m].
     const w1 = o.reshape(rev, [kh, kw, c * m, 1]);
@@ -390,13 +344,9 @@ function isDilated(attrs: tf.NamedAttrMap | undefined): boolean {
  */
 export function registerGradKernels(backendName: string, mode: "replace" | "dilated-only" = "replace"): void {
   for (const name of GRAD_KERNELS) {
-    const key = `${backendName}/${name}`;
     const existing = tf.getKernel(name, backendName);
-    if (existing && !baseKernels.has(key) && !(existing as { composed?: boolean }).composed) {
-      baseKernels.set(key, existing);
-    }
+    const base = keepShipped(backendName, name);
     const composed = factories[name](backendName);
-    const base = baseKernels.get(key);
     let kernelFunc: tf.KernelFunc = composed;
     if (mode === "dilated-only") {
       if (!base) continue;
@@ -404,46 +354,6 @@ export function registerGradKernels(backendName: string, mode: "replace" | "dila
     }
     if (existing) tf.unregisterKernel(name, backendName);
     tf.registerKernel({ kernelName: name, backendName, kernelFunc, composed: true } as tf.KernelConfig);
-  }
-}
-
-/**
- * Registers `kernelFunc` as `name` on `backendName`, keeping the kernel it
- * replaces (the shipped one) for {@linkcode withShippedKernel}. Idempotent.
- */
-export function replaceKernel(backendName: string, name: string, kernelFunc: tf.KernelFunc): void {
-  const key = `${backendName}/${name}`;
-  const existing = tf.getKernel(name, backendName);
-  if (existing?.kernelFunc === kernelFunc) return;
-  if (existing && !baseKernels.has(key) && !(existing as { composed?: boolean }).composed) {
-    baseKernels.set(key, existing);
-  }
-  if (existing) tf.unregisterKernel(name, backendName);
-  tf.registerKernel({ kernelName: name, backendName, kernelFunc, composed: true } as tf.KernelConfig);
-}
-
-/** The kernel that was registered before ours (for baselines in benchmarks and tests). */
-export function baseKernel(backendName: string, name: string): tf.KernelConfig | undefined {
-  return baseKernels.get(`${backendName}/${name}`);
-}
-
-/**
- * Runs `fn` with the backend's shipped kernel for `name` (the one that was
- * registered before ours), then restores ours. Benchmarks use it for baselines.
- */
-export async function withShippedKernel<T>(backendName: string, name: string, fn: () => Promise<T>): Promise<T> {
-  const base = baseKernels.get(`${backendName}/${name}`);
-  const ours = tf.getKernel(name, backendName);
-  if (!base || !ours) throw new Error(`no shipped ${name} kernel for ${backendName}`);
-  tf.unregisterKernel(name, backendName);
-  tf.registerKernel(base);
-  // Kernels registered before their backend initialised never ran their setup.
-  base.setupFunc?.(tf.findBackend(backendName)!);
-  try {
-    return await fn();
-  } finally {
-    tf.unregisterKernel(name, backendName);
-    tf.registerKernel(ours);
   }
 }
 

@@ -26,7 +26,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { replaceKernel } from "./conv_grad_kernels.ts";
+import { replaceKernel } from "./kernel_registry.ts";
 import { checkFloat32, ioOf, type WasmLike } from "./kernel_io.ts";
 import { simdKernels } from "./simd_kernels.ts";
 

@@ -47,6 +47,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { binding, initOrt } from "onnxruntime-node/dist/binding.js";
 import { Tensor as OrtTensor } from "onnxruntime-node";
 import { installTrainingKernels, noteOrtKernels } from "./backend.ts";
+import { POINTWISE_MAX_K } from "./pointwise_conv.ts";
 import {
   batchMatMulGraph,
   convBackpropFilterGraph,
@@ -81,11 +82,12 @@ export interface OrtKernelOptions {
   /** Calls below this many multiply-adds stay on the previous kernel: a session run costs ~0.1 ms (default 0). */
   minMacs?: number;
   /**
-   * Forward 1x1 convs with at most this many input channels stay on XNNPACK (default 16). With so
-   * few channels to sum, the output write bounds the conv, and XNNPACK writes NHWC faster than
-   * onnxruntime's Gemm (batch 4, 150x150, 16 to 96 channels: 11.5 vs 19-30 ms).
+   * Forward 1x1 convs with at most this many input channels stay on the wasm backend's Conv2D
+   * (default {@linkcode POINTWISE_MAX_K}): the SIMD kernel of pointwise_conv.ts up to its own
+   * limit, XNNPACK above. With so few channels to sum, the output write bounds the conv, and
+   * onnxruntime's Gemm is slowest there (pointwise_conv.ts has the figures).
    */
-  xnnpackPointwiseMaxK?: number;
+  pointwiseMaxK?: number;
   /** onnxruntime's per-session memory arena: faster allocations, but every session keeps its peak (default false). */
   memArena?: boolean;
   /** Let onnxruntime's pool threads spin between runs: lower latency for small ops, but they compete with wasm (default false). */
@@ -121,7 +123,7 @@ export interface OrtStats {
   copyMs: number;
   /** Milliseconds building and loading sessions. */
   sessionMs: number;
-  /** Calls that went to the previous kernel (unsupported inputs, below `minMacs` or `xnnpackPointwiseMaxK`). */
+  /** Calls that went to the previous kernel (unsupported inputs, below `minMacs` or `pointwiseMaxK`). */
   fallbacks: number;
   /** Runs and milliseconds by graph kind (Conv, ConvDx, ConvDw, DepthwiseConv, ..., BatchMatMul). */
   byKind: Record<string, { runs: number; ms: number }>;
@@ -177,7 +179,7 @@ let opts: Required<Omit<OrtKernelOptions, "backendName">> = {
   inputGrad: "auto",
   copy: false,
   minMacs: 0,
-  xnnpackPointwiseMaxK: 16,
+  pointwiseMaxK: POINTWISE_MAX_K,
   memArena: false,
   spinning: false,
   optimization: "all",
@@ -449,7 +451,7 @@ function convForward(
   const outC = g.y[3];
   // Only a per-channel bias maps onto Conv's B input.
   if (bias && !(bias.shape.length === 1 && bias.shape[0] === outC)) return null;
-  if (macs(g) < opts.minMacs || (isPointwise(g) && g.x[3] <= opts.xnnpackPointwiseMaxK)) return null;
+  if (macs(g) < opts.minMacs || (isPointwise(g) && g.x[3] <= opts.pointwiseMaxK)) return null;
   const alpha = attrs.leakyreluAlpha as number | undefined;
   const ins: [string, Info][] = [["x", x], ["w", filter]];
   if (bias) ins.push(["b", bias]);
@@ -629,7 +631,7 @@ export function registerOrtKernels(options: OrtKernelOptions = {}): void {
     inputGrad: options.inputGrad ?? opts.inputGrad,
     copy: options.copy ?? opts.copy,
     minMacs: options.minMacs ?? opts.minMacs,
-    xnnpackPointwiseMaxK: options.xnnpackPointwiseMaxK ?? opts.xnnpackPointwiseMaxK,
+    pointwiseMaxK: options.pointwiseMaxK ?? opts.pointwiseMaxK,
     memArena: options.memArena ?? opts.memArena,
     spinning: options.spinning ?? opts.spinning,
     optimization: options.optimization ?? opts.optimization,

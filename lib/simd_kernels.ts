@@ -81,18 +81,18 @@ export interface SimdExports {
     top: number,
     left: number,
   ): void;
-  dw_input_grad(
-    dy: number,
+  dw_gather(
+    src: number,
     w: number,
-    dx: number,
+    dst: number,
     rowTab: number,
     colTab: number,
     n: number,
     h: number,
     wd: number,
     c: number,
-    oh: number,
-    ow: number,
+    sh: number,
+    sw: number,
     kh: number,
     kw: number,
   ): void;
@@ -115,6 +115,7 @@ export interface SimdExports {
     tiled: number,
   ): void;
   relu_grad(dy: number, x: number, dx: number, n: number, hi: number): void;
+  pointwise(x: number, w: number, y: number, rows: number, k: number, co: number): void;
 }
 
 /** The kernels bound to one backend's heap, with its allocator. */

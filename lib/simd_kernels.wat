@@ -387,70 +387,195 @@
         (local.set $b (i32.add (local.get $b) (i32.const 1)))
         (br $b_loop))))
 
-  ;; Depthwise conv input gradient (multiplier 1), gathered per input pixel:
-  ;; dx[b, iy, ix] = sum over taps of dy[b, oy, ox] * w[ky, kx], where the tables
-  ;; rowTab[iy * kh + ky] and colTab[ix * kw + kx] (i32) hold the output row and
-  ;; column that tap reads, or -1 (stride, dilation and padding are in them).
-  ;; dy [n, oh, ow, c], w [kh, kw, c], dx [n, h, w, c].
-  (func (export "dw_input_grad") (param $dy i32) (param $w i32) (param $dx i32) (param $rowTab i32)
-    (param $colTab i32) (param $n i32) (param $h i32) (param $wd i32) (param $c i32) (param $oh i32) (param $ow i32)
+  ;; Depthwise gather (multiplier 1): the forward conv and the input gradient
+  ;; are both, per output pixel, a sum over taps of a source pixel times the tap's
+  ;; weights: dst[b, y, x] = sum over (ky, kx) of src[b, rowTab[y * kh + ky],
+  ;; colTab[x * kw + kx]] * w[ky, kx], where a table entry of -1 skips the tap
+  ;; (stride, dilation, padding and, for the gradient, the flip are in the tables).
+  ;; The taps add in row-major order from zero in registers, 16 channels at a
+  ;; time (then 4), so dst is written once. src [n, sh, sw, c], w [kh, kw, c],
+  ;; dst [n, h, w, c]; c a multiple of 4.
+  (func (export "dw_gather") (param $src i32) (param $w i32) (param $dst i32) (param $rowTab i32)
+    (param $colTab i32) (param $n i32) (param $h i32) (param $wd i32) (param $c i32) (param $sh i32) (param $sw i32)
     (param $kh i32) (param $kw i32)
-    (local $cb i32) (local $b i32) (local $iy i32) (local $ix i32) (local $ky i32) (local $kx i32) (local $oy i32)
-    (local $ox i32) (local $dxp i32) (local $dyp i32) (local $wp i32) (local $j i32) (local $rt i32) (local $ct i32)
+    (local $cb i32) (local $b i32) (local $y i32) (local $x i32) (local $ky i32) (local $kx i32) (local $sy i32)
+    (local $sx i32) (local $dp i32) (local $rp i32) (local $wr i32) (local $sp i32) (local $wp i32) (local $j i32)
+    (local $rt i32) (local $ct i32) (local $img i32) (local $end16 i32)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
     (local.set $cb (i32.shl (local.get $c) (i32.const 2)))
-    (local.set $dxp (local.get $dx))
+    (local.set $end16 (i32.and (local.get $cb) (i32.const -64)))
+    (local.set $dp (local.get $dst))
     (block $b_done
       (loop $b_loop
         (br_if $b_done (i32.ge_u (local.get $b) (local.get $n)))
-        (local.set $iy (i32.const 0))
-        (block $iy_done
-          (loop $iy_loop
-            (br_if $iy_done (i32.ge_u (local.get $iy) (local.get $h)))
-            (local.set $rt (i32.add (local.get $rowTab) (i32.shl (i32.mul (local.get $iy) (local.get $kh)) (i32.const 2))))
-            (local.set $ix (i32.const 0))
-            (block $ix_done
-              (loop $ix_loop
-                (br_if $ix_done (i32.ge_u (local.get $ix) (local.get $wd)))
-                (local.set $ct (i32.add (local.get $colTab) (i32.shl (i32.mul (local.get $ix) (local.get $kw)) (i32.const 2))))
-                (call $zero (local.get $dxp) (local.get $cb))
-                (local.set $ky (i32.const 0))
-                (block $ky_done
-                  (loop $ky_loop
-                    (br_if $ky_done (i32.ge_u (local.get $ky) (local.get $kh)))
-                    (local.set $oy (i32.load (i32.add (local.get $rt) (i32.shl (local.get $ky) (i32.const 2)))))
-                    (if (i32.ge_s (local.get $oy) (i32.const 0))
+        (local.set $img (i32.add (local.get $src)
+          (i32.mul (local.get $b) (i32.mul (local.get $cb) (i32.mul (local.get $sh) (local.get $sw))))))
+        (local.set $y (i32.const 0))
+        (block $y_done
+          (loop $y_loop
+            (br_if $y_done (i32.ge_u (local.get $y) (local.get $h)))
+            (local.set $rt (i32.add (local.get $rowTab) (i32.shl (i32.mul (local.get $y) (local.get $kh)) (i32.const 2))))
+            (local.set $x (i32.const 0))
+            (block $x_done
+              (loop $x_loop
+                (br_if $x_done (i32.ge_u (local.get $x) (local.get $wd)))
+                (local.set $ct (i32.add (local.get $colTab) (i32.shl (i32.mul (local.get $x) (local.get $kw)) (i32.const 2))))
+                (local.set $j (i32.const 0))
+                ;; 16 channels (four vectors) at a time, then one vector at a time.
+                (block $j_done
+                  (loop $j_loop
+                    (br_if $j_done (i32.ge_u (local.get $j) (local.get $cb)))
+                    (local.set $a0 (v128.const i64x2 0 0))
+                    (local.set $a1 (v128.const i64x2 0 0))
+                    (local.set $a2 (v128.const i64x2 0 0))
+                    (local.set $a3 (v128.const i64x2 0 0))
+                    (local.set $ky (i32.const 0))
+                    (block $ky_done
+                      (loop $ky_loop
+                        (br_if $ky_done (i32.ge_u (local.get $ky) (local.get $kh)))
+                        (local.set $sy (i32.load (i32.add (local.get $rt) (i32.shl (local.get $ky) (i32.const 2)))))
+                        (if (i32.ge_s (local.get $sy) (i32.const 0))
+                          (then
+                            (local.set $rp (i32.add (i32.add (local.get $img) (local.get $j))
+                              (i32.mul (local.get $cb) (i32.mul (local.get $sy) (local.get $sw)))))
+                            (local.set $wr (i32.add (i32.add (local.get $w) (local.get $j))
+                              (i32.mul (local.get $cb) (i32.mul (local.get $ky) (local.get $kw)))))
+                            (local.set $kx (i32.const 0))
+                            (block $kx_done
+                              (loop $kx_loop
+                                (br_if $kx_done (i32.ge_u (local.get $kx) (local.get $kw)))
+                                (local.set $sx (i32.load (i32.add (local.get $ct) (i32.shl (local.get $kx) (i32.const 2)))))
+                                (if (i32.ge_s (local.get $sx) (i32.const 0))
+                                  (then
+                                    (local.set $sp (i32.add (local.get $rp) (i32.mul (local.get $cb) (local.get $sx))))
+                                    (local.set $wp (i32.add (local.get $wr) (i32.mul (local.get $cb) (local.get $kx))))
+                                    (if (i32.lt_u (local.get $j) (local.get $end16))
+                                      (then
+                                        (local.set $a0 (f32x4.add (local.get $a0)
+                                          (f32x4.mul (v128.load (local.get $sp)) (v128.load (local.get $wp)))))
+                                        (local.set $a1 (f32x4.add (local.get $a1)
+                                          (f32x4.mul (v128.load offset=16 (local.get $sp)) (v128.load offset=16 (local.get $wp)))))
+                                        (local.set $a2 (f32x4.add (local.get $a2)
+                                          (f32x4.mul (v128.load offset=32 (local.get $sp)) (v128.load offset=32 (local.get $wp)))))
+                                        (local.set $a3 (f32x4.add (local.get $a3)
+                                          (f32x4.mul (v128.load offset=48 (local.get $sp)) (v128.load offset=48 (local.get $wp))))))
+                                      (else
+                                        (local.set $a0 (f32x4.add (local.get $a0)
+                                          (f32x4.mul (v128.load (local.get $sp)) (v128.load (local.get $wp)))))))))
+                                (local.set $kx (i32.add (local.get $kx) (i32.const 1)))
+                                (br $kx_loop)))))
+                        (local.set $ky (i32.add (local.get $ky) (i32.const 1)))
+                        (br $ky_loop)))
+                    (v128.store (i32.add (local.get $dp) (local.get $j)) (local.get $a0))
+                    (if (i32.lt_u (local.get $j) (local.get $end16))
                       (then
-                        (local.set $kx (i32.const 0))
-                        (block $kx_done
-                          (loop $kx_loop
-                            (br_if $kx_done (i32.ge_u (local.get $kx) (local.get $kw)))
-                            (local.set $ox (i32.load (i32.add (local.get $ct) (i32.shl (local.get $kx) (i32.const 2)))))
-                            (if (i32.ge_s (local.get $ox) (i32.const 0))
-                              (then
-                                (local.set $dyp (i32.add (local.get $dy) (i32.mul (local.get $cb)
-                                  (i32.add (i32.mul (i32.add (i32.mul (local.get $b) (local.get $oh)) (local.get $oy))
-                                    (local.get $ow)) (local.get $ox)))))
-                                (local.set $wp (i32.add (local.get $w) (i32.mul (local.get $cb)
-                                  (i32.add (i32.mul (local.get $ky) (local.get $kw)) (local.get $kx)))))
-                                (local.set $j (i32.const 0))
-                                (loop $j_loop
-                                  (v128.store (i32.add (local.get $dxp) (local.get $j))
-                                    (f32x4.add (v128.load (i32.add (local.get $dxp) (local.get $j)))
-                                      (f32x4.mul (v128.load (i32.add (local.get $dyp) (local.get $j)))
-                                        (v128.load (i32.add (local.get $wp) (local.get $j))))))
-                                  (local.set $j (i32.add (local.get $j) (i32.const 16)))
-                                  (br_if $j_loop (i32.lt_u (local.get $j) (local.get $cb))))))
-                            (local.set $kx (i32.add (local.get $kx) (i32.const 1)))
-                            (br $kx_loop)))))
-                    (local.set $ky (i32.add (local.get $ky) (i32.const 1)))
-                    (br $ky_loop)))
-                (local.set $dxp (i32.add (local.get $dxp) (local.get $cb)))
-                (local.set $ix (i32.add (local.get $ix) (i32.const 1)))
-                (br $ix_loop)))
-            (local.set $iy (i32.add (local.get $iy) (i32.const 1)))
-            (br $iy_loop)))
+                        (v128.store offset=16 (i32.add (local.get $dp) (local.get $j)) (local.get $a1))
+                        (v128.store offset=32 (i32.add (local.get $dp) (local.get $j)) (local.get $a2))
+                        (v128.store offset=48 (i32.add (local.get $dp) (local.get $j)) (local.get $a3))
+                        (local.set $j (i32.add (local.get $j) (i32.const 64))))
+                      (else (local.set $j (i32.add (local.get $j) (i32.const 16)))))
+                    (br $j_loop)))
+                (local.set $dp (i32.add (local.get $dp) (local.get $cb)))
+                (local.set $x (i32.add (local.get $x) (i32.const 1)))
+                (br $x_loop)))
+            (local.set $y (i32.add (local.get $y) (i32.const 1)))
+            (br $y_loop)))
         (local.set $b (i32.add (local.get $b) (i32.const 1)))
         (br $b_loop))))
+
+;; 1x1 convolution over NHWC rows: y[r, o] = sum over k of x[r, k] * w[k, o],
+  ;; from zero in k order. Two rows at a time share each load of w, 16 outputs
+  ;; (eight accumulators) then 4 at a time; an odd last row is computed as its
+  ;; own pair and stored once. x [rows, k], w [k, co], y [rows, co]; co a
+  ;; multiple of 4.
+  (func (export "pointwise") (param $x i32) (param $w i32) (param $y i32) (param $rows i32) (param $k i32)
+    (param $co i32)
+    (local $r i32) (local $x0 i32) (local $x1 i32) (local $y0 i32) (local $y1 i32) (local $j i32) (local $i i32)
+    (local $wp i32) (local $ob i32) (local $kb i32) (local $end16 i32) (local $two i32)
+    (local $s0 v128) (local $s1 v128) (local $w0 v128) (local $w1 v128) (local $w2 v128) (local $w3 v128)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local $b0 v128) (local $b1 v128) (local $b2 v128) (local $b3 v128)
+    (local.set $ob (i32.shl (local.get $co) (i32.const 2)))
+    (local.set $kb (i32.shl (local.get $k) (i32.const 2)))
+    (local.set $end16 (i32.and (local.get $ob) (i32.const -64)))
+    (block $r_done
+      (loop $r_loop
+        (br_if $r_done (i32.ge_u (local.get $r) (local.get $rows)))
+        (local.set $two (i32.lt_u (i32.add (local.get $r) (i32.const 1)) (local.get $rows)))
+        (local.set $x0 (i32.add (local.get $x) (i32.mul (local.get $r) (local.get $kb))))
+        (local.set $x1 (select (i32.add (local.get $x0) (local.get $kb)) (local.get $x0) (local.get $two)))
+        (local.set $y0 (i32.add (local.get $y) (i32.mul (local.get $r) (local.get $ob))))
+        (local.set $y1 (i32.add (local.get $y0) (local.get $ob)))
+        (local.set $j (i32.const 0))
+        (block $j16_done
+          (loop $j16_loop
+            (br_if $j16_done (i32.ge_u (local.get $j) (local.get $end16)))
+            (local.set $a0 (v128.const i64x2 0 0))
+            (local.set $a1 (v128.const i64x2 0 0))
+            (local.set $a2 (v128.const i64x2 0 0))
+            (local.set $a3 (v128.const i64x2 0 0))
+            (local.set $b0 (v128.const i64x2 0 0))
+            (local.set $b1 (v128.const i64x2 0 0))
+            (local.set $b2 (v128.const i64x2 0 0))
+            (local.set $b3 (v128.const i64x2 0 0))
+            (local.set $wp (i32.add (local.get $w) (local.get $j)))
+            (local.set $i (i32.const 0))
+            (block $k_done
+              (loop $k_loop
+                (br_if $k_done (i32.ge_u (local.get $i) (local.get $kb)))
+                (local.set $s0 (v128.load32_splat (i32.add (local.get $x0) (local.get $i))))
+                (local.set $s1 (v128.load32_splat (i32.add (local.get $x1) (local.get $i))))
+                (local.set $w0 (v128.load (local.get $wp)))
+                (local.set $w1 (v128.load offset=16 (local.get $wp)))
+                (local.set $w2 (v128.load offset=32 (local.get $wp)))
+                (local.set $w3 (v128.load offset=48 (local.get $wp)))
+                (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (local.get $s0) (local.get $w0))))
+                (local.set $a1 (f32x4.add (local.get $a1) (f32x4.mul (local.get $s0) (local.get $w1))))
+                (local.set $a2 (f32x4.add (local.get $a2) (f32x4.mul (local.get $s0) (local.get $w2))))
+                (local.set $a3 (f32x4.add (local.get $a3) (f32x4.mul (local.get $s0) (local.get $w3))))
+                (local.set $b0 (f32x4.add (local.get $b0) (f32x4.mul (local.get $s1) (local.get $w0))))
+                (local.set $b1 (f32x4.add (local.get $b1) (f32x4.mul (local.get $s1) (local.get $w1))))
+                (local.set $b2 (f32x4.add (local.get $b2) (f32x4.mul (local.get $s1) (local.get $w2))))
+                (local.set $b3 (f32x4.add (local.get $b3) (f32x4.mul (local.get $s1) (local.get $w3))))
+                (local.set $wp (i32.add (local.get $wp) (local.get $ob)))
+                (local.set $i (i32.add (local.get $i) (i32.const 4)))
+                (br $k_loop)))
+            (v128.store (i32.add (local.get $y0) (local.get $j)) (local.get $a0))
+            (v128.store offset=16 (i32.add (local.get $y0) (local.get $j)) (local.get $a1))
+            (v128.store offset=32 (i32.add (local.get $y0) (local.get $j)) (local.get $a2))
+            (v128.store offset=48 (i32.add (local.get $y0) (local.get $j)) (local.get $a3))
+            (if (local.get $two)
+              (then
+                (v128.store (i32.add (local.get $y1) (local.get $j)) (local.get $b0))
+                (v128.store offset=16 (i32.add (local.get $y1) (local.get $j)) (local.get $b1))
+                (v128.store offset=32 (i32.add (local.get $y1) (local.get $j)) (local.get $b2))
+                (v128.store offset=48 (i32.add (local.get $y1) (local.get $j)) (local.get $b3))))
+            (local.set $j (i32.add (local.get $j) (i32.const 64)))
+            (br $j16_loop)))
+        (block $j4_done
+          (loop $j4_loop
+            (br_if $j4_done (i32.ge_u (local.get $j) (local.get $ob)))
+            (local.set $a0 (v128.const i64x2 0 0))
+            (local.set $b0 (v128.const i64x2 0 0))
+            (local.set $wp (i32.add (local.get $w) (local.get $j)))
+            (local.set $i (i32.const 0))
+            (block $k4_done
+              (loop $k4_loop
+                (br_if $k4_done (i32.ge_u (local.get $i) (local.get $kb)))
+                (local.set $w0 (v128.load (local.get $wp)))
+                (local.set $a0 (f32x4.add (local.get $a0)
+                  (f32x4.mul (v128.load32_splat (i32.add (local.get $x0) (local.get $i))) (local.get $w0))))
+                (local.set $b0 (f32x4.add (local.get $b0)
+                  (f32x4.mul (v128.load32_splat (i32.add (local.get $x1) (local.get $i))) (local.get $w0))))
+                (local.set $wp (i32.add (local.get $wp) (local.get $ob)))
+                (local.set $i (i32.add (local.get $i) (i32.const 4)))
+                (br $k4_loop)))
+            (v128.store (i32.add (local.get $y0) (local.get $j)) (local.get $a0))
+            (if (local.get $two) (then (v128.store (i32.add (local.get $y1) (local.get $j)) (local.get $b0))))
+            (local.set $j (i32.add (local.get $j) (i32.const 16)))
+            (br $j4_loop)))
+        (local.set $r (i32.add (local.get $r) (i32.const 2)))
+        (br $r_loop))))
 
   ;; Max-pool gradient (dilation 1): for each output pixel and group of four
   ;; channels, the first maximum of the window in row-major order (strictly

@@ -23,7 +23,7 @@ registerOrtKernels({
   copy: false,
   autoSelect: false,
   kernels: ORT_KERNELS,
-  xnnpackPointwiseMaxK: 0,
+  pointwiseMaxK: 0,
 });
 
 const cases: ConvCase[] = [
@@ -227,15 +227,15 @@ Deno.test("the onnxruntime kernels share the wasm heap, leak no tensors and coun
   assert.equal(ortStats().runs, 3);
   registerOrtKernels({ kernels: ORT_KERNELS });
 
-  // A 1x1 forward conv over at most 16 channels stays on XNNPACK by default; its gradients do not.
-  registerOrtKernels({ xnnpackPointwiseMaxK: 16 });
+  // A 1x1 forward conv over at most 16 channels stays on the wasm kernel; its gradients do not.
+  registerOrtKernels({ pointwiseMaxK: 16 });
   resetOrtStats();
   const pw = tf.randomNormal([1, 1, 8, 32]) as tf.Tensor4D;
   tf.dispose(
     tf.grads((x: tf.Tensor, w: tf.Tensor) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, "valid").sum())([x, pw]),
   );
   assert.deepStrictEqual(Object.keys(ortStats().byKind).sort(), ["ConvDw", "ConvDx"]);
-  registerOrtKernels({ xnnpackPointwiseMaxK: 0 });
+  registerOrtKernels({ pointwiseMaxK: 0 });
   pw.dispose();
   tf.dispose([x, w, dw]);
 });

@@ -100,7 +100,7 @@ Deno.test("kernels split over two threads equal the cpu backend and one thread, 
       "relu_grad",
       "max_pool_grad",
       "dw_filter_grad",
-      "dw_input_grad",
+      "dw_gather",
     ];
     for (const name of split) assert.strictEqual(parts[name], 2, `${name} ran in ${parts[name]} parts`);
     await setSimdThreads(tf.backend(), 1);
