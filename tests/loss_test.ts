@@ -82,3 +82,32 @@ Deno.test("focalLossSum(): its analytic gradient equals autodiff of the element-
   }
   tf.dispose([x, z]);
 });
+
+Deno.test("focalLossSum() on wasm equals autodiff on cpu, and leaks nothing with or without a gradient", async () => {
+  const rng = createRng(12);
+  const xs = Float32Array.from({ length: 300 * 9 }, () => (rng() - 0.5) * 16);
+  const labels = Int32Array.from({ length: 300 }, () => Math.floor(rng() * 9));
+  const o = { gamma: 2, alpha: 0.75 };
+  const run = (fused: boolean) =>
+    tf.tidy(() => {
+      const x = tf.tensor2d(xs, [300, 9]), z = tf.oneHot(tf.tensor1d(labels, "int32"), 9).toFloat();
+      const f = (t: tf.Tensor) => fused ? focalLossSum(t, z, o) : tf.sum(focalLoss(t, z, o)) as tf.Scalar;
+      const { value, grad } = tf.valueAndGrad(f)(x);
+      return [value.dataSync()[0], grad.dataSync() as Float32Array] as const;
+    });
+  const ref = run(false);
+  await setBackend("wasm");
+  try {
+    const before = tf.memory().numTensors;
+    const got = run(true);
+    const value = tf.tidy(() =>
+      focalLossSum(tf.tensor2d(xs, [300, 9]), tf.oneHot(tf.tensor1d(labels, "int32"), 9).toFloat(), o).dataSync()[0]
+    );
+    assert.strictEqual(tf.memory().numTensors, before);
+    close(got[0], ref[0], 1e-5 * Math.abs(ref[0]));
+    close(value, ref[0], 1e-5 * Math.abs(ref[0]));
+    got[1].forEach((g, i) => close(g, ref[1][i], 1e-5));
+  } finally {
+    await setBackend("cpu");
+  }
+});
