@@ -187,8 +187,8 @@ function depthwiseBackpropInput(backendName: string): tf.KernelFunc {
     const [kh, kw, c, m] = filter.shape;
     const strided = info.strideHeight > 1 || info.strideWidth > 1;
     // Strided: the SIMD gather per input pixel beats zero-inserting dy for XNNPACK (batch 4,
-    // 150x150x96 at stride 2: 9 vs 21 ms). At stride 1 XNNPACK's conv of the padded dy is ~1.2x
-    // faster on one thread, the gather 1.2-1.7x on two.
+    // 150x150x96 at stride 2: 9 vs 21 ms). At stride 1 XNNPACK's conv of the padded dy is up to
+    // 1.15x faster on one thread, the gather 1.6-2.0x on two.
     const simd = m === 1 && c % 4 === 0 && dy.dtype === "float32" ? simdKernels(backend) : null;
     if (simd && (strided || simd.threads > 1)) {
       const [, h, w] = inputShape, [, oh, ow] = dy.shape;

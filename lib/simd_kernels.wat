@@ -393,15 +393,19 @@
   ;; colTab[x * kw + kx]] * w[ky, kx], where a table entry of -1 skips the tap
   ;; (stride, dilation, padding and, for the gradient, the flip are in the tables).
   ;; The taps add in row-major order from zero in registers, 16 channels at a
-  ;; time (then 4), so dst is written once. src [n, sh, sw, c], w [kh, kw, c],
+  ;; time (then 4), for two neighbouring pixels that share each load of the
+  ;; weights, so dst is written once. src [n, sh, sw, c], w [kh, kw, c],
   ;; dst [n, h, w, c]; c a multiple of 4.
   (func (export "dw_gather") (param $src i32) (param $w i32) (param $dst i32) (param $rowTab i32)
     (param $colTab i32) (param $n i32) (param $h i32) (param $wd i32) (param $c i32) (param $sh i32) (param $sw i32)
     (param $kh i32) (param $kw i32)
     (local $cb i32) (local $b i32) (local $y i32) (local $x i32) (local $ky i32) (local $kx i32) (local $sy i32)
-    (local $sx i32) (local $dp i32) (local $rp i32) (local $wr i32) (local $sp i32) (local $wp i32) (local $j i32)
-    (local $rt i32) (local $ct i32) (local $img i32) (local $end16 i32)
+    (local $sx0 i32) (local $sx1 i32) (local $dp i32) (local $dq i32) (local $rp i32) (local $wr i32) (local $sp i32)
+    (local $wp i32) (local $j i32) (local $rt i32) (local $ct0 i32) (local $ct1 i32) (local $img i32) (local $end16 i32)
+    (local $two i32) (local $blk i32)
     (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local $b0 v128) (local $b1 v128) (local $b2 v128) (local $b3 v128)
+    (local $w0 v128) (local $w1 v128) (local $w2 v128) (local $w3 v128)
     (local.set $cb (i32.shl (local.get $c) (i32.const 2)))
     (local.set $end16 (i32.and (local.get $cb) (i32.const -64)))
     (local.set $dp (local.get $dst))
@@ -419,16 +423,26 @@
             (block $x_done
               (loop $x_loop
                 (br_if $x_done (i32.ge_u (local.get $x) (local.get $wd)))
-                (local.set $ct (i32.add (local.get $colTab) (i32.shl (i32.mul (local.get $x) (local.get $kw)) (i32.const 2))))
+                ;; Two neighbouring pixels share each load of the weights; a last odd one is its own pair.
+                (local.set $two (i32.lt_u (i32.add (local.get $x) (i32.const 1)) (local.get $wd)))
+                (local.set $ct0 (i32.add (local.get $colTab) (i32.shl (i32.mul (local.get $x) (local.get $kw)) (i32.const 2))))
+                (local.set $ct1 (select (i32.add (local.get $ct0) (i32.shl (local.get $kw) (i32.const 2))) (local.get $ct0)
+                  (local.get $two)))
+                (local.set $dq (i32.add (local.get $dp) (local.get $cb)))
                 (local.set $j (i32.const 0))
                 ;; 16 channels (four vectors) at a time, then one vector at a time.
                 (block $j_done
                   (loop $j_loop
                     (br_if $j_done (i32.ge_u (local.get $j) (local.get $cb)))
+                    (local.set $blk (i32.lt_u (local.get $j) (local.get $end16)))
                     (local.set $a0 (v128.const i64x2 0 0))
                     (local.set $a1 (v128.const i64x2 0 0))
                     (local.set $a2 (v128.const i64x2 0 0))
                     (local.set $a3 (v128.const i64x2 0 0))
+                    (local.set $b0 (v128.const i64x2 0 0))
+                    (local.set $b1 (v128.const i64x2 0 0))
+                    (local.set $b2 (v128.const i64x2 0 0))
+                    (local.set $b3 (v128.const i64x2 0 0))
                     (local.set $ky (i32.const 0))
                     (block $ky_done
                       (loop $ky_loop
@@ -444,46 +458,67 @@
                             (block $kx_done
                               (loop $kx_loop
                                 (br_if $kx_done (i32.ge_u (local.get $kx) (local.get $kw)))
-                                (local.set $sx (i32.load (i32.add (local.get $ct) (i32.shl (local.get $kx) (i32.const 2)))))
-                                (if (i32.ge_s (local.get $sx) (i32.const 0))
+                                (local.set $sx0 (i32.load (i32.add (local.get $ct0) (i32.shl (local.get $kx) (i32.const 2)))))
+                                (local.set $sx1 (i32.load (i32.add (local.get $ct1) (i32.shl (local.get $kx) (i32.const 2)))))
+                                (local.set $wp (i32.add (local.get $wr) (i32.mul (local.get $cb) (local.get $kx))))
+                                (if (local.get $blk)
                                   (then
-                                    (local.set $sp (i32.add (local.get $rp) (i32.mul (local.get $cb) (local.get $sx))))
-                                    (local.set $wp (i32.add (local.get $wr) (i32.mul (local.get $cb) (local.get $kx))))
-                                    (if (i32.lt_u (local.get $j) (local.get $end16))
+                                    (local.set $w0 (v128.load (local.get $wp)))
+                                    (local.set $w1 (v128.load offset=16 (local.get $wp)))
+                                    (local.set $w2 (v128.load offset=32 (local.get $wp)))
+                                    (local.set $w3 (v128.load offset=48 (local.get $wp)))
+                                    (if (i32.ge_s (local.get $sx0) (i32.const 0))
                                       (then
-                                        (local.set $a0 (f32x4.add (local.get $a0)
-                                          (f32x4.mul (v128.load (local.get $sp)) (v128.load (local.get $wp)))))
-                                        (local.set $a1 (f32x4.add (local.get $a1)
-                                          (f32x4.mul (v128.load offset=16 (local.get $sp)) (v128.load offset=16 (local.get $wp)))))
-                                        (local.set $a2 (f32x4.add (local.get $a2)
-                                          (f32x4.mul (v128.load offset=32 (local.get $sp)) (v128.load offset=32 (local.get $wp)))))
-                                        (local.set $a3 (f32x4.add (local.get $a3)
-                                          (f32x4.mul (v128.load offset=48 (local.get $sp)) (v128.load offset=48 (local.get $wp))))))
-                                      (else
-                                        (local.set $a0 (f32x4.add (local.get $a0)
-                                          (f32x4.mul (v128.load (local.get $sp)) (v128.load (local.get $wp)))))))))
+                                        (local.set $sp (i32.add (local.get $rp) (i32.mul (local.get $cb) (local.get $sx0))))
+                                        (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (v128.load (local.get $sp)) (local.get $w0))))
+                                        (local.set $a1 (f32x4.add (local.get $a1) (f32x4.mul (v128.load offset=16 (local.get $sp)) (local.get $w1))))
+                                        (local.set $a2 (f32x4.add (local.get $a2) (f32x4.mul (v128.load offset=32 (local.get $sp)) (local.get $w2))))
+                                        (local.set $a3 (f32x4.add (local.get $a3) (f32x4.mul (v128.load offset=48 (local.get $sp)) (local.get $w3))))))
+                                    (if (i32.ge_s (local.get $sx1) (i32.const 0))
+                                      (then
+                                        (local.set $sp (i32.add (local.get $rp) (i32.mul (local.get $cb) (local.get $sx1))))
+                                        (local.set $b0 (f32x4.add (local.get $b0) (f32x4.mul (v128.load (local.get $sp)) (local.get $w0))))
+                                        (local.set $b1 (f32x4.add (local.get $b1) (f32x4.mul (v128.load offset=16 (local.get $sp)) (local.get $w1))))
+                                        (local.set $b2 (f32x4.add (local.get $b2) (f32x4.mul (v128.load offset=32 (local.get $sp)) (local.get $w2))))
+                                        (local.set $b3 (f32x4.add (local.get $b3) (f32x4.mul (v128.load offset=48 (local.get $sp)) (local.get $w3)))))))
+                                  (else
+                                    (local.set $w0 (v128.load (local.get $wp)))
+                                    (if (i32.ge_s (local.get $sx0) (i32.const 0))
+                                      (then
+                                        (local.set $sp (i32.add (local.get $rp) (i32.mul (local.get $cb) (local.get $sx0))))
+                                        (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (v128.load (local.get $sp)) (local.get $w0))))))
+                                    (if (i32.ge_s (local.get $sx1) (i32.const 0))
+                                      (then
+                                        (local.set $sp (i32.add (local.get $rp) (i32.mul (local.get $cb) (local.get $sx1))))
+                                        (local.set $b0 (f32x4.add (local.get $b0) (f32x4.mul (v128.load (local.get $sp)) (local.get $w0))))))))
                                 (local.set $kx (i32.add (local.get $kx) (i32.const 1)))
                                 (br $kx_loop)))))
                         (local.set $ky (i32.add (local.get $ky) (i32.const 1)))
                         (br $ky_loop)))
                     (v128.store (i32.add (local.get $dp) (local.get $j)) (local.get $a0))
-                    (if (i32.lt_u (local.get $j) (local.get $end16))
+                    (if (local.get $two) (then (v128.store (i32.add (local.get $dq) (local.get $j)) (local.get $b0))))
+                    (if (local.get $blk)
                       (then
                         (v128.store offset=16 (i32.add (local.get $dp) (local.get $j)) (local.get $a1))
                         (v128.store offset=32 (i32.add (local.get $dp) (local.get $j)) (local.get $a2))
                         (v128.store offset=48 (i32.add (local.get $dp) (local.get $j)) (local.get $a3))
+                        (if (local.get $two)
+                          (then
+                            (v128.store offset=16 (i32.add (local.get $dq) (local.get $j)) (local.get $b1))
+                            (v128.store offset=32 (i32.add (local.get $dq) (local.get $j)) (local.get $b2))
+                            (v128.store offset=48 (i32.add (local.get $dq) (local.get $j)) (local.get $b3))))
                         (local.set $j (i32.add (local.get $j) (i32.const 64))))
                       (else (local.set $j (i32.add (local.get $j) (i32.const 16)))))
                     (br $j_loop)))
-                (local.set $dp (i32.add (local.get $dp) (local.get $cb)))
-                (local.set $x (i32.add (local.get $x) (i32.const 1)))
+                (local.set $dp (select (i32.add (local.get $dq) (local.get $cb)) (local.get $dq) (local.get $two)))
+                (local.set $x (i32.add (local.get $x) (i32.const 2)))
                 (br $x_loop)))
             (local.set $y (i32.add (local.get $y) (i32.const 1)))
             (br $y_loop)))
         (local.set $b (i32.add (local.get $b) (i32.const 1)))
         (br $b_loop))))
 
-;; 1x1 convolution over NHWC rows: y[r, o] = sum over k of x[r, k] * w[k, o],
+  ;; 1x1 convolution over NHWC rows: y[r, o] = sum over k of x[r, k] * w[k, o],
   ;; from zero in k order. Two rows at a time share each load of w, 16 outputs
   ;; (eight accumulators) then 4 at a time; an odd last row is computed as its
   ;; own pair and stored once. x [rows, k], w [k, co], y [rows, co]; co a
