@@ -2,7 +2,9 @@
  * Chooses the tfjs compute backend by name and makes it able to train.
  *
  * - `wasm` (default): XNNPACK with SIMD, plus the composed gradient kernels of
- *   `conv_grad_kernels.ts` that the shipped backend lacks or runs slowly.
+ *   `conv_grad_kernels.ts` that the shipped backend lacks or runs slowly, and
+ *   SIMD kernels of our own (batch norm, depthwise and few-channel 1x1 convs,
+ *   ReLU and max-pool gradients) that split over the kernel threads.
  * - `cpu`: pure JS; the reference that tests compare against (its conv
  *   backward is ~700x slower, so never train on it).
  * - `tensorflow`: `@tensorflow/tfjs-node` or `-gpu`, when the user has them.
