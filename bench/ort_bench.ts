@@ -284,12 +284,13 @@ function trainRows(o: { quick?: boolean }): BenchRow[] {
  * Losses of the first 10 demo steps from the same seed: onnxruntime against wasm, and, as the yardstick of
  * float rounding, wasm against itself with every update scaled by 1 - 1e-6 (`train.loss_scale`). Early training
  * at lr 0.05 amplifies any rounding difference by ~3x a step, so the yardstick shows how far two exact
- * implementations that sum in a different order drift apart.
+ * implementations that sum in a different order drift apart. In lockstep (`checkBackend`), each wasm step is
+ * rerun on onnxruntime from the same weights and batch: that compares the backends without the amplification.
  */
 export async function trajectoryRows(): Promise<BenchRow[]> {
   const { writeSynthDataset, synthSpec } = await import("../lib/synth.ts");
   const { loadConfig } = await import("../lib/config.ts");
-  const { train } = await import("../lib/train.ts");
+  const { checkSummary, train } = await import("../lib/train.ts");
   const dir = await Deno.makeTempDir({ prefix: "ort-trajectory-" });
   const synth = loadConfig<import("../lib/synth.ts").SynthConfig>("configs/synth.yaml", synthSpec, {
     image_size: "128",
@@ -297,7 +298,7 @@ export async function trajectoryRows(): Promise<BenchRow[]> {
     "splits.val": "8",
   });
   await writeSynthDataset(dir, synth, { seed: 3, quiet: true });
-  const run = async (overrides: Record<string, string>) => {
+  const run = async (overrides: Record<string, string>, checkBackend?: string) => {
     const cfg = loadSsdConfig("configs/demo.yaml", {
       "data.train.path": `${dir}/annotations/instances_train.json`,
       "data.train.images": `${dir}/images/train`,
@@ -307,22 +308,22 @@ export async function trajectoryRows(): Promise<BenchRow[]> {
       ...overrides,
     });
     resetOrtStats();
-    const r = await train(cfg, { outDir: await Deno.makeTempDir({ dir }), quiet: true, maxSteps: 10 });
+    const r = await train(cfg, { outDir: await Deno.makeTempDir({ dir }), quiet: true, maxSteps: 10, checkBackend });
     const runs = ortStats().runs;
-    if ((cfg.backend === "onnxruntime") !== (runs > 0)) {
+    if ((cfg.backend === "onnxruntime" || checkBackend === "onnxruntime") !== (runs > 0)) {
       throw new Error(`${cfg.backend} run made ${runs} onnxruntime calls`);
     }
-    return r.losses.map((l) => l.loss);
+    return { losses: r.losses.map((l) => l.loss), check: checkSummary(r.losses) };
   };
   const rel = (a: number[], b: number[]) => Math.max(...a.map((v, i) => Math.abs(v - b[i]) / Math.abs(v)));
   const firstOver = (a: number[], b: number[]) => a.findIndex((v, i) => Math.abs(v - b[i]) / Math.abs(v) > 1e-3) + 1;
   const rows: BenchRow[] = [];
   try {
     for (const kind of ["softmax_hnm", "focal"]) {
-      const wasm = await run({ backend: "wasm", "loss.kind": kind });
-      const nudged = await run({ backend: "wasm", "loss.kind": kind, "train.loss_scale": "1.000001" });
-      const ort = await run({ backend: "onnxruntime", "loss.kind": kind });
-      const ort2 = await run({ backend: "onnxruntime", "loss.kind": kind });
+      const { losses: wasm, check } = await run({ backend: "wasm", "loss.kind": kind }, "onnxruntime");
+      const nudged = (await run({ backend: "wasm", "loss.kind": kind, "train.loss_scale": "1.000001" })).losses;
+      const ort = (await run({ backend: "onnxruntime", "loss.kind": kind })).losses;
+      const ort2 = (await run({ backend: "onnxruntime", "loss.kind": kind })).losses;
       const describe = (a: number[], b: number[]) => {
         const k = firstOver(a, b);
         return `max rel. diff ${rel(a, b).toExponential(1)}${k ? `, over 1e-3 from step ${k}` : ""}`;
@@ -331,8 +332,18 @@ export async function trajectoryRows(): Promise<BenchRow[]> {
         section: "ort",
         name: `demo losses, 10 steps from one seed (${kind}): onnxruntime vs wasm`,
         ms: null,
+        untimed: true,
         note: `${describe(wasm, ort)}; wasm vs wasm with updates x (1 - 1e-6): ${describe(wasm, nudged)}; ` +
           `onnxruntime run twice: ${describe(ort, ort2)}`,
+      });
+      rows.push({
+        section: "ort",
+        name: `demo, 10 steps in lockstep (${kind}): each step on onnxruntime from wasm's weights and batch`,
+        ms: null,
+        untimed: true,
+        note: `worst step: loss ${check!.loss.toExponential(1)} relative, gradients ${
+          check!.grads.toExponential(1)
+        } (|g - g'| / |g|)`,
       });
     }
   } finally {

@@ -6,6 +6,8 @@ export interface BenchRow {
   name: string;
   /** Median milliseconds (or null when skipped). */
   ms: number | null;
+  /** A comparison of values, not a timing: the time column stays empty. */
+  untimed?: boolean;
   /** What the ratio is taken against, e.g. "vs shipped dX". */
   against?: string;
   /** Speed-up (reference time / this time); > 1 is faster. */
@@ -32,7 +34,13 @@ export function formatTable(rows: BenchRow[]): string {
   const cells = rows.map((r) => [
     r.section,
     r.name,
-    r.ms === null ? "skipped" : r.ms >= 1000 ? `${(r.ms / 1000).toFixed(2)} s` : `${r.ms.toFixed(1)} ms`,
+    r.untimed
+      ? ""
+      : r.ms === null
+      ? "skipped"
+      : r.ms >= 1000
+      ? `${(r.ms / 1000).toFixed(2)} s`
+      : `${r.ms.toFixed(1)} ms`,
     r.speedup === undefined ? "" : `${r.speedup.toFixed(2)}x ${r.against ?? ""}`.trim(),
     r.note ?? "",
   ]);

@@ -52,6 +52,14 @@ export interface TrainOptions {
   maxSteps?: number;
   /** Called after every step. */
   onStep?: (log: StepLog) => void;
+  /**
+   * Also run every step's forward and backward pass on this backend (`wasm` or
+   * `onnxruntime`, the other of the pair), from the same weights and batch,
+   * and log how far its loss and gradients are from the training backend's
+   * (`check_loss`, `check_grad_diff`). Training itself is unchanged. Needs
+   * `train.replicas: 1`.
+   */
+  checkBackend?: string;
 }
 
 /** One line of `train_log.jsonl`. */
@@ -65,6 +73,10 @@ export interface StepLog {
   lr: number;
   images_per_s: number;
   time: number;
+  /** With {@linkcode TrainOptions.checkBackend}: the loss on that backend. */
+  check_loss?: number;
+  /** With a check backend: |g - g'| / |g| over all gradients. */
+  check_grad_diff?: number;
 }
 
 /** What a run produced. */
@@ -80,6 +92,27 @@ export interface TrainResult {
   graph: Graph;
   params: ParamMap;
   interrupted: boolean;
+}
+
+/**
+ * The worst step of a run with a check backend: the largest relative
+ * difference of its loss, and of its gradients. `null` without a check.
+ *
+ * @example
+ * ```ts
+ * // r = await train(cfg, { outDir, checkBackend: "onnxruntime" }); checkSummary(r.losses)
+ * const step = { epoch: 1, step: 1, global_step: 1, loc: 1, cls: 1, lr: 0.01, images_per_s: 9, time: 0 };
+ * const s = checkSummary([{ ...step, loss: 2, check_loss: 2.0002, check_grad_diff: 3e-6 }]);
+ * if (Math.abs(s!.loss - 1e-4) > 1e-12 || s!.grads !== 3e-6) throw new Error("checkSummary");
+ * ```
+ */
+export function checkSummary(losses: StepLog[]): { loss: number; grads: number } | null {
+  const checked = losses.filter((l) => l.check_loss !== undefined);
+  if (checked.length === 0) return null;
+  return {
+    loss: Math.max(...checked.map((l) => Math.abs(l.check_loss! - l.loss) / Math.abs(l.loss))),
+    grads: Math.max(...checked.map((l) => l.check_grad_diff!)),
+  };
 }
 
 /** `OUT/checkpoints/epoch-<N>.ckpt`. */
@@ -120,6 +153,19 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
     const stored = storedConfig(resumeFrom.header.config, resumeFile);
     stored.train.epochs = cfg.train.epochs; // the one setting a resume may extend
     cfg = stored;
+  }
+
+  if (o.checkBackend !== undefined) {
+    const pair = ["wasm", "onnxruntime"];
+    if (!pair.includes(o.checkBackend) || !pair.includes(cfg.backend)) {
+      throw new InputError(
+        `a check backend runs on the same tensors as the training backend: both must be wasm or onnxruntime ` +
+          `(got ${o.checkBackend} and ${cfg.backend})`,
+      );
+    }
+    if (cfg.train.replicas !== 1) {
+      throw new InputError(`a check backend needs train.replicas: 1 (it is ${cfg.train.replicas})`);
+    }
   }
 
   // 2) Data.
@@ -269,13 +315,13 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
       ) {
         const lr = lrAtStep(globalStep, lrOpts);
         let r: GradOutputs, extra = { loss: 0, loc: 0, cls: 0 };
+        const stepOpts = {
+          inputSize: cfg.model.input_size,
+          numAnchors: anchors.count,
+          loss: cfg.loss,
+          segments: cfg.train.segments,
+        };
         try {
-          const stepOpts = {
-            inputSize: cfg.model.input_size,
-            numAnchors: anchors.count,
-            loss: cfg.loss,
-            segments: cfg.train.segments,
-          };
           if (replicas.length === 0) r = gradStep(graph, params, trainable, batch, stepOpts);
           else [r, extra] = await replicatedStep(batch, stepOpts);
         } catch (e) {
@@ -296,6 +342,10 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
               `applying this step. Last good checkpoint: ${lastCkpt ?? "none"}. Try a lower train.lr.`,
           );
         }
+        const check = o.checkBackend === undefined
+          ? undefined
+          : await checkStep(r, o.checkBackend, cfg.backend, kernelThreads(cfg), () =>
+            gradStep(graph, params, trainable, batch, stepOpts));
         momentumStep(params, r.grads, state, lr, {
           momentum: cfg.train.momentum,
           weightDecay: cfg.train.weight_decay,
@@ -316,6 +366,7 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
           lr,
           images_per_s: batch.size / ((now - tLast) / 1000),
           time: Math.round(now - t0),
+          ...check,
         };
         tLast = now;
         losses.push(entry);
@@ -364,6 +415,44 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
   }
   await writeLossCurve(path.join(out, "loss_curve.png"), losses);
   return { outDir: out, checkpoint: lastCkpt, best, losses, evals, classNames, graph, params, interrupted };
+}
+
+/**
+ * Runs one step's forward and backward pass again on `checkBackend` (same
+ * weights, same batch) and measures how far it lands from `r`, the training
+ * backend's. Both backends keep their tensors in the wasm heap, so switching
+ * between them moves no data.
+ */
+async function checkStep(
+  r: GradOutputs,
+  checkBackend: string,
+  backend: string,
+  threads: number,
+  step: () => GradOutputs,
+): Promise<{ check_loss: number; check_grad_diff: number }> {
+  await setBackend(checkBackend, { threads });
+  let c: GradOutputs | null = null;
+  try {
+    c = step();
+    const diff = tf.tidy(() => {
+      // float32 sums of squares: ample for a relative difference
+      let num = tf.scalar(0), den = tf.scalar(0);
+      for (const [name, g] of Object.entries(r.grads)) {
+        num = num.add(tf.sub(g, c!.grads[name]).square().sum());
+        den = den.add(g.square().sum());
+      }
+      return tf.sqrt(num.div(den));
+    });
+    const [loss, d] = await Promise.all([c.loss.data(), diff.data()]);
+    diff.dispose();
+    return { check_loss: loss[0], check_grad_diff: d[0] };
+  } finally {
+    if (c) {
+      tf.dispose([c.loss, c.loc, c.cls, ...Object.values(c.grads)]);
+      for (const u of c.bn) tf.dispose([u.mean, u.variance]);
+    }
+    await setBackend(backend, { threads });
+  }
 }
 
 async function evaluateDuringTraining(

@@ -1,7 +1,7 @@
 /** `deno task train`: trains an SSD as a config says. */
 import { intFlag, parseTaskArgs, runTask } from "../lib/cli.ts";
 import { loadSsdConfig } from "../lib/ssd_config.ts";
-import { train } from "../lib/train.ts";
+import { checkSummary, train } from "../lib/train.ts";
 
 const spec = {
   name: "train",
@@ -20,10 +20,16 @@ const spec = {
       help: "start from these weights (other class counts re-initialise the class heads)",
     },
     "max-steps": { type: "string", arg: "N", help: "stop after N steps" },
+    "check-backend": {
+      type: "string",
+      arg: "NAME",
+      help: "also run each step on this backend (wasm or onnxruntime, same weights and batch) and log the differences",
+    },
   },
   epilog: [
     "Writes OUT/checkpoints/epoch-<N>.ckpt (see lib/checkpoint.ts for the format), OUT/train_log.jsonl (one JSON line",
     "per step), OUT/loss_curve.png and OUT/config.yaml. Ctrl-C saves OUT/checkpoints/interrupted.ckpt and exits.",
+    "--check-backend logs check_loss and check_grad_diff (|g - g'| / |g|) per step; it needs --train.replicas=1.",
     "Example: deno task train --config configs/demo.yaml --out runs/demo/train --train.epochs=4",
   ].join("\n"),
 } as const;
@@ -38,8 +44,16 @@ runTask(async () => {
     resume: Boolean(values.resume),
     init: values.init as string | undefined,
     maxSteps: intFlag(values, "max-steps"),
+    checkBackend: values["check-backend"] as string | undefined,
   });
   const last = r.losses.at(-1);
+  const check = checkSummary(r.losses);
+  if (check) {
+    console.log(
+      `check on ${values["check-backend"]}, worst step: loss ${check.loss.toExponential(1)} relative, ` +
+        `gradients ${check.grads.toExponential(1)} (|g - g'| / |g|)`,
+    );
+  }
   console.log(
     `${r.interrupted ? "interrupted" : "done"}: ${r.losses.length} steps logged, last loss ${last?.loss.toFixed(4)}`,
   );

@@ -8,7 +8,7 @@ import { initParams } from "../lib/graph.ts";
 import { createRng } from "../lib/rng.ts";
 import { buildModel, loadSsdConfig, type SsdConfig } from "../lib/ssd_config.ts";
 import { type SynthConfig, synthSpec, writeSynthDataset } from "../lib/synth.ts";
-import { train } from "../lib/train.ts";
+import { checkSummary, train } from "../lib/train.ts";
 
 const data = Deno.makeTempDirSync();
 const synth = loadConfig<SynthConfig>("configs/synth.yaml", synthSpec, {
@@ -117,6 +117,40 @@ for (const segments of [1, 3]) {
     assert.strictEqual(heap[19], heap[4], `wasm heap by step ${heap}`);
   });
 }
+
+Deno.test("a check backend reruns each step on the other backend: same loss and gradients, training unchanged", async () => {
+  const base = { "train.epochs": "1", "train.replicas": "1", backend: "wasm" };
+  const plain = await train(config(base), { outDir: Deno.makeTempDirSync(), quiet: true, maxSteps: 4 });
+  const counts: number[] = [];
+  const checked = await train(config(base), {
+    outDir: Deno.makeTempDirSync(),
+    quiet: true,
+    maxSteps: 4,
+    checkBackend: "onnxruntime",
+    onStep: () => counts.push(tf.memory().numTensors),
+  });
+  assert.deepStrictEqual(checked.losses.map((l) => l.loss), plain.losses.map((l) => l.loss));
+  assert.ok(counts.every((c) => c === counts[0]), `tensor counts ${counts}`);
+  const s = checkSummary(checked.losses)!;
+  // Two real computations that sum in different orders: close, yet not bit-equal.
+  assert.ok(s.loss < 1e-5 && s.grads < 1e-4 && s.grads > 0, JSON.stringify(s));
+  const self = await train(config(base), {
+    outDir: Deno.makeTempDirSync(),
+    quiet: true,
+    maxSteps: 2,
+    checkBackend: "wasm",
+  });
+  assert.deepStrictEqual(checkSummary(self.losses), { loss: 0, grads: 0 });
+  assert.strictEqual(checkSummary(plain.losses), null);
+  await assert.rejects(
+    () => train(config({ ...base, "train.replicas": "2" }), { outDir: Deno.makeTempDirSync(), checkBackend: "wasm" }),
+    /needs train\.replicas: 1/,
+  );
+  await assert.rejects(
+    () => train(config(base), { outDir: Deno.makeTempDirSync(), checkBackend: "cpu" }),
+    /both must be wasm or onnxruntime/,
+  );
+});
 
 Deno.test("a checkpoint round-trips and a truncated one is named in a clear error", async () => {
   const cfg = config();
