@@ -56,8 +56,8 @@ export interface TrainOptions {
    * Also run every step's forward and backward pass on this backend (`wasm` or
    * `onnxruntime`, the other of the pair), from the same weights and batch,
    * and log how far its loss and gradients are from the training backend's
-   * (`check_loss`, `check_grad_diff`). Training itself is unchanged. Needs
-   * `train.replicas: 1`.
+   * (`check_loss`, `check_grad_diff`). Training itself is unchanged; the
+   * logged step times include the check. Needs `train.replicas: 1`.
    */
   checkBackend?: string;
 }
