@@ -23,6 +23,7 @@ export async function benchLoader(o: { quick?: boolean } = {}): Promise<BenchRow
     });
     await writeSynthDataset(dir, synth, { seed: 1, quiet: true });
     const cfg = loadSsdConfig("configs/demo.yaml", {
+      "data.train.format": "coco",
       "data.train.path": `${dir}/annotations/instances_train.json`,
       "data.train.images": `${dir}/images/train`,
     });
@@ -39,7 +40,7 @@ export async function benchLoader(o: { quick?: boolean } = {}): Promise<BenchRow
       tutorial,
     ]];
     for (const [label, aug] of variants) {
-      const split = loadSplit(cfg.data.train, {});
+      const split = loadSplit(cfg.data, "train", { classNames: cfg.model.class_names });
       const anchors = anchorsOf(cfg), sf = scaleFactorsOf(cfg);
       const t0 = performance.now();
       let images = 0;

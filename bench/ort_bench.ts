@@ -300,6 +300,7 @@ export async function trajectoryRows(): Promise<BenchRow[]> {
   await writeSynthDataset(dir, synth, { seed: 3, quiet: true });
   const run = async (overrides: Record<string, string>, checkBackend?: string) => {
     const cfg = loadSsdConfig("configs/demo.yaml", {
+      "data.train.format": "coco",
       "data.train.path": `${dir}/annotations/instances_train.json`,
       "data.train.images": `${dir}/images/train`,
       "data.val.path": `${dir}/annotations/instances_val.json`,

@@ -10,12 +10,13 @@
  *
  * @module
  */
+import * as fsp from "node:fs/promises";
 import sharp from "sharp";
 import type { Spec } from "./config.ts";
 import type { DetectionRecord } from "./detection_record.ts";
 import { InputError } from "./errors.ts";
 import type { Rng } from "./rng.ts";
-import { uniform } from "./rng.ts";
+import { shuffled, uniform } from "./rng.ts";
 
 /** The `augment` section of a training config. */
 export interface AugmentConfig {
@@ -171,30 +172,51 @@ export interface JitterFactors {
   brightness: number;
   contrast: number;
   saturation: number;
+  /**
+   * The order the three adjustments run in, as indices (0 brightness, 1 contrast, 2 saturation); default
+   * [0, 1, 2]. MindSpore's `RandomColorAdjust` shuffles the order for every image.
+   */
+  order?: readonly number[];
 }
 
 /**
- * Brightness, contrast and saturation, in that order, as PIL's ImageEnhance
- * blends (MindSpore `RandomColorAdjust`): brightness scales, contrast blends
- * with the mean grey level, saturation blends with each pixel's grey. In place
- * on interleaved RGB floats in 0..255; each step clamps to 0..255.
+ * Brightness, contrast and saturation as PIL's ImageEnhance blends (MindSpore
+ * `RandomColorAdjust`), in `f.order`: brightness scales, contrast blends with
+ * the mean grey level, saturation blends with each pixel's grey. In place on
+ * interleaved RGB floats in 0..255; each step clamps to 0..255.
+ *
+ * @example
+ * ```ts
+ * // Saturation 0 (to grey) then brightness 2, against brightness 2 (clipping at 255) then grey.
+ * const a = Float32Array.of(200, 100, 0), b = a.slice();
+ * colourJitter(a, { brightness: 2, contrast: 1, saturation: 0, order: [2, 0, 1] });
+ * colourJitter(b, { brightness: 2, contrast: 1, saturation: 0, order: [0, 1, 2] });
+ * if (Math.abs(a[0] - 2 * (0.299 * 200 + 0.587 * 100)) > 1e-3 || a[0] === b[0]) throw new Error("order");
+ * ```
  */
 export function colourJitter(rgb: Float32Array, f: JitterFactors): void {
   const n = rgb.length / 3;
   const clamp = (v: number) => v < 0 ? 0 : v > 255 ? 255 : v;
-  if (f.brightness !== 1) { for (let i = 0; i < rgb.length; i++) rgb[i] = clamp(rgb[i] * f.brightness); }
-  if (f.contrast !== 1) {
-    let mean = 0;
-    for (let p = 0; p < n; p++) mean += 0.299 * rgb[3 * p] + 0.587 * rgb[3 * p + 1] + 0.114 * rgb[3 * p + 2];
-    mean /= n;
-    for (let i = 0; i < rgb.length; i++) rgb[i] = clamp(mean + f.contrast * (rgb[i] - mean));
-  }
-  if (f.saturation !== 1) {
-    for (let p = 0; p < n; p++) {
-      const g = 0.299 * rgb[3 * p] + 0.587 * rgb[3 * p + 1] + 0.114 * rgb[3 * p + 2];
-      for (let c = 0; c < 3; c++) rgb[3 * p + c] = clamp(g + f.saturation * (rgb[3 * p + c] - g));
-    }
-  }
+  const steps = [
+    () => {
+      if (f.brightness !== 1) { for (let i = 0; i < rgb.length; i++) rgb[i] = clamp(rgb[i] * f.brightness); }
+    },
+    () => {
+      if (f.contrast === 1) return;
+      let mean = 0;
+      for (let p = 0; p < n; p++) mean += 0.299 * rgb[3 * p] + 0.587 * rgb[3 * p + 1] + 0.114 * rgb[3 * p + 2];
+      mean /= n;
+      for (let i = 0; i < rgb.length; i++) rgb[i] = clamp(mean + f.contrast * (rgb[i] - mean));
+    },
+    () => {
+      if (f.saturation === 1) return;
+      for (let p = 0; p < n; p++) {
+        const g = 0.299 * rgb[3 * p] + 0.587 * rgb[3 * p + 1] + 0.114 * rgb[3 * p + 2];
+        for (let c = 0; c < 3; c++) rgb[3 * p + c] = clamp(g + f.saturation * (rgb[3 * p + c] - g));
+      }
+    },
+  ];
+  for (const k of f.order ?? [0, 1, 2]) steps[k]();
 }
 
 /** A preprocessed sample. */
@@ -247,9 +269,27 @@ function normalise(rgb: Float32Array | Uint8Array, cfg: Pick<AugmentConfig, "mea
   return out;
 }
 
-/** Reads the encoded image of a record: its bytes when it carries them, else its file. */
+/** Reads the encoded image of a record: its bytes when it carries them, its place in a record file, else its file. */
 export async function imageBytes(record: DetectionRecord): Promise<Uint8Array> {
   if (record.image) return record.image;
+  const at = record.imageAt;
+  if (at) {
+    let h: fsp.FileHandle | undefined;
+    try {
+      h = await fsp.open(at.file, "r");
+      const b = new Uint8Array(at.length);
+      const { bytesRead } = await h.read(b, 0, at.length, at.offset);
+      if (bytesRead !== at.length) throw new Error(`truncated: ${at.length} bytes at offset ${at.offset} expected`);
+      return b;
+    } catch (e) {
+      throw new InputError(`cannot read image: ${(e as Error).message}`, {
+        file: at.file,
+        where: `image id ${record.imgId}`,
+      });
+    } finally {
+      await h?.close();
+    }
+  }
   try {
     return await Deno.readFile(record.file);
   } catch (e) {
@@ -278,6 +318,8 @@ export async function augmentSample(
     brightness: uniform(rng, Math.max(0, 1 - cfg.brightness), 1 + cfg.brightness),
     contrast: uniform(rng, Math.max(0, 1 - cfg.contrast), 1 + cfg.contrast),
     saturation: uniform(rng, Math.max(0, 1 - cfg.saturation), 1 + cfg.saturation),
+    // RandomColorAdjust shuffles the order of its adjustments per image (random_color_adjust_op.cc).
+    order: shuffled([0, 1, 2], rng),
   };
   const raw = await decodeCropResize(record, await imageBytes(record), crop.rect, size, flip, cfg.resize_kernel);
   const rgb = Float32Array.from(raw);

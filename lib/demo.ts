@@ -106,12 +106,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const trainDir = path.join(out, "train");
   const cfg = loadSsdConfig(o.config, {
     seed: String(o.seed),
-    "data.train.format": "mindrecord",
-    "data.train.path": path.join(mrDir, "ssd.mindrecord0"),
-    "data.train.images": "null",
-    "data.val.format": "coco",
-    "data.val.path": path.join(dataDir, "annotations", "instances_val.json"),
-    "data.val.images": path.join(dataDir, "images", "val"),
+    "data.root": out,
     ...o.overrides,
   });
   log(
@@ -120,7 +115,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   await writeFileAtomic(
     path.join(out, "augment_preview.png"),
     await augmentPreview(
-      loadSplit(cfg.data.val, {}).records.slice(0, 8),
+      loadSplit(cfg.data, "val", { classNames: cfg.model.class_names }).records.slice(0, 8),
       cfg.model.class_names ?? [],
       cfg.model.input_size,
       cfg.augment,
@@ -140,7 +135,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
 
   // 4) eval
   t0 = performance.now();
-  log(`[4/6] eval: ${run.checkpoint} on ${cfg.data.val.path}`);
+  log(`[4/6] eval: ${run.checkpoint} on ${path.join(cfg.data.root, cfg.data.val.path ?? "")}`);
   const ev = await evaluateCheckpoint(run.checkpoint!, { quiet: o.quiet });
   const doc = evalStatsJson(ev.result.stats, ev.result.perClass);
   await writeJsonAtomic(path.join(out, "eval_stats.json"), doc);

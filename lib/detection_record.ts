@@ -23,6 +23,11 @@ export interface DetectionRecord {
   iscrowd: Uint8Array;
   /** Encoded image bytes, when the source holds them (MindRecord) or they were read. */
   image?: Uint8Array;
+  /**
+   * Where the encoded image bytes lie in a file, when they were left there (a lazily indexed MindRecord set):
+   * `length` bytes at byte `offset` of `file`.
+   */
+  imageAt?: { file: string; offset: number; length: number };
   /** Extra per-annotation fields kept for exact round trips (COCO `area`, category ids ...). */
   extra?: Record<string, unknown>;
 }

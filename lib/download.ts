@@ -541,6 +541,10 @@ export interface FetchDatasetOptions extends DownloadOptions {
   datasets?: DatasetEntry[];
   /** Override the entry's `extract` setting (e.g. `false` for --no-extract). */
   extract?: boolean;
+  /**
+   * Fetch a named dataset from this URL instead (a mirror): name, checksum and extraction folder stay the entry's.
+   */
+  url?: string;
 }
 
 /** What {@linkcode fetchDataset} did. */
@@ -572,7 +576,11 @@ export async function fetchDataset(
   const log = opts.log ?? ((s: string) => console.error(s));
   const datasets = opts.datasets ??
     (/^https?:\/\//i.test(nameOrUrl) && !opts.config ? [] : loadDatasets(opts.config ?? DEFAULT_DATASETS_CONFIG));
-  const dataset = resolveDataset(nameOrUrl, datasets);
+  const entry = resolveDataset(nameOrUrl, datasets);
+  if (opts.url !== undefined && !/^https?:\/\//i.test(opts.url)) {
+    throw new InputError(`--url must be an http(s) URL, got ${JSON.stringify(opts.url)}`);
+  }
+  const dataset = opts.url ? { ...entry, url: opts.url } : entry;
   const flagSha = parseSha256(opts.sha256, "--sha256");
   if (flagSha && dataset.sha256 && flagSha !== dataset.sha256) {
     throw new InputError(

@@ -8,8 +8,11 @@
 import { setBackend } from "./backend.ts";
 import { loadParams, readCheckpoint } from "./checkpoint.ts";
 import type { CocoEvalResult } from "./coco_eval.ts";
+import * as path from "node:path";
+import { applyOverrides, validate } from "./config.ts";
+import { InputError } from "./errors.ts";
 import { type LoadedSplit, loadSplit } from "./dataset.ts";
-import { detectRecords, type NamedDetection, scoreDetections } from "./evaluate.ts";
+import { detectRecords, labelToCategoryOf, type NamedDetection, scoreDetections } from "./evaluate.ts";
 import { type Graph, initParams, type ParamMap } from "./graph.ts";
 import { detectWithOnnx, loadOnnxModel } from "./onnx_infer.ts";
 import { Progress } from "./progress.ts";
@@ -18,6 +21,8 @@ import {
   anchorsOf,
   buildModel,
   checkConsistency,
+  type DataConfig,
+  dataSpec,
   loadSsdConfig,
   scaleFactorsOf,
   type SplitConfig,
@@ -73,13 +78,9 @@ type Detect = (
  */
 async function scoreSplit(data: LoadedSplit, classNames: string[], detect: Detect, quiet?: boolean): Promise<EvalRun> {
   const gt = data.groundTruth();
-  const idByName = new Map(gt.categories.map((c) => [c.name, Number(c.id)]));
+  const toCategory = labelToCategoryOf(gt, classNames, data.split.annotations ?? data.split.path ?? "ground truth");
   const bar = new Progress("eval", data.records.length, { unit: "img", quiet });
-  const detections = await detect(
-    data.records,
-    (label) => idByName.get(classNames[label]) ?? label,
-    (d) => bar.update(d),
-  );
+  const detections = await detect(data.records, toCategory, (d) => bar.update(d));
   bar.done();
   return {
     result: scoreDetections(gt, detections),
@@ -87,6 +88,44 @@ async function scoreSplit(data: LoadedSplit, classNames: string[], detect: Detec
     images: data.records.length,
     categoryNames: new Map(gt.categories.map((c) => [Number(c.id), c.name ?? String(c.id)])),
   };
+}
+
+/**
+ * The eval data of a run: its config's `data` section (`base`), with `--data.*`
+ * overrides applied (`data.root` relocates every relative path) and, when
+ * `file` is given, its `val` split replaced by that file (a COCO json with
+ * `images`, else a MindRecord shard), resolved against the working folder.
+ *
+ * @example
+ * ```ts
+ * import { deepStrictEqual as assertEquals } from "node:assert";
+ * const split = { format: "mindrecord", path: "a/ssd_eval.mindrecord0", images: null, annotations: null, limit: null } as const;
+ * const base = { root: "runs/data", train: split, val: split, policy: "error" } as const;
+ * const d = evalDataConfig(base, { overrides: { "data.root": "/mnt/data" } });
+ * assertEquals([d.root, d.val.path], ["/mnt/data", "a/ssd_eval.mindrecord0"]);
+ * ```
+ */
+export function evalDataConfig(
+  base: DataConfig | null,
+  o: { file?: string; images?: string; overrides?: Record<string, string> } = {},
+): DataConfig {
+  const empty = { format: "coco", path: null, images: null, annotations: null, limit: null };
+  const raw = { data: base ?? { train: empty, val: empty } };
+  const overrides = Object.fromEntries(Object.entries(o.overrides ?? {}).filter(([k]) => k.startsWith("data.")));
+  const data = (validate(applyOverrides(raw, overrides), {
+    type: "object",
+    fields: { data: dataSpec },
+  }) as { data: DataConfig }).data;
+  if (o.file) {
+    const json = o.file.toLowerCase().endsWith(".json");
+    data.val = {
+      ...data.val,
+      format: json ? "coco" : "mindrecord",
+      path: path.resolve(o.file),
+      images: json && o.images ? path.resolve(o.images) : json ? data.val.images : null,
+    };
+  }
+  return data;
 }
 
 /**
@@ -98,13 +137,17 @@ export async function evaluateCheckpoint(
   o: {
     configFile?: string;
     overrides?: Record<string, string>;
-    split?: SplitConfig;
+    /** The eval data (default: the model config's `data`, whose `val` split is read). */
+    data?: DataConfig;
+    /** Or just the split to score, its paths relative to the working folder. */
+    split?: Partial<SplitConfig>;
     batchSize?: number;
     quiet?: boolean;
   } = {},
 ): Promise<EvalRun> {
   const model = await loadModel(checkpoint, o);
-  const data = loadSplit(o.split ?? model.cfg.data.val, { policy: model.cfg.data.policy, which: "val" });
+  const dataCfg = o.split ? splitOnly(o.split, model.cfg.data.policy) : o.data ?? model.cfg.data;
+  const data = loadSplit(dataCfg, "val", { classNames: model.classNames });
   return scoreSplit(
     data,
     model.classNames,
@@ -124,17 +167,34 @@ export async function evaluateCheckpoint(
   );
 }
 
+function splitOnly(split: Partial<SplitConfig>, policy: DataConfig["policy"]): DataConfig {
+  const full: SplitConfig = { format: "coco", path: null, images: null, annotations: null, limit: null, ...split };
+  return { root: ".", train: full, val: full, policy };
+}
+
 /**
  * Scores an exported ONNX model on a split, exactly as {@linkcode evaluateCheckpoint}
  * scores a checkpoint (the ModelZoo's ONNX evaluation).
  */
 export async function evaluateOnnx(
   modelFile: string,
-  split: SplitConfig,
-  o: { configFile?: string; batchSize?: number; threads?: number; quiet?: boolean } = {},
+  o: {
+    configFile?: string;
+    /** The eval data (default: the model config's `data`, whose `val` split is read). */
+    data?: DataConfig;
+    /** Or just the split to score, its paths relative to the working folder. */
+    split?: Partial<SplitConfig>;
+    batchSize?: number;
+    threads?: number;
+    quiet?: boolean;
+  } = {},
 ): Promise<EvalRun> {
   const model = await loadOnnxModel(modelFile, { config: o.configFile, threads: o.threads });
-  const data = loadSplit(split, { which: "val" });
+  const dataCfg = o.split ? splitOnly(o.split, "error") : o.data ?? model.config.data;
+  if (!dataCfg) {
+    throw new InputError("no eval data: give --data FILE or a config with a data section", { file: modelFile });
+  }
+  const data = loadSplit(dataCfg, "val", { classNames: model.config.class_names });
   return scoreSplit(
     data,
     model.config.class_names,

@@ -10,6 +10,7 @@ import { type AugmentConfig, evalSample } from "./augment.ts";
 import { type CocoDetection, type CocoEvalResult, cocoEvaluate, type CocoGroundTruthJson } from "./coco_eval.ts";
 import type { DefaultBoxes } from "./default_boxes.ts";
 import type { DetectionRecord } from "./detection_record.ts";
+import { InputError } from "./errors.ts";
 import { type Graph, type ParamMap, runGraph } from "./graph.ts";
 import { postprocess, type PostprocessConfig, postprocessOptionsFromConfig } from "./postprocess.ts";
 
@@ -48,12 +49,49 @@ export function toCocoResults(
     out.push({
       image_id: imageId,
       category_id: labelToCategory(det.labels[k]),
-      bbox: [x1, y1, x2 - x1, y2 - y1].map((v) => Math.round(v * 100) / 100),
-      score: Math.round(det.scores[k] * 1e5) / 1e5,
+      // Unrounded, as the tutorial's COCOMetrics writes them (rounding moves boxes across IoU thresholds).
+      bbox: [x1, y1, x2 - x1, y2 - y1],
+      score: det.scores[k],
       file_name: fileName,
     });
   }
   return out;
+}
+
+/**
+ * Label -> the ground truth's category id, by class name, as the tutorial's
+ * COCOMetrics maps `train_cls` names through the annotation json. A label with
+ * no name, or a name the json does not have, is an error naming both.
+ *
+ * @example
+ * ```ts
+ * import { throws } from "node:assert";
+ * const gt = { images: [], annotations: [], categories: [{ id: 18, name: "dog" }] };
+ * const f = labelToCategoryOf(gt, ["background", "cat", "dog"], "gt.json");
+ * if (f(2) !== 18) throw new Error("dog is category 18");
+ * throws(() => f(1), /class "cat" \(label 1\) is not a category of gt.json/);
+ * throws(() => f(3), /label 3 has no name/);
+ * ```
+ */
+export function labelToCategoryOf(
+  gt: Pick<CocoGroundTruthJson, "categories">,
+  classNames: readonly string[],
+  file: string,
+): (label: number) => number {
+  const idByName = new Map(gt.categories.map((c) => [c.name, Number(c.id)]));
+  return (label) => {
+    const name = classNames[label];
+    if (name === undefined || label < 1) {
+      throw new InputError(`label ${label} has no name: the model names labels 1..${classNames.length - 1}`, {
+        file,
+      });
+    }
+    const id = idByName.get(name);
+    if (id === undefined) {
+      throw new InputError(`class "${name}" (label ${label}) is not a category of ${file}`, { file });
+    }
+    return id;
+  };
 }
 
 /** Options of {@linkcode detectRecords}. */
@@ -79,12 +117,17 @@ export async function detectRecords(
   const bs = o.batchSize ?? 8, s = o.inputSize;
   const results: NamedDetection[] = [];
   const toCat = o.labelToCategory ?? ((l: number) => l);
-  let pendingSamples = Promise.all(records.slice(0, bs).map((r) => evalSample(r, s, o.augment)));
+  const prepare = (from: number) => {
+    const p = Promise.all(records.slice(from, from + bs).map((r) => evalSample(r, s, o.augment)));
+    p.catch(() => {}); // surfaces when awaited; must not become an unhandled rejection meanwhile
+    return p;
+  };
+  let pendingSamples = prepare(0);
   for (let b = 0; b < records.length; b += bs) {
     const batch = records.slice(b, b + bs);
     const samples = await pendingSamples;
     // Decode the next batch while this one runs.
-    pendingSamples = Promise.all(records.slice(b + bs, b + 2 * bs).map((r) => evalSample(r, s, o.augment)));
+    pendingSamples = prepare(b + bs);
     const images = new Float32Array(batch.length * s * s * 3);
     samples.forEach((smp, k) => images.set(smp.image, k * s * s * 3));
     const x = tf.tensor4d(images, [batch.length, s, s, 3]);

@@ -40,7 +40,15 @@ export function gradStep(
   params: ParamMap,
   trainable: tf.Variable[],
   part: GradInputs,
-  o: { inputSize: number; numAnchors: number; loss: LossConfig; normalizer?: number; segments?: number },
+  o: {
+    inputSize: number;
+    numAnchors: number;
+    loss: LossConfig;
+    normalizer?: number;
+    segments?: number;
+    /** Dropout masks: the step's seed and this part's first image in the whole batch (see RunOptions). */
+    dropout?: { seed: number; offset: number };
+  },
 ): GradOutputs {
   const s = o.inputSize, b = part.size, a = o.numAnchors;
   const x = tf.tensor4d(part.images, [b, s, s, 3]);
@@ -54,8 +62,11 @@ export function gradStep(
     return l.total;
   };
   const { value, grads } = (o.segments ?? 1) > 1
-    ? segmentedGradients(graph, params, trainable, x, segmentsOf(graph, o.segments!), loss, bn)
-    : tf.variableGrads(() => loss(runGraph(graph, params, x, { training: true, bnUpdates: bn })), trainable);
+    ? segmentedGradients(graph, params, trainable, x, segmentsOf(graph, o.segments!), loss, bn, o.dropout)
+    : tf.variableGrads(
+      () => loss(runGraph(graph, params, x, { training: true, bnUpdates: bn, dropout: o.dropout })),
+      trainable,
+    );
   tf.dispose([x, locT, labels]);
   return { loss: value, loc: parts!.loc, cls: parts!.cls, grads, bn };
 }

@@ -47,6 +47,7 @@ self.onmessage = async (e: MessageEvent) => {
         loss: cfg.loss,
         normalizer: msg.normalizer,
         segments: cfg.train.segments,
+        dropout: msg.dropout,
       });
       const grads: Record<string, Float32Array> = {};
       const buffers: ArrayBuffer[] = [];

@@ -48,6 +48,11 @@ export type GraphNode =
   | { op: "maxpool"; id: number; input: number; kernel: [number, number]; strides: [number, number]; pads: Pads }
   | { op: "add"; id: number; inputs: number[] }
   /**
+   * Dropout (MindSpore `nn.Dropout(p)`): in training, each value is zeroed with probability `rate` and the rest
+   * scaled by 1 / (1 - rate); the identity at inference and in exported models.
+   */
+  | { op: "dropout"; id: number; input: number; rate: number }
+  /**
    * Integer-factor upsampling; nearest when `mode` is absent. `bilinear` is TF's legacy resize
    * (align_corners and half_pixel_centers false: source = destination / scale, clamped at the edge),
    * which MindSpore `ops.ResizeBilinear` computes and ONNX Resize calls linear + asymmetric.
@@ -231,6 +236,14 @@ export class GraphBuilder {
     return { id, shape: xs[0].shape };
   }
 
+  /** Dropout with drop probability `rate` (training only). */
+  dropout(x: Sym, rate: number): Sym {
+    if (!(rate >= 0 && rate < 1)) throw new Error(`dropout: rate ${rate} is not in [0, 1)`);
+    const id = this.#next++;
+    this.nodes.push({ op: "dropout", id, input: x.id, rate });
+    return { id, shape: x.shape };
+  }
+
   /** Upsampling by an integer factor: nearest neighbour, or TF legacy bilinear (see the node's `mode`). */
   upsample(x: Sym, scale: number, mode: "nearest" | "bilinear" = "nearest"): Sym {
     const id = this.#next++;
@@ -339,6 +352,12 @@ export interface RunOptions {
    * passes it on. {@linkcode runGraph} finds them itself in training mode.
    */
   fusions?: ReadonlyMap<number, BnActivation>;
+  /**
+   * Dropout masks in training mode: drawn from `seed` (one per step), the node and the image's position
+   * `offset + i` in the whole batch, so a batch split across replicas, a recomputed segment and a check
+   * backend see the same masks. Default seed 0, offset 0.
+   */
+  dropout?: { seed: number; offset: number };
 }
 
 const fusionCache = new WeakMap<Graph, Map<number, BnActivation>>();
@@ -449,6 +468,16 @@ export function runNodes(
         }
         break;
       }
+      case "dropout": {
+        const inp = values.get(node.input)!;
+        y = options.training && node.rate > 0
+          ? tf.mul(
+            inp,
+            tf.tensor(dropoutMask(inp.shape, node.rate, node.id, options.dropout ?? { seed: 0, offset: 0 }), inp.shape),
+          )
+          : inp;
+        break;
+      }
       case "act": {
         const inp = values.get(node.input)!;
         if (options.training && options.fusions?.has(node.input)) {
@@ -488,6 +517,55 @@ export function runNodes(
     }
     values.set(node.id, y);
   }
+}
+
+/** 32-bit hash of integers (FNV-1a steps with a final avalanche). */
+function hash32(...xs: number[]): number {
+  let h = 0x811c9dc5;
+  for (const x of xs) {
+    h = Math.imul(h ^ (x >>> 0), 0x01000193) >>> 0;
+    h = Math.imul(h ^ (h >>> 15), 0x2c1b3c6d) >>> 0;
+  }
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b) >>> 0;
+  return (h ^ (h >>> 13)) >>> 0;
+}
+
+/**
+ * The dropout mask [N, ...] of node `nodeId`: 0 with probability `rate`, else
+ * 1 / (1 - rate). Image i of the tensor draws from (seed, node, offset + i)
+ * alone, with a mulberry32 stream per image.
+ *
+ * @example
+ * ```ts
+ * const d = dropoutMask([2, 100], 0.5, 7, { seed: 1, offset: 0 });
+ * const a = dropoutMask([1, 100], 0.5, 7, { seed: 1, offset: 1 }); // image 1 on its own
+ * if (a.some((v, j) => v !== d[100 + j])) throw new Error("image 1's mask depends on its batch");
+ * if (d.some((v) => v !== 0 && v !== 2)) throw new Error("values are 0 or 1 / (1 - rate)");
+ * const kept = d.filter((v) => v > 0).length;
+ * if (kept < 70 || kept > 130) throw new Error(`kept ${kept} of 200 at rate 0.5`);
+ * ```
+ */
+export function dropoutMask(
+  shape: number[],
+  rate: number,
+  nodeId: number,
+  o: { seed: number; offset: number },
+): Float32Array {
+  const per = shape.slice(1).reduce((a, b) => a * b, 1);
+  const mask = new Float32Array(shape[0] * per);
+  const keep = 1 / (1 - rate);
+  for (let i = 0; i < shape[0]; i++) {
+    let a = hash32(o.seed, nodeId, o.offset + i);
+    for (let j = 0; j < per; j++) {
+      // mulberry32
+      a = (a + 0x6d2b79f5) >>> 0;
+      let t = Math.imul(a ^ (a >>> 15), 1 | a);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      const u = ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+      mask[i * per + j] = u < rate ? 0 : keep;
+    }
+  }
+  return mask;
 }
 
 /** Ids of the nodes whose outputs `node` reads. */
@@ -640,6 +718,7 @@ export function inferShapes(graph: Graph): Map<number, number[]> {
       }
       case "bn":
       case "act":
+      case "dropout":
         s.set(n.id, s.get(n.input)!);
         break;
       case "add":

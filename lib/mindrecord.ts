@@ -540,11 +540,16 @@ function toNdArray(bytes: Uint8Array, spec: FieldSpec): NdArray {
 
 /** Decodes one blob into field values (§5). `compressed` = version >= 3.0 and the schema has an int array. */
 export function decodeBlob(blob: Uint8Array, entry: SchemaEntry, compressed: boolean): MindRecordRow {
+  return decodeColumns(splitBlob(blob, entry.blobFields), entry, compressed);
+}
+
+/** Decodes a blob's columns (in `entry.blobFields` order); a null column is left out of the row. */
+function decodeColumns(cols: (Uint8Array | null)[], entry: SchemaEntry, compressed: boolean): MindRecordRow {
   const row: MindRecordRow = {};
-  const cols = splitBlob(blob, entry.blobFields);
   entry.blobFields.forEach((f, i) => {
     const spec = entry.schema[f];
     let bytes = cols[i];
+    if (bytes === null) return;
     if (compressed && (spec.type === "int32" || spec.type === "int64")) bytes = decompressInt(bytes, spec.type);
     row[f] = spec.type === "bytes" ? bytes.slice() : spec.shape ? toNdArray(bytes, spec) : bytes.slice();
   });
@@ -689,6 +694,11 @@ export interface MindRecordSet {
   shardRows(shard: number): Generator<MindRecordRow>;
   /** Rows of every shard: shard order, then row order (§7). */
   rows(): Generator<MindRecordRow>;
+  /**
+   * Rows of every shard with the blob fields in `lazy` left on disk: each row's `refs` says where they are.
+   * Memory does not grow with the bytes of those fields.
+   */
+  lazyRows(lazy: ReadonlySet<string>): Generator<MindRecordRow & { refs?: Record<string, FieldRef> }>;
 }
 
 function rowCount(h: MindRecordHeader): number {
@@ -753,18 +763,14 @@ export function openMindRecord(file: string, options: OpenOptions = {}): MindRec
     *rows() {
       for (let k = 0; k < shards.length; k++) yield* shardRows(k);
     },
+    *lazyRows(lazy) {
+      for (const { file: f, header: h } of shards) yield* readShardRows(f, h, schema, compressed, floatStats, lazy);
+    },
   };
 }
 
-function* readShardRows(
-  file: string,
-  h: MindRecordHeader,
-  entry: SchemaEntry,
-  compressed: boolean,
-  stats: DecodeStats,
-): Generator<MindRecordRow> {
-  // Reader reconstruction (§3): each raw page's row groups point at blob pages by page_type_id; rows of a group
-  // are read in step from the raw offset and from the start of the blob page. Groups are visited in ROW_ID order.
+/** A shard's row groups in ROW_ID order: each raw page's groups point at blob pages by page_type_id (§3). */
+function rowGroups(file: string, h: MindRecordHeader): { raw: PageInfo; blob: PageInfo; offset: number }[] {
   const blobByType = new Map<number, PageInfo>();
   for (const p of h.pages) if (p.pageType === "BLOB_DATA") blobByType.set(p.pageTypeId, p);
   const groups: { raw: PageInfo; blob: PageInfo; offset: number }[] = [];
@@ -791,12 +797,38 @@ function* readShardRows(
   ) {
     throw new InputError(`raw pages do not cover every blob page exactly once`, { file, where: "header" });
   }
+  return groups;
+}
+
+/** Where a field left on disk lives: `length` bytes at byte `offset` of `file`. */
+export interface FieldRef {
+  file: string;
+  offset: number;
+  length: number;
+}
+
+/**
+ * Rows of one shard. Fields named in `lazy` (blob fields) are not read: the row
+ * gets a {@linkcode FieldRef} for each in `refs`, and the blob pages are read
+ * by the few bytes each row needs instead of whole, so memory does not grow
+ * with the data (§3, §5).
+ */
+function* readShardRows(
+  file: string,
+  h: MindRecordHeader,
+  entry: SchemaEntry,
+  compressed: boolean,
+  stats: DecodeStats,
+  lazy?: ReadonlySet<string>,
+): Generator<MindRecordRow & { refs?: Record<string, FieldRef> }> {
+  const groups = rowGroups(file, h);
   let fd: number;
   try {
     fd = fs.openSync(file, "r");
   } catch (e) {
     throw new InputError(`cannot read MindRecord file (${(e as Error).message})`, { file, cause: e });
   }
+  const pageStart = (p: PageInfo) => h.headerSize + h.pageSize * p.pageId;
   const cache = new Map<number, Uint8Array>();
   const page = (p: PageInfo): Uint8Array => {
     let b = cache.get(p.pageId);
@@ -804,7 +836,7 @@ function* readShardRows(
       b = new Uint8Array(p.pageSize);
       let got: number;
       try {
-        got = fs.readSync(fd, b, 0, b.length, h.headerSize + h.pageSize * p.pageId);
+        got = fs.readSync(fd, b, 0, b.length, pageStart(p));
       } catch (e) {
         throw new InputError(`cannot read page ${p.pageId} (${(e as Error).message})`, { file, cause: e });
       }
@@ -812,6 +844,16 @@ function* readShardRows(
       if (cache.size >= 2) cache.clear();
       cache.set(p.pageId, b);
     }
+    return b;
+  };
+  // Lazy mode: `n` bytes at `off` of a blob page, read on their own.
+  const slice = (p: PageInfo, off: number, n: number, where: string): Uint8Array => {
+    if (off + n > p.pageSize) {
+      throw new InputError(`blob data runs past the end of page ${p.pageId}`, { file, where });
+    }
+    const b = new Uint8Array(n);
+    const got = fs.readSync(fd, b, 0, n, pageStart(p) + off);
+    if (got !== n) throw new InputError(`page ${p.pageId} is truncated`, { file, where });
     return b;
   };
   try {
@@ -834,18 +876,49 @@ function* readShardRows(
         }
         rawPos += 8 + rl;
         if (!(rawVal! instanceof Map)) fail("raw row is not a msgpack map");
-        const blobBytes = page(g.blob);
-        if (blobPos + 8 > blobBytes.length) fail("blob row length runs past the end of its page");
-        const bl = readBigU64(blobBytes, blobPos, true);
-        if (blobPos + 8 + bl > blobBytes.length) fail(`blob row of ${bl} bytes runs past the end of its page`);
-        let row: MindRecordRow;
-        try {
-          row = decodeBlob(blobBytes.subarray(blobPos + 8, blobPos + 8 + bl), entry, compressed);
-        } catch (e) {
-          if (e instanceof InputError) throw e;
-          fail(`bad blob: ${(e as Error).message}`, e);
+        let row: MindRecordRow & { refs?: Record<string, FieldRef> };
+        if (!lazy) {
+          const blobBytes = page(g.blob);
+          if (blobPos + 8 > blobBytes.length) fail("blob row length runs past the end of its page");
+          const bl = readBigU64(blobBytes, blobPos, true);
+          if (blobPos + 8 + bl > blobBytes.length) fail(`blob row of ${bl} bytes runs past the end of its page`);
+          try {
+            row = decodeBlob(blobBytes.subarray(blobPos + 8, blobPos + 8 + bl), entry, compressed);
+          } catch (e) {
+            if (e instanceof InputError) throw e;
+            fail(`bad blob: ${(e as Error).message}`, e);
+          }
+          blobPos += 8 + bl;
+        } else {
+          const bl = readBigU64(slice(g.blob, blobPos, 8, where), 0, true);
+          if (blobPos + 8 + bl > g.blob.pageSize) fail(`blob row of ${bl} bytes runs past the end of its page`);
+          const cols: (Uint8Array | null)[] = [];
+          const refs: Record<string, FieldRef> = {};
+          const one = entry.blobFields.length === 1;
+          let p = blobPos + 8;
+          for (const f of entry.blobFields) {
+            let n = bl;
+            if (!one) {
+              if (p + 8 > blobPos + 8 + bl) fail(`blob truncated before field "${f}"`);
+              n = readBigU64(slice(g.blob, p, 8, where), 0, false);
+              p += 8;
+              if (p + n > blobPos + 8 + bl) fail(`blob field "${f}" claims ${n} bytes, past the end of the blob`);
+            }
+            if (lazy.has(f)) {
+              refs[f] = { file, offset: pageStart(g.blob) + p, length: n };
+              cols.push(null);
+            } else cols.push(slice(g.blob, p, n, where));
+            p += n;
+          }
+          if (!one && p !== blobPos + 8 + bl) fail(`${blobPos + 8 + bl - p} trailing bytes after the last blob field`);
+          try {
+            row = decodeColumns(cols, entry, compressed);
+          } catch (e) {
+            fail(`bad blob: ${(e as Error).message}`, e);
+          }
+          row!.refs = refs;
+          blobPos += 8 + bl;
         }
-        blobPos += 8 + bl;
         for (const [k, v] of rawVal! as Map<string, MsgValue>) {
           const spec = entry.schema[k];
           if (!spec || isBlobField(spec)) continue; // e.g. the dummy {"id":0} of all-blob schemas.
@@ -1908,6 +1981,49 @@ export interface DetectionReadOptions {
   layout?: SsdLayout;
   /** Read only this MindRecord file, not its sibling shards. */
   singleShard?: boolean;
+  /**
+   * Leave the image bytes on disk: records get `imageAt` (see {@linkcode readImageAt}) instead of `image`, and only
+   * the head of each image is read, for its size. Memory then does not grow with the images.
+   */
+  lazyImages?: boolean;
+}
+
+/** Bytes read from the head of an image for its size; the whole image when its header lies further in. */
+const IMAGE_HEAD_BYTES = 4096;
+
+function readRef(ref: FieldRef, length = ref.length): Uint8Array {
+  const n = Math.min(length, ref.length);
+  const b = new Uint8Array(n);
+  let fd: number;
+  try {
+    fd = fs.openSync(ref.file, "r");
+  } catch (e) {
+    throw new InputError(`cannot read MindRecord file (${(e as Error).message})`, { file: ref.file, cause: e });
+  }
+  try {
+    const got = fs.readSync(fd, b, 0, n, ref.offset);
+    if (got !== n) {
+      throw new InputError(`file is truncated: ${n} bytes at offset ${ref.offset} expected`, { file: ref.file });
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return b;
+}
+
+/**
+ * Reads the image bytes a lazily indexed record points at.
+ *
+ * @example
+ * ```ts
+ * import { deepStrictEqual as assertEquals } from "node:assert";
+ * const [r] = iterDetectionRecords("tests/fixtures/mindrecord/ssd_coco.mindrecord0", { lazyImages: true });
+ * const [e] = iterDetectionRecords("tests/fixtures/mindrecord/ssd_coco.mindrecord0");
+ * assertEquals([r.image, readImageAt(r.imageAt!)], [undefined, e.image]);
+ * ```
+ */
+export function readImageAt(ref: FieldRef): Uint8Array {
+  return readRef(ref);
 }
 
 /**
@@ -1923,8 +2039,22 @@ export function* iterDetectionRecords(file: string, options: DetectionReadOption
       { file, where: "header schema 0" },
     );
   }
-  for (const row of set.rows()) {
-    yield kind === "full" ? recordFromFullRow(row, file) : recordFromSsdRow(row, file, options.layout);
+  if (!options.lazyImages) {
+    for (const row of set.rows()) {
+      yield kind === "full" ? recordFromFullRow(row, file) : recordFromSsdRow(row, file, options.layout);
+    }
+    return;
+  }
+  for (const row of set.lazyRows(new Set(["image"]))) {
+    const ref = row.refs!.image;
+    let head = readRef(ref, IMAGE_HEAD_BYTES);
+    if (!imageSize(head) && ref.length > head.length) head = readRef(ref);
+    row.image = head;
+    delete row.refs;
+    const rec = kind === "full" ? recordFromFullRow(row, ref.file) : recordFromSsdRow(row, ref.file, options.layout);
+    delete rec.image;
+    rec.imageAt = ref;
+    yield rec;
   }
 }
 

@@ -36,7 +36,7 @@ import { InputError } from "./errors.ts";
 import { writeFileAtomic } from "./fs_atomic.ts";
 import type { Graph, GraphNode, ParamMap } from "./graph.ts";
 import type { PostprocessConfig } from "./postprocess.ts";
-import type { SsdConfig } from "./ssd_config.ts";
+import type { DataConfig, SsdConfig } from "./ssd_config.ts";
 
 const { onnx } = onnxProto;
 /** The ONNX protobuf namespace (compiled schema of onnx-proto). */
@@ -344,6 +344,9 @@ export function graphToOnnx(graph: Graph, values: ParamValues, o: GraphToOnnxOpt
         );
         break;
       }
+      case "dropout": // the identity outside training
+        tensorOf.set(n.id, tensorOf.get(n.input)!);
+        break;
       case "add": {
         const xs = n.inputs.map((i) => tensorOf.get(i)!);
         tensorOf.set(n.id, xs.length === 2 ? add("Add", xs) : add("Sum", xs));
@@ -474,7 +477,7 @@ function outputShapes(graph: Graph): Map<number, number[]> {
         Math.floor((w + n.pads[2] + n.pads[3] - n.kernel[1]) / n.strides[1]) + 1,
         c,
       ]);
-    } else if (n.op === "bn" || n.op === "act") hwc.set(n.id, hwc.get(n.input)!);
+    } else if (n.op === "bn" || n.op === "act" || n.op === "dropout") hwc.set(n.id, hwc.get(n.input)!);
     else if (n.op === "add") hwc.set(n.id, hwc.get(n.inputs[0])!);
     else if (n.op === "upsample") {
       const [h, w, c] = hwc.get(n.input)!;
@@ -562,6 +565,8 @@ export interface OnnxModelConfig {
   box_coder: BoxCoderConfig;
   /** Post-processing on `scores` (already activated: `activation` none). */
   postprocess: PostprocessConfig;
+  /** The run's `data` section (its `val` split is what `deno task eval --model` scores by default); null if none. */
+  data: DataConfig | null;
 }
 
 /** Schema of {@linkcode OnnxModelConfig}'s fixed part; sections reuse their own specs when parsed. */
@@ -602,6 +607,7 @@ export const onnxModelConfigSpec: Spec = {
     num_anchors: { type: "number", int: true, min: 1 },
     box_coder: { type: "any" },
     postprocess: { type: "any" },
+    data: { type: "any", default: null },
   },
 };
 
@@ -676,6 +682,7 @@ export function onnxModelConfig(cfg: SsdConfig, o: OnnxConfigOptions): OnnxModel
     num_anchors: a,
     box_coder: cfg.box_coder,
     postprocess: cfg.postprocess,
+    data: cfg.data ?? null,
   };
 }
 

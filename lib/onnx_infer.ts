@@ -20,6 +20,7 @@ import {
 } from "./default_boxes.ts";
 import type { DetectionRecord } from "./detection_record.ts";
 import { InputError } from "./errors.ts";
+import { type DataConfig, dataSpec } from "./ssd_config.ts";
 import { type NamedDetection, toCocoResults } from "./evaluate.ts";
 import {
   CONFIG_METADATA_KEY,
@@ -81,6 +82,7 @@ export function parseOnnxModelConfig(text: string, file: string): OnnxModelConfi
   c.anchors = validate(c.anchors, defaultBoxesSpec, { file, key: "anchors" }) as DefaultBoxesConfig;
   c.box_coder = validate(c.box_coder, boxCoderSpec, { file, key: "box_coder" }) as BoxCoderConfig;
   c.postprocess = validate(c.postprocess, postprocessSpec, { file, key: "postprocess" }) as PostprocessConfig;
+  if (c.data !== null) c.data = validate(c.data, dataSpec, { file, key: "data" }) as DataConfig;
   if (c.class_names.length !== c.num_classes) {
     throw new InputError(`has ${c.class_names.length} class names but num_classes ${c.num_classes}`, { file });
   }

@@ -1,7 +1,10 @@
 /**
  * Momentum SGD with weight decay, as MindSpore's `nn.Momentum`:
- * `g = grad / loss_scale + wd * w` (decay skipped for BN gamma and beta, its
- * default filter), `v = momentum * v + g`, `w = w - lr * v`.
+ * `g = (sens * grad + wd * w) / loss_scale` (decay skipped for BN gamma and beta, its
+ * default filter), `v = momentum * v + g`, `w = w - lr * v`. The order is
+ * MindSpore's: `Optimizer.construct` applies `decay_weight` before `scale_grad`
+ * (mindspore/nn/optim/optimizer.py), so with the tutorial's `loss_scale=1024`
+ * and an unscaled loss the decay shrinks 1024-fold too.
  *
  * @module
  */
@@ -18,6 +21,12 @@ export interface MomentumOptions {
    * 1024-fold; the workbench's configs say which they use.
    */
   lossScale?: number;
+  /**
+   * Gradients are multiplied by this first: the ModelZoo's `TrainingWrapper(sens=1024)` scales the loss
+   * in the backward pass, and Momentum's `loss_scale=1024` divides it back out after adding the decay,
+   * so its decay is 1024-fold weaker than the config's `weight_decay` says (default 1).
+   */
+  sens?: number;
 }
 
 /** Momentum buffers, one per trainable parameter. */
@@ -54,8 +63,9 @@ export function momentumStep(
     for (const [name, w] of params) {
       const g = grads[w.name], v = state.get(name);
       if (!g || !v) continue;
-      let step = scale === 1 ? g : tf.mul(g, scale);
+      let step = (o.sens ?? 1) === 1 ? g : tf.mul(g, o.sens!);
       if (o.weightDecay > 0 && decays(name)) step = tf.add(step, tf.mul(w, o.weightDecay));
+      if (scale !== 1) step = tf.mul(step, scale);
       const nv = tf.add(tf.mul(v, o.momentum), step);
       v.assign(nv);
       w.assign(tf.sub(w, tf.mul(nv, lr)));

@@ -56,9 +56,16 @@ export function linePlotSvg(series: Series[], o: PlotOptions = {}): string {
   const pts = series.map((s) =>
     s.x.map((x, i) => [x, s.y[i]]).filter(([, y]) => Number.isFinite(y) && (!o.logY || y > 0))
   );
-  const xs = pts.flat().map((p) => p[0]), ys = pts.flat().map((p) => ty(p[1]));
-  let [x0, x1] = o.xRange ?? [Math.min(...xs), Math.max(...xs)];
-  let [y0, y1] = o.yRange ? o.yRange.map(ty) : [Math.min(...ys), Math.max(...ys)];
+  // Loops, not Math.min(...xs): spreading a long series overflows the call stack past ~100k points.
+  let xMin = Infinity, xMax = -Infinity, yMin = Infinity, yMax = -Infinity;
+  for (const p of pts) {
+    for (const [x, y] of p) {
+      xMin = Math.min(xMin, x), xMax = Math.max(xMax, x);
+      yMin = Math.min(yMin, ty(y)), yMax = Math.max(yMax, ty(y));
+    }
+  }
+  let [x0, x1] = o.xRange ?? [xMin, xMax];
+  let [y0, y1] = o.yRange ? o.yRange.map(ty) : [yMin, yMax];
   if (!(x1 > x0)) [x0, x1] = [x0 - 1, x0 + 1];
   if (!(y1 > y0)) [y0, y1] = [y0 - 1, y0 + 1];
   if (!Number.isFinite(x0)) [x0, x1, y0, y1] = [0, 1, 0, 1];
@@ -114,6 +121,59 @@ export function linePlotSvg(series: Series[], o: PlotOptions = {}): string {
 /** Renders {@linkcode linePlotSvg} to PNG bytes. */
 export async function linePlotPng(series: Series[], o: PlotOptions = {}): Promise<Uint8Array> {
   return new Uint8Array(await sharp(new TextEncoder().encode(linePlotSvg(series, o))).png().toBuffer());
+}
+
+/**
+ * Means of consecutive runs of points, at most `maxBins` bins, for series too
+ * long to draw point by point (a million-step loss log). Streams: `add` points
+ * in x order; when the bins fill up, neighbours merge and each bin spans twice
+ * as many points. Memory stays O(maxBins).
+ *
+ * @example
+ * ```ts
+ * import { deepStrictEqual as assertEquals } from "node:assert";
+ * const b = new Binner(2);
+ * for (let i = 1; i <= 4; i++) b.add(i, 10 * i);
+ * assertEquals(b.series(), { x: [1.5, 3.5], y: [15, 35] });
+ * ```
+ */
+export class Binner {
+  #x: number[] = [];
+  #y: number[] = [];
+  #n: number[] = [];
+  #span = 1;
+  constructor(readonly maxBins = 1000) {
+    if (maxBins < 2) throw new RangeError("maxBins must be at least 2");
+  }
+  /** Points added so far. */
+  count = 0;
+  /** Adds one point (x ascending). */
+  add(x: number, y: number): void {
+    this.count++;
+    const last = this.#n.length - 1;
+    if (last >= 0 && this.#n[last] < this.#span) {
+      this.#x[last] += x, this.#y[last] += y, this.#n[last]++;
+    } else {
+      this.#x.push(x), this.#y.push(y), this.#n.push(1);
+    }
+    if (this.#n.length > this.maxBins) this.#merge();
+  }
+  #merge(): void {
+    const x: number[] = [], y: number[] = [], n: number[] = [];
+    for (let i = 0; i < this.#n.length; i += 2) {
+      const j = Math.min(i + 1, this.#n.length - 1);
+      const both = j !== i;
+      x.push(this.#x[i] + (both ? this.#x[j] : 0));
+      y.push(this.#y[i] + (both ? this.#y[j] : 0));
+      n.push(this.#n[i] + (both ? this.#n[j] : 0));
+    }
+    [this.#x, this.#y, this.#n] = [x, y, n];
+    this.#span *= 2;
+  }
+  /** The bin means. */
+  series(): { x: number[]; y: number[] } {
+    return { x: this.#x.map((v, i) => v / this.#n[i]), y: this.#y.map((v, i) => v / this.#n[i]) };
+  }
 }
 
 /** A moving average over `window` points, for smoothing noisy per-step losses. */

@@ -101,6 +101,7 @@ export function segmentedGradients(
   segments: Segment[],
   loss: (outputs: Record<string, tf.Tensor>) => tf.Scalar,
   bnUpdates?: BnUpdate[],
+  dropout?: { seed: number; offset: number },
 ): SegmentedResult {
   const kept = new Map<number, tf.Tensor>([[graph.input.id, x]]);
   // A segment's values start from what it reads (the first segment reads the input node itself).
@@ -110,7 +111,7 @@ export function segmentedGradients(
   for (const seg of segments) {
     const out = tf.tidy(() => {
       const local = inputsOf(seg);
-      runNodes(seg.nodes, params, local, { training: true, bnUpdates });
+      runNodes(seg.nodes, params, local, { training: true, bnUpdates, dropout });
       return seg.exports.map((id) => local.get(id)!);
     });
     seg.exports.forEach((id, k) => kept.set(id, out[k]));
@@ -134,7 +135,8 @@ export function segmentedGradients(
       const r = tf.engine().gradients(
         () => {
           const local = inputsOf(seg);
-          runNodes(seg.nodes, params, local, { training: true });
+          // The same dropout masks as the first pass: they derive from (seed, node, image) alone.
+          runNodes(seg.nodes, params, local, { training: true, dropout });
           // The vector-Jacobian product of the segment: sum of outputs times their incoming gradients.
           return live.map((id) => tf.sum(tf.mul(local.get(id)!, dy.get(id)!))).reduce((a, b) => tf.add(a, b));
         },

@@ -55,10 +55,15 @@ export class GradReplica {
   }
 
   /** Sends a part; resolves with its gradients. */
-  compute(values: Record<string, Float32Array>, part: GradInputs, normalizer: number): Promise<RemoteGrads> {
+  compute(
+    values: Record<string, Float32Array>,
+    part: GradInputs,
+    normalizer: number,
+    dropout?: { seed: number; offset: number },
+  ): Promise<RemoteGrads> {
     if (this.#pending) throw new Error("gradient worker is busy");
     const p = new Promise<RemoteGrads>((resolve, reject) => (this.#pending = { resolve, reject }));
-    this.#worker.postMessage({ type: "step", values, part, normalizer });
+    this.#worker.postMessage({ type: "step", values, part, normalizer, dropout });
     return p;
   }
 

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import * as path from "node:path";
 import { type AugmentConfig, augmentSpec } from "./augment.ts";
 import { type BoxCoderConfig, boxCoderSpec, scaleFactorsFromConfig } from "./box_coder.ts";
 import { loadConfig, type Spec, validate } from "./config.ts";
@@ -36,6 +37,7 @@ import {
   ssdMobileNetV1TfodFromConfig,
   ssdMobileNetV1TfodSpec,
 } from "./ssd_mobilenet_v1_tfod.ts";
+import { ssdMobileNetV1300 } from "./ssd_mobilenet_v1_300.ts";
 import { ssdVgg16 } from "./ssd_vgg16.ts";
 
 /** Architectures the workbench builds. */
@@ -46,6 +48,7 @@ export const ARCHS = [
   "ssd_mobilenetv1_fpn",
   "ssd_resnet50_fpn",
   "ssd_mobilenetv1_tfod",
+  "ssd_mobilenetv1_300",
 ] as const;
 
 /** The `model` section. */
@@ -68,6 +71,8 @@ export interface ModelConfig {
   bn_momentum: number;
   /** ssd300_vgg16: ReLU after fc6, fc7 and extra blocks (the tutorial has none). */
   extra_relu: boolean;
+  /** ssd300_vgg16: drop probability of the dropout after fc6 and after fc7 in training (0: none). */
+  dropout: number;
   /** ssd_tiny: channels per stage. */
   channels: number[] | null;
   /** Architecture options of the ModelZoo variants (width multiplier, FPN channels ...), passed through. */
@@ -80,8 +85,10 @@ export interface TrainConfig extends LrScheduleConfig {
   batch_size: number;
   momentum: number;
   weight_decay: number;
-  /** Gradients are divided by this (the tutorial passes 1024 to Momentum; see lib/optimizer.ts). */
+  /** Momentum's `loss_scale`: the decayed gradient is divided by this (see lib/optimizer.ts). */
   loss_scale: number;
+  /** The ModelZoo TrainingWrapper's `sens`: gradients are of the loss times this (see lib/optimizer.ts). */
+  sens: number;
   /** Save a checkpoint every N epochs (and always at the end). */
   checkpoint_every: number;
   /** Evaluate on the val split every N epochs (0: only at the end). */
@@ -99,19 +106,30 @@ export interface TrainConfig extends LrScheduleConfig {
   segments: number;
 }
 
-/** One split of a dataset: COCO json + image folder, or a MindRecord file. */
+/** Dataset formats a split can be read from. */
+export const DATA_FORMATS = ["coco", "voc", "txt", "mindrecord"] as const;
+
+/** One split of a dataset. Relative paths resolve against `data.root` (see {@linkcode resolveSplit}). */
 export interface SplitConfig {
-  format: "coco" | "mindrecord";
-  /** COCO instances json, or shard 0 of a MindRecord set. */
+  format: (typeof DATA_FORMATS)[number];
+  /** COCO instances json, VOC root (with Annotations/), ModelZoo TXT file, or any shard of a MindRecord set. */
   path: string | null;
-  /** COCO: the image folder. */
+  /** Image folder: COCO's, VOC's (default ROOT/JPEGImages), the TXT lines' IMAGE_DIR (default the file's folder). */
   images: string | null;
+  /**
+   * A COCO instances json to score this split against, matched by image id: the tutorial evaluates
+   * `ssd_eval.mindrecord0` against `annotations/instances_val2017.json` (its `anno_json`). Null: the split's own
+   * boxes (a COCO split's json).
+   */
+  annotations: string | null;
   /** Use only the first N images (null: all). */
   limit: number | null;
 }
 
 /** The `data` section. */
 export interface DataConfig {
+  /** Folder that relative dataset paths resolve against (`--data.root=DIR` relocates them all). */
+  root: string;
   train: SplitConfig;
   val: SplitConfig;
   /** Bad annotation policy: error, clip or drop. */
@@ -141,10 +159,22 @@ export interface SsdConfig {
 const split: Spec = {
   type: "object",
   fields: {
-    format: { type: "string", enum: ["coco", "mindrecord"], default: "coco" },
+    format: { type: "string", enum: DATA_FORMATS, default: "coco" },
     path: { type: "string", nullable: true },
     images: { type: "string", nullable: true },
+    annotations: { type: "string", nullable: true },
     limit: { type: "number", int: true, min: 1, nullable: true },
+  },
+};
+
+/** Schema of {@linkcode DataConfig}. */
+export const dataSpec: Spec = {
+  type: "object",
+  fields: {
+    root: { type: "string", default: "runs/data" },
+    train: split,
+    val: split,
+    policy: { type: "string", enum: ["error", "clip", "drop"], default: "error" },
   },
 };
 
@@ -169,6 +199,7 @@ export const ssdConfigSpec: Spec = {
         bn_eps: { type: "number", min: 0, default: 1e-3 },
         bn_momentum: { type: "number", min: 0, max: 1, default: 0.97 },
         extra_relu: { type: "boolean", default: false },
+        dropout: { type: "number", min: 0, max: 0.99, default: 0 },
         channels: { type: "array", items: { type: "number", int: true, min: 1 }, nullable: true },
         options: { type: "any", default: {} },
       },
@@ -188,6 +219,7 @@ export const ssdConfigSpec: Spec = {
         momentum: { type: "number", min: 0, max: 1, default: 0.9 },
         weight_decay: { type: "number", min: 0, default: 0.00015 },
         loss_scale: { type: "number", min: 0, default: 1 },
+        sens: { type: "number", min: 0, default: 1 },
         checkpoint_every: { type: "number", int: true, min: 1, default: 1 },
         eval_every: { type: "number", int: true, min: 0, default: 0 },
         freeze: { type: "array", items: { type: "string" }, default: [] },
@@ -196,14 +228,7 @@ export const ssdConfigSpec: Spec = {
         segments: { type: "number", int: true, min: 1, default: 1 },
       },
     },
-    data: {
-      type: "object",
-      fields: {
-        train: split,
-        val: split,
-        policy: { type: "string", enum: ["error", "clip", "drop"], default: "error" },
-      },
-    },
+    data: dataSpec,
   },
 };
 
@@ -229,7 +254,26 @@ export function storedConfig(raw: Record<string, unknown>, file?: string): SsdCo
     const s = copy[section];
     if (s && typeof s === "object") delete (s as Record<string, unknown>)[key];
   }
+  // Before data.root existed, dataset paths were relative to the working folder.
+  const data = copy.data as Record<string, unknown> | undefined;
+  if (data && typeof data === "object" && !("root" in data)) data.root = ".";
   return validate(copy, ssdConfigSpec, { file }) as SsdConfig;
+}
+
+/**
+ * A split with its relative paths resolved against `root` (absolute paths and nulls are kept).
+ *
+ * @example
+ * ```ts
+ * import { deepStrictEqual as assertEquals } from "node:assert";
+ * const s = { format: "mindrecord", path: "a/ssd.mindrecord0", images: null, annotations: "/x.json", limit: null } as const;
+ * assertEquals(resolveSplit(s, "runs/data").path, "runs/data/a/ssd.mindrecord0");
+ * assertEquals(resolveSplit(s, "runs/data").annotations, "/x.json");
+ * ```
+ */
+export function resolveSplit(split: SplitConfig, root: string): SplitConfig {
+  const r = (p: string | null) => (p === null || path.isAbsolute(p) ? p : path.join(root, p));
+  return { ...split, path: r(split.path), images: r(split.images), annotations: r(split.annotations) };
 }
 
 /** Reads and validates a run config (YAML, with `extends` and `--key=value` overrides). */
@@ -289,6 +333,7 @@ export const MODEL_BUILDERS: Partial<Record<ModelConfig["arch"], (cfg: SsdConfig
       numClasses: cfg.model.num_classes,
       boxesPerCell: perCell,
       extraRelu: cfg.model.extra_relu,
+      dropout: cfg.model.dropout,
       head: cfg.model.head,
       bnEps: cfg.model.bn_eps,
       bnMomentum: cfg.model.bn_momentum,
@@ -324,6 +369,14 @@ export const MODEL_BUILDERS: Partial<Record<ModelConfig["arch"], (cfg: SsdConfig
       numClasses: cfg.model.num_classes,
       boxesPerCell: perCell,
       ...ssdFpnConfigOptions(archOptions<SsdFpnConfig>(cfg, ssdFpnSpec)),
+    }),
+  ssd_mobilenetv1_300: (cfg, perCell) =>
+    ssdMobileNetV1300({
+      inputSize: cfg.model.input_size,
+      numClasses: cfg.model.num_classes,
+      boxesPerCell: perCell,
+      bnEps: cfg.model.bn_eps,
+      bnMomentum: cfg.model.bn_momentum,
     }),
   ssd_mobilenetv1_tfod: (cfg) =>
     ssdMobileNetV1TfodFromConfig(cfg, archOptions<SsdMobileNetV1TfodConfig>(cfg, ssdMobileNetV1TfodSpec)),

@@ -21,6 +21,8 @@ export interface SsdVgg16Options {
    */
   extraRelu?: boolean;
   head?: HeadKind;
+  /** Drop probability of the dropout after fc6 and fc7 in training (the tutorial's `nn.Dropout(p=0.5)`; default 0, off). */
+  dropout?: number;
   bnEps?: number;
   bnMomentum?: number;
 }
@@ -52,9 +54,9 @@ export function ssdVgg16(o: SsdVgg16Options): Graph {
   x = g.maxpool(block4, 2, 2, "same");
   x = block("b5", x, [512, 512, 512]);
   x = g.maxpool(x, 3, 1, "same");
-  // fc6: 3x3, dilation 6, padding 6 keeps 19x19; dropout is the identity at inference and is left out.
-  x = relu(g.conv("b6", x, 1024, { kernel: 3, dilation: 6, pad: 6 }));
-  const block7 = relu(g.conv("b7", x, 1024, { kernel: 1 }));
+  // fc6: 3x3, dilation 6, padding 6 keeps 19x19; b6_2 and b7_2 are Dropout(p=0.5), in training only.
+  x = g.dropout(relu(g.conv("b6", x, 1024, { kernel: 3, dilation: 6, pad: 6 })), o.dropout ?? 0);
+  const block7 = g.dropout(relu(g.conv("b7", x, 1024, { kernel: 1 })), o.dropout ?? 0);
   // The 1x1 convs of blocks 8 and 9 pad by 1 (pad_mode "pad"), so the valid 3x3/2 convs give 10x10 and 5x5.
   x = relu(g.conv("b8_1", block7, 256, { kernel: 1, pad: 1 }));
   const block8 = relu(g.conv("b8_2", x, 512, { kernel: 3, stride: 2, pad: "valid" }));

@@ -10,6 +10,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import process from "node:process";
+import * as readline from "node:readline";
 import YAML from "yaml";
 import { augmentSample } from "./augment.ts";
 import { explainOutOfMemory, setBackend } from "./backend.ts";
@@ -18,23 +19,26 @@ import { type Batch, batches, batchesPerEpoch } from "./data_loader.ts";
 import { type GradOutputs, gradStep, trainableParams } from "./grad_step.ts";
 import { GradReplica, splitBatch } from "./replicas.ts";
 import { loadSplit } from "./dataset.ts";
-import { InputError } from "./errors.ts";
-import { detectRecords, scoreDetections } from "./evaluate.ts";
+import { configFrom } from "./config.ts";
+import { ConfigError, InputError } from "./errors.ts";
+import { detectRecords, labelToCategoryOf, scoreDetections } from "./evaluate.ts";
 import { writeFileAtomic } from "./fs_atomic.ts";
 import { applyBnUpdates, type Graph, initParams, type ParamMap } from "./graph.ts";
 import { lrAtStep, lrOptionsFromConfig } from "./lr_schedule.ts";
 import { matchAndEncode } from "./matcher.ts";
 import { createMomentumState, momentumStep } from "./optimizer.ts";
-import { linePlotPng, movingAverage } from "./plot.ts";
+import { Binner, linePlotPng } from "./plot.ts";
 import { Progress } from "./progress.ts";
 import { createRng } from "./rng.ts";
 import {
   anchorsOf,
   buildModel,
+  checkConsistency,
   initOverridesOf,
   kernelThreads,
   scaleFactorsOf,
   type SsdConfig,
+  ssdConfigSpec,
   storedConfig,
 } from "./ssd_config.ts";
 
@@ -79,6 +83,9 @@ export interface StepLog {
   check_grad_diff?: number;
 }
 
+/** Steps kept in {@linkcode TrainResult.losses} from each end of a long run. */
+const KEPT_STEPS = 10_000;
+
 /** What a run produced. */
 export interface TrainResult {
   outDir: string;
@@ -86,6 +93,10 @@ export interface TrainResult {
   checkpoint: string | null;
   /** The checkpoint with the best eval mAP, when eval ran. */
   best: string | null;
+  /**
+   * The steps this call trained, as logged; of a run longer than 20k steps, the first and the latest 10k
+   * (`train_log.jsonl` has every step).
+   */
   losses: StepLog[];
   evals: { epoch: number; stats: number[] }[];
   classNames: string[];
@@ -115,6 +126,13 @@ export function checkSummary(losses: StepLog[]): { loss: number; grads: number }
   };
 }
 
+/** The dropout seed of a step: a hash of the run's seed and the global step. */
+function dropoutSeed(seed: number, step: number): number {
+  let h = Math.imul((seed >>> 0) ^ 0x9e3779b9, 0x85ebca6b) >>> 0;
+  h = Math.imul(h ^ (step >>> 0), 0xc2b2ae35) >>> 0;
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
 /** `OUT/checkpoints/epoch-<N>.ckpt`. */
 export function checkpointPath(outDir: string, epoch: number): string {
   return path.join(outDir, "checkpoints", `epoch-${epoch}.ckpt`);
@@ -138,21 +156,90 @@ export function latestCheckpoint(outDir: string): string | null {
   return best?.file ?? null;
 }
 
+/**
+ * Config keys a resume may change (a key names itself and everything under it): where data lives, the eval split,
+ * how the run executes, and a longer `train.epochs`. Anything else would make the continuation a different run.
+ */
+export const RESUME_SAFE_KEYS: readonly string[] = [
+  "train.epochs",
+  "train.eval_every",
+  "train.checkpoint_every",
+  "train.prefetch",
+  "train.segments",
+  "backend",
+  "threads",
+  "data.root",
+  "data.val",
+];
+
+function flatten(v: unknown, prefix = "", out = new Map<string, string>()): Map<string, string> {
+  if (v && typeof v === "object" && !Array.isArray(v)) {
+    for (const [k, x] of Object.entries(v)) flatten(x, prefix ? `${prefix}.${k}` : k, out);
+  } else out.set(prefix, JSON.stringify(v));
+  return out;
+}
+
+/**
+ * Throws a {@linkcode ConfigError} naming the first key where `given` differs from
+ * the `stored` config of the run being resumed, unless {@linkcode RESUME_SAFE_KEYS}
+ * allows it (`train.epochs` only grows).
+ *
+ * @example
+ * ```ts
+ * import { throws } from "node:assert";
+ * const stored = { seed: 1, train: { epochs: 2, lr: 0.05 } };
+ * checkResumeChanges(stored as never, { seed: 1, train: { epochs: 8, lr: 0.05 } } as never);
+ * throws(() => checkResumeChanges(stored as never, { seed: 1, train: { epochs: 2, lr: 0.1 } } as never), /train\.lr/);
+ * throws(() => checkResumeChanges(stored as never, { seed: 1, train: { epochs: 1, lr: 0.05 } } as never), /epochs/);
+ * ```
+ */
+export function checkResumeChanges(stored: SsdConfig, given: SsdConfig, file?: string): void {
+  const a = flatten(stored), b = flatten(given);
+  for (const key of new Set([...a.keys(), ...b.keys()])) {
+    if (a.get(key) === b.get(key)) continue;
+    const safe = RESUME_SAFE_KEYS.some((k) => key === k || key.startsWith(k + "."));
+    if (safe && key !== "train.epochs") continue;
+    if (key === "train.epochs" && given.train.epochs >= stored.train.epochs) continue;
+    throw new ConfigError(
+      `the run being resumed has ${a.get(key) ?? "no value"}, not ${b.get(key) ?? "no value"}: ` +
+        (key === "train.epochs"
+          ? "a resume may only make train.epochs longer"
+          : `a resume continues the stored run; only ${RESUME_SAFE_KEYS.join(", ")} may change (train.epochs longer)`),
+      { key, file },
+    );
+  }
+}
+
+/**
+ * The config to resume the run in `outDir` with: the one stored in its latest
+ * checkpoint, with `overrides` (`--key=value` flags) applied and checked by
+ * {@linkcode checkResumeChanges}. A `--config` file plays no part: its values
+ * are not the run's.
+ */
+export function resumeConfig(outDir: string, overrides: Record<string, string> = {}): SsdConfig {
+  const file = latestCheckpoint(outDir);
+  if (!file) throw new InputError(`nothing to resume: no checkpoint in ${path.join(outDir, "checkpoints")}`);
+  const stored = storedConfig(readCheckpoint(file).header.config, file);
+  const cfg = configFrom<SsdConfig>(stored as unknown as Record<string, unknown>, ssdConfigSpec, overrides);
+  checkConsistency(cfg, file);
+  checkResumeChanges(stored, cfg, file);
+  return cfg;
+}
+
 /** Trains a model as `cfg` says. */
 export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResult> {
   await setBackend(cfg.backend, { threads: kernelThreads(cfg) });
   const out = o.outDir;
   fs.mkdirSync(path.join(out, "checkpoints"), { recursive: true });
 
-  // 1) Resume: the run's own config wins, so the continuation is exact.
+  // 1) Resume: the run's own config wins, so the continuation is exact; only keys that do not change what the
+  // run computes may differ (see RESUME_SAFE_KEYS).
   let resumeFrom: Checkpoint | null = null, resumeFile: string | null = null;
   if (o.resume) {
     resumeFile = latestCheckpoint(out);
     if (!resumeFile) throw new InputError(`nothing to resume: no checkpoint in ${path.join(out, "checkpoints")}`);
     resumeFrom = readCheckpoint(resumeFile);
-    const stored = storedConfig(resumeFrom.header.config, resumeFile);
-    stored.train.epochs = cfg.train.epochs; // the one setting a resume may extend
-    cfg = stored;
+    checkResumeChanges(storedConfig(resumeFrom.header.config, resumeFile), cfg, resumeFile);
   }
 
   if (o.checkBackend !== undefined) {
@@ -169,9 +256,13 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
   }
 
   // 2) Data.
-  const split = loadSplit(cfg.data.train, { policy: cfg.data.policy, which: "train" });
-  const classNames = cfg.model.class_names ?? split.classNames;
-  if (!classNames) throw new InputError("model.class_names is required for a dataset that does not name its classes");
+  const split = loadSplit(cfg.data, "train", { classNames: cfg.model.class_names });
+  const classNames = split.classNames;
+  if (!classNames) {
+    throw new InputError(
+      `model.class_names is required: the ${cfg.data.train.format} split ${split.split.path} carries label ids only`,
+    );
+  }
   if (classNames.length !== cfg.model.num_classes) {
     throw new InputError(
       `the dataset has ${
@@ -236,17 +327,22 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
       scaleFactors: sf,
     });
 
-  // 4) Logs: keep what happened before the resume point, drop what a killed run logged after it.
+  // 4) Logs: keep what happened before the resume point, drop what a killed run logged after it (streamed:
+  // a long run's log does not fit in memory as objects).
   const logFile = path.join(out, "train_log.jsonl");
   const losses: StepLog[] = [];
-  if (resumeFrom && fs.existsSync(logFile)) {
-    for (const line of fs.readFileSync(logFile, "utf8").split("\n")) {
-      if (!line.trim()) continue;
-      const l = JSON.parse(line) as StepLog;
-      if (l.global_step <= globalStep) losses.push(l);
+  const tmpLog = `${logFile}.tmp-${Deno.pid}`;
+  const kept = fs.openSync(tmpLog, "w");
+  try {
+    if (resumeFrom && fs.existsSync(logFile)) {
+      for await (const l of readJsonLines<StepLog>(logFile)) {
+        if (l.global_step <= globalStep) fs.writeSync(kept, JSON.stringify(l) + "\n");
+      }
     }
+  } finally {
+    fs.closeSync(kept);
   }
-  await writeFileAtomic(logFile, losses.map((l) => JSON.stringify(l) + "\n").join(""));
+  fs.renameSync(tmpLog, logFile);
   await writeFileAtomic(path.join(out, "config.yaml"), YAML.stringify(cfg));
   const log = fs.openSync(logFile, "a");
 
@@ -261,7 +357,12 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
     const values: Record<string, Float32Array> = {};
     for (const [name, v] of trainablePairs) values[name] = await v.data() as Float32Array;
     const normalizer = batch.numMatch;
-    const remote = parts.slice(1).map((p, k) => replicas[k].compute(values, p, normalizer));
+    // Each part's dropout masks are those of its images' places in the whole batch.
+    const offsets = parts.map((_, k) => parts.slice(0, k).reduce((a, p) => a + p.size, 0));
+    const seed = stepOpts.dropout?.seed ?? 0;
+    const remote = parts.slice(1).map((p, k) =>
+      replicas[k].compute(values, p, normalizer, { seed, offset: offsets[k + 1] })
+    );
     const r = gradStep(graph, params, trainable, parts[0], { ...stepOpts, normalizer });
     const done = await Promise.all(remote);
     const extra = { loss: 0, loc: 0, cls: 0 };
@@ -320,6 +421,8 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
           numAnchors: anchors.count,
           loss: cfg.loss,
           segments: cfg.train.segments,
+          // Dropout masks of this step: from the run's seed and the step (a resume draws the same ones).
+          dropout: { seed: dropoutSeed(cfg.seed, globalStep), offset: 0 },
         };
         try {
           if (replicas.length === 0) r = gradStep(graph, params, trainable, batch, stepOpts);
@@ -350,6 +453,7 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
           momentum: cfg.train.momentum,
           weightDecay: cfg.train.weight_decay,
           lossScale: cfg.train.loss_scale,
+          sens: cfg.train.sens,
         });
         applyBnUpdates(params, r.bn);
         tf.dispose([r.loss, r.loc, r.cls, ...Object.values(r.grads)]);
@@ -370,6 +474,8 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
         };
         tLast = now;
         losses.push(entry);
+        // Bounded: the first and the latest steps of a long run (train_log.jsonl has every step).
+        if (losses.length > 2 * KEPT_STEPS) losses.splice(KEPT_STEPS, 1);
         fs.writeSync(log, JSON.stringify(entry) + "\n");
         o.onStep?.(entry);
         bar.update(
@@ -390,7 +496,7 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
       const last = done === cfg.train.epochs;
       let metrics: Record<string, number> = { loss: losses.at(-1)?.loss ?? NaN };
       if (cfg.train.eval_every > 0 && (done % cfg.train.eval_every === 0 || last) && cfg.data.val.path) {
-        const stats = await evaluateDuringTraining(graph, params, cfg, anchors, sf, o.quiet);
+        const stats = await evaluateDuringTraining(graph, params, cfg, classNames, anchors, sf, o.quiet);
         evals.push({ epoch: done, stats });
         metrics = { ...metrics, map: stats[0], map50: stats[1] };
         if (!o.quiet) {
@@ -413,7 +519,7 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
     for (const w of replicas) w.close();
     if (canSignal) Deno.removeSignalListener("SIGINT", onSigint);
   }
-  await writeLossCurve(path.join(out, "loss_curve.png"), losses);
+  await writeLossCurve(path.join(out, "loss_curve.png"), logFile);
   return { outDir: out, checkpoint: lastCkpt, best, losses, evals, classNames, graph, params, interrupted };
 }
 
@@ -459,11 +565,13 @@ async function evaluateDuringTraining(
   graph: Graph,
   params: ParamMap,
   cfg: SsdConfig,
+  classNames: string[],
   anchors: ReturnType<typeof anchorsOf>,
   sf: number[],
   quiet?: boolean,
 ): Promise<number[]> {
-  const val = loadSplit(cfg.data.val, { policy: cfg.data.policy, which: "val" });
+  const val = loadSplit(cfg.data, "val", { classNames });
+  const gt = val.groundTruth();
   const bar = new Progress("eval", val.records.length, { unit: "img", quiet });
   const dets = await detectRecords(graph, params, val.records, {
     inputSize: cfg.model.input_size,
@@ -472,21 +580,59 @@ async function evaluateDuringTraining(
     augment: cfg.augment,
     postprocess: cfg.postprocess,
     activation: cfg.model.score_activation,
+    labelToCategory: labelToCategoryOf(gt, classNames, val.split.annotations ?? val.split.path ?? "ground truth"),
     onProgress: (d) => bar.update(d),
   });
   bar.done();
-  return scoreDetections(val.groundTruth(), dets).stats;
+  return scoreDetections(gt, dets).stats;
 }
 
-/** Writes the loss curve (per-step losses, smoothed) as a PNG. */
-export async function writeLossCurve(file: string, losses: StepLog[]): Promise<void> {
-  if (losses.length === 0) return;
-  const x = losses.map((l) => l.global_step);
-  const w = Math.max(1, Math.round(losses.length / 50));
-  const png = await linePlotPng([
-    { name: "total", x, y: movingAverage(losses.map((l) => l.loss), w) },
-    { name: "cls", x, y: movingAverage(losses.map((l) => l.cls), w) },
-    { name: "loc", x, y: movingAverage(losses.map((l) => l.loc), w) },
-  ], { title: "Training loss", xLabel: "step", yLabel: `loss (moving average of ${w})`, logY: true });
+/** Points drawn per line of the loss curve: longer logs are drawn as means of consecutive steps. */
+const LOSS_CURVE_BINS = 1000;
+
+/** The lines of a JSON-lines file, streamed (a million-step log is ~200 MB). */
+export async function* readJsonLines<T>(file: string): AsyncGenerator<T> {
+  const rl = readline.createInterface({ input: fs.createReadStream(file), crlfDelay: Infinity });
+  let n = 0;
+  for await (const line of rl) {
+    n++;
+    if (!line.trim()) continue;
+    try {
+      yield JSON.parse(line) as T;
+    } catch (e) {
+      throw new InputError(`not valid JSON: ${(e as Error).message}`, { file, where: `line ${n}` });
+    }
+  }
+}
+
+/**
+ * Writes the loss curve of a run's `train_log.jsonl` as a PNG: total, cls and
+ * loc loss, each step drawn, or the means of consecutive steps when the log
+ * is longer than {@linkcode LOSS_CURVE_BINS}. Streams the log, so a
+ * million-step run plots in bounded memory.
+ */
+export async function writeLossCurve(file: string, logFile: string): Promise<void> {
+  const bins = {
+    total: new Binner(LOSS_CURVE_BINS),
+    cls: new Binner(LOSS_CURVE_BINS),
+    loc: new Binner(LOSS_CURVE_BINS),
+  };
+  for await (const l of readJsonLines<StepLog>(logFile)) {
+    bins.total.add(l.global_step, l.loss);
+    bins.cls.add(l.global_step, l.cls);
+    bins.loc.add(l.global_step, l.loc);
+  }
+  const n = bins.total.count;
+  if (n === 0) return;
+  const per = Math.ceil(n / bins.total.series().x.length);
+  const png = await linePlotPng(
+    Object.entries(bins).map(([name, b]) => ({ name, ...b.series() })),
+    {
+      title: "Training loss",
+      xLabel: "step",
+      yLabel: per > 1 ? `loss (mean of ~${per} steps)` : "loss",
+      logY: true,
+    },
+  );
   await writeFileAtomic(file, png);
 }

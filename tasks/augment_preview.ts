@@ -17,15 +17,14 @@ const spec = {
     count: { type: "string", arg: "N", default: "16", help: "number of samples" },
     seed: { type: "string", arg: "N", default: "1", help: "random seed" },
   },
-  epilog:
-    "The demo config reads runs/demo/data (run `deno task demo` or `deno task synth --out runs/demo/data` first).",
+  epilog: "The demo config reads runs/demo (run `deno task demo` first); --data.root=DIR points it elsewhere.",
 } as const;
 
 runTask(async () => {
   const { values, overrides } = parseTaskArgs(spec);
   const cfg = loadSsdConfig(values.config as string, overrides);
-  const split = loadSplit(cfg.data.train, { policy: cfg.data.policy });
-  const names = cfg.model.class_names ?? split.classNames ?? [];
+  const split = loadSplit(cfg.data, "train", { classNames: cfg.model.class_names });
+  const names = split.classNames ?? [];
   const png = await augmentPreview(split.records, names, cfg.model.input_size, cfg.augment, {
     seed: intFlag(values, "seed"),
     count: intFlag(values, "count"),

@@ -14,10 +14,15 @@ const SPEC: TaskSpec = {
   name: "download",
   summary:
     "Download a dataset by name or URL: resumable, checksum-verified, with safe zip/tar extraction into OUT/NAME.",
-  usage: "NAME|URL [--out DIR] [--sha256 HEX] [--no-extract] [--config FILE] | --list",
+  usage: "NAME|URL [--url MIRROR] [--out DIR] [--sha256 HEX] [--no-extract] [--config FILE] | --list",
   positionals: "NAME|URL  a dataset from the config (see --list) or an http(s) URL",
   flags: {
     out: { type: "string", arg: "DIR", default: "runs/data", help: "folder for downloads and extractions" },
+    url: {
+      type: "string",
+      arg: "URL",
+      help: "fetch the named dataset from this mirror (same checksum handling, same folder OUT/NAME)",
+    },
     sha256: { type: "string", arg: "HEX", help: "expected SHA-256; overrides a missing checksum in the config" },
     "no-extract": { type: "boolean", help: "keep the archive, do not extract it" },
     config: { type: "string", arg: "FILE", default: DEFAULT_DATASETS_CONFIG, help: "dataset registry" },
@@ -28,6 +33,7 @@ const SPEC: TaskSpec = {
     "Examples:",
     "  deno task download --list",
     "  deno task download ssd_datasets",
+    "  deno task download ssd_datasets --url https://mirror.example.org/ssd_datasets.zip",
     "  deno task download coco2017_val --out runs/data",
     "  deno task download https://example.org/data.tar.gz --sha256 <64 hex digits>",
     "",
@@ -54,6 +60,7 @@ async function main(): Promise<void> {
     config: /^https?:\/\//i.test(positionals[0]) && values.config === DEFAULT_DATASETS_CONFIG ? undefined : config,
     sha256: values.sha256 as string | undefined,
     extract: values["no-extract"] ? false : undefined,
+    url: values.url as string | undefined,
     tries,
   });
   const d = r.download;

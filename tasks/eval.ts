@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { parseTaskArgs, runTask, type TaskSpec } from "../lib/cli.ts";
+import { intFlag, parseTaskArgs, runTask, type TaskSpec } from "../lib/cli.ts";
 import { InputError } from "../lib/errors.ts";
 import { writeJsonAtomic } from "../lib/fs_atomic.ts";
 import { Progress } from "../lib/progress.ts";
@@ -15,15 +15,17 @@ import {
   formatPerClassTable,
   formatSummary,
 } from "../lib/coco_eval.ts";
-import { evaluateCheckpoint, evaluateOnnx } from "../lib/eval_stage.ts";
-import type { SplitConfig } from "../lib/ssd_config.ts";
+import { readCheckpoint } from "../lib/checkpoint.ts";
+import { evalDataConfig, evaluateCheckpoint, evaluateOnnx } from "../lib/eval_stage.ts";
+import { readOnnxModelConfig } from "../lib/onnx_infer.ts";
+import { loadSsdConfig, storedConfig } from "../lib/ssd_config.ts";
 
 const spec: TaskSpec = {
   name: "eval",
   summary: "Scores detections with COCO bbox metrics (a faithful port of pycocotools' COCOeval): prints the " +
     "12-line summary and a per-class AP table, and writes eval_stats.json.",
-  usage: "--gt instances.json --detections results.json | --checkpoint CKPT [--config CFG] [--data FILE] " +
-    "| --model DIR/model.onnx --data FILE [--images DIR]  [--stats-json FILE] [--out DIR]",
+  usage: "--gt instances.json --detections results.json | --checkpoint CKPT [--config CFG] " +
+    "| --model DIR/model.onnx  [--data FILE [--images DIR]] [--data.KEY=VALUE ...] [--stats-json FILE] [--out DIR]",
   overrides: true,
   flags: {
     gt: { type: "string", arg: "FILE", help: "COCO instances JSON (images, annotations, categories)" },
@@ -37,11 +39,20 @@ const spec: TaskSpec = {
     checkpoint: { type: "string", arg: "FILE", help: "evaluate a trained checkpoint (checkpoint mode)" },
     config: { type: "string", arg: "FILE", help: "run config (default: the one stored in the checkpoint)" },
     model: { type: "string", arg: "FILE", help: "evaluate an exported ONNX model (model mode)" },
-    data: { type: "string", arg: "FILE", help: "eval split: COCO json or MindRecord shard (default: config data.val)" },
+    data: {
+      type: "string",
+      arg: "FILE",
+      help: "eval split: COCO json or MindRecord shard (default: the val split of the run's config)",
+    },
     images: { type: "string", arg: "DIR", help: "image folder of a COCO --data file" },
     "batch-size": { type: "string", arg: "N", default: "8", help: "images per forward pass" },
   },
   epilog: [
+    "With --checkpoint or --model, the eval data is the val split of the run's config (the checkpoint's, or the",
+    "config.yaml stored with the exported model), changed by --data.KEY=VALUE overrides: --data.root=DIR relocates",
+    "every relative path; --data.val.annotations=FILE scores a MindRecord split against a COCO json (by image id).",
+    "They write OUT/detections.json (COCO results with the json's image and category ids) and OUT/eval_stats.json.",
+    "",
     "The printed summary and the 12 stats match pycocotools (COCO().loadRes + COCOeval(..., 'bbox')).",
     'eval_stats.json: {"stats": [12 numbers], "per_class": {"<name>": {"ap", "ap50", "ap75"}}};',
     "-1 marks settings without ground truth, as in pycocotools.",
@@ -105,26 +116,24 @@ async function evalResultsFile(gtFile: string, dtFile: string, statsJson: string
   await report(res, out, statsJson);
 }
 
-/** The split named by --data (and --images), or undefined for the config's own. */
-function dataSplit(data: string | undefined, images: string | undefined): SplitConfig | undefined {
-  if (!data) return undefined;
-  return data.toLowerCase().endsWith(".json")
-    ? { format: "coco", path: data, images: images ?? null, limit: null }
-    : { format: "mindrecord", path: data, images: null, limit: null };
-}
-
 if (import.meta.main) {
   await runTask(async () => {
     const { values, overrides } = parseTaskArgs(spec);
     const out = values.out as string, statsJson = values["stats-json"] as string | undefined;
+    const batchSize = intFlag(values, "batch-size")!;
+    if (batchSize < 1) throw new InputError(`option --batch-size must be at least 1, got ${batchSize}`);
+    const dataOpts = {
+      file: values.data as string | undefined,
+      images: values.images as string | undefined,
+      overrides,
+    };
     if (values.model !== undefined) {
-      const split = dataSplit(values.data as string | undefined, values.images as string | undefined);
-      if (!split) {
-        throw new InputError("--model needs --data FILE (a COCO json with --images DIR, or a MindRecord shard)");
-      }
-      const run = await evaluateOnnx(values.model as string, split, {
-        configFile: values.config as string | undefined,
-        batchSize: Number(values["batch-size"]),
+      const model = values.model as string;
+      const configFile = values.config as string | undefined;
+      const run = await evaluateOnnx(model, {
+        configFile,
+        data: evalDataConfig(readOnnxModelConfig(model, Deno.readFileSync(model), configFile).data, dataOpts),
+        batchSize,
       });
       await writeJsonAtomic(`${out}/detections.json`, run.detections);
       console.error(`${run.images} images, ${run.detections.length} detections -> ${out}/detections.json`);
@@ -132,11 +141,16 @@ if (import.meta.main) {
       return;
     }
     if (values.checkpoint !== undefined) {
-      const run = await evaluateCheckpoint(values.checkpoint as string, {
-        configFile: values.config as string | undefined,
+      const checkpoint = values.checkpoint as string;
+      const configFile = values.config as string | undefined;
+      const base = configFile
+        ? loadSsdConfig(configFile, overrides).data
+        : storedConfig(readCheckpoint(checkpoint).header.config, checkpoint).data;
+      const run = await evaluateCheckpoint(checkpoint, {
+        configFile,
         overrides,
-        split: dataSplit(values.data as string | undefined, values.images as string | undefined),
-        batchSize: Number(values["batch-size"]),
+        data: evalDataConfig(base, dataOpts),
+        batchSize,
       });
       await writeJsonAtomic(`${out}/detections.json`, run.detections);
       console.error(`${run.images} images, ${run.detections.length} detections -> ${out}/detections.json`);

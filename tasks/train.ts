@@ -1,25 +1,36 @@
 /** `deno task train`: trains an SSD as a config says. */
 import { intFlag, parseTaskArgs, runTask } from "../lib/cli.ts";
 import { loadSsdConfig } from "../lib/ssd_config.ts";
-import { checkSummary, train } from "../lib/train.ts";
+import { checkSummary, RESUME_SAFE_KEYS, resumeConfig, train } from "../lib/train.ts";
 
 const spec = {
   name: "train",
   summary: "Train an SSD (Momentum, warmup + cosine lr, focal + SmoothL1 loss) with checkpoints and exact resume.",
-  usage: "--config FILE [--out DIR] [--resume] [--init CKPT] [--seed N] [--key=value ...]",
+  usage: "--config FILE [--out DIR] [--init CKPT] [--seed N] [--max-steps N] [--key=value ...] | --out DIR --resume",
   overrides: true,
   flags: {
-    config: { type: "string", arg: "FILE", default: "configs/demo.yaml", help: "run config (YAML)" },
+    config: {
+      type: "string",
+      arg: "FILE",
+      help: "run config (YAML; default configs/demo.yaml; not read with --resume)",
+    },
     out: { type: "string", arg: "DIR", default: "runs/train", help: "run folder" },
     seed: { type: "string", arg: "N", help: "random seed (overrides the config's)" },
     backend: { type: "string", arg: "NAME", help: "wasm, cpu, tensorflow or onnxruntime (overrides the config's)" },
-    resume: { type: "boolean", help: "continue the run in --out from its latest checkpoint" },
+    resume: {
+      type: "boolean",
+      help: "continue the run in --out from its latest checkpoint, with the config stored in it",
+    },
     init: {
       type: "string",
       arg: "CKPT",
       help: "start from these weights (other class counts re-initialise the class heads)",
     },
-    "max-steps": { type: "string", arg: "N", help: "stop after N steps" },
+    "max-steps": {
+      type: "string",
+      arg: "N",
+      help: "stop after N steps, saving OUT/checkpoints/step-<global step>.ckpt",
+    },
     "check-backend": {
       type: "string",
       arg: "NAME",
@@ -30,6 +41,10 @@ const spec = {
     "Writes OUT/checkpoints/epoch-<N>.ckpt (see lib/checkpoint.ts for the format), OUT/train_log.jsonl (one JSON line",
     "per step), OUT/loss_curve.png and OUT/config.yaml. Ctrl-C saves OUT/checkpoints/interrupted.ckpt and exits.",
     "--check-backend logs check_loss and check_grad_diff (|g - g'| / |g|) per step; it needs --train.replicas=1.",
+    "--resume continues exactly: the run's own stored config (with the overrides it started with), its data order,",
+    "augmentation draws and optimizer state. An override given with --resume that would change the run is an error",
+    "naming the key; these may change: " + RESUME_SAFE_KEYS.join(", ") + " (train.epochs only longer).",
+    "Relative dataset paths resolve against data.root (default runs/data): --data.root=DIR relocates them.",
     "Example: deno task train --config configs/demo.yaml --out runs/demo/train --train.epochs=4",
   ].join("\n"),
 } as const;
@@ -38,7 +53,13 @@ runTask(async () => {
   const { values, overrides } = parseTaskArgs(spec);
   if (values.seed !== undefined) overrides.seed = String(intFlag(values, "seed"));
   if (values.backend !== undefined) overrides.backend = values.backend as string;
-  const cfg = loadSsdConfig(values.config as string, overrides);
+  let cfg;
+  if (values.resume) {
+    if (values.config !== undefined) {
+      console.error(`note: --resume continues with the config stored in the run; ${values.config} is not read`);
+    }
+    cfg = resumeConfig(values.out as string, overrides);
+  } else cfg = loadSsdConfig((values.config as string | undefined) ?? "configs/demo.yaml", overrides);
   const r = await train(cfg, {
     outDir: values.out as string,
     resume: Boolean(values.resume),

@@ -124,6 +124,7 @@ Deno.test("trainOrReuse trains once and reuses the checkpoint for the same confi
   const out = Deno.makeTempDirSync();
   const cfg = (epochs: string) =>
     loadSsdConfig("tests/fixtures/configs/tiny_train.yaml", {
+      "data.train.format": "coco",
       "data.train.path": `${data}/annotations/instances_train.json`,
       "data.train.images": `${data}/images/train`,
       "data.val.path": `${data}/annotations/instances_val.json`,

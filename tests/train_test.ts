@@ -20,6 +20,7 @@ await writeSynthDataset(data, synth, { seed: 2, quiet: true });
 
 function config(overrides: Record<string, string> = {}): SsdConfig {
   return loadSsdConfig("tests/fixtures/configs/tiny_train.yaml", {
+    "data.train.format": "coco",
     "data.train.path": `${data}/annotations/instances_train.json`,
     "data.train.images": `${data}/images/train`,
     "data.val.path": `${data}/annotations/instances_val.json`,
