@@ -8,7 +8,7 @@ import { initParams } from "../lib/graph.ts";
 import { createRng } from "../lib/rng.ts";
 import { buildModel, loadSsdConfig, type SsdConfig } from "../lib/ssd_config.ts";
 import { type SynthConfig, synthSpec, writeSynthDataset } from "../lib/synth.ts";
-import { checkSummary, train } from "../lib/train.ts";
+import { checkSummary, resumeConfig, train } from "../lib/train.ts";
 
 const data = Deno.makeTempDirSync();
 const synth = loadConfig<SynthConfig>("configs/synth.yaml", synthSpec, {
@@ -69,10 +69,30 @@ Deno.test("train() resumed from a mid-epoch checkpoint repeats the uninterrupted
   const cfg = config({ "train.epochs": "2" });
   const a = await train(cfg, { outDir: Deno.makeTempDirSync(), quiet: true });
   const out = Deno.makeTempDirSync();
-  await train(cfg, { outDir: out, quiet: true, maxSteps: 8 });
+  const first = await train(cfg, { outDir: out, quiet: true, maxSteps: 8 });
   const b = await train(cfg, { outDir: out, quiet: true, resume: true });
-  assert.deepStrictEqual(b.losses.map((l) => l.loss), a.losses.map((l) => l.loss));
-  assert.deepStrictEqual(b.losses.map((l) => l.global_step), a.losses.map((l) => l.global_step));
+  // The resumed call returns its own steps; the log holds the whole run.
+  const both = [...first.losses, ...b.losses];
+  assert.deepStrictEqual(both.map((l) => l.loss), a.losses.map((l) => l.loss));
+  assert.deepStrictEqual(both.map((l) => l.global_step), a.losses.map((l) => l.global_step));
+  const logged = fs.readFileSync(`${out}/train_log.jsonl`, "utf8").trim().split("\n").map((l) => JSON.parse(l).loss);
+  assert.deepStrictEqual(logged, a.losses.map((l) => l.loss));
+});
+
+Deno.test("a resume keeps the run's stored config: changes that alter the run are errors naming the key", async () => {
+  const out = Deno.makeTempDirSync();
+  await train(config({ "train.epochs": "2" }), { outDir: out, quiet: true, maxSteps: 3 });
+  // resumeConfig: the stored config, not a config file's values; safe overrides apply.
+  assert.strictEqual(resumeConfig(out).train.epochs, 2);
+  assert.strictEqual(resumeConfig(out, { "train.epochs": "5" }).train.epochs, 5);
+  assert.throws(() => resumeConfig(out, { "train.lr": "0.5" }), /train\.lr.*a resume continues the stored run/);
+  assert.throws(() => resumeConfig(out, { "train.epochs": "1" }), /train\.epochs.*only make train\.epochs longer/);
+  assert.throws(() => resumeConfig(out, { seed: "7" }), /key "seed"/);
+  // train() itself refuses a config that differs from the stored one.
+  await assert.rejects(
+    () => train(config({ "train.epochs": "2", "train.batch_size": "2" }), { outDir: out, quiet: true, resume: true }),
+    /train\.batch_size/,
+  );
 });
 
 Deno.test("train() with the same seed reproduces its losses, and another seed does not", async () => {
@@ -172,9 +192,9 @@ Deno.test("train() with two replicas is reproducible and resumes exactly", async
   const cfg = config({ "train.epochs": "2", "train.replicas": "2" });
   const a = await train(cfg, { outDir: Deno.makeTempDirSync(), quiet: true });
   const out = Deno.makeTempDirSync();
-  await train(cfg, { outDir: out, quiet: true, maxSteps: 7 });
+  const first = await train(cfg, { outDir: out, quiet: true, maxSteps: 7 });
   const b = await train(cfg, { outDir: out, quiet: true, resume: true });
-  assert.deepStrictEqual(b.losses.map((l) => l.loss), a.losses.map((l) => l.loss));
+  assert.deepStrictEqual([...first.losses, ...b.losses].map((l) => l.loss), a.losses.map((l) => l.loss));
   // The first step sees the same data as a single replica; only batch-norm statistics are per part.
   const single = await train(config({ "train.epochs": "1" }), {
     outDir: Deno.makeTempDirSync(),
@@ -182,4 +202,42 @@ Deno.test("train() with two replicas is reproducible and resumes exactly", async
     maxSteps: 1,
   });
   assert.ok(Math.abs(a.losses[0].loss - single.losses[0].loss) / single.losses[0].loss < 0.1);
+});
+
+Deno.test("deno task train killed with -9 and resumed with --resume continues the same run", async () => {
+  const out = Deno.makeTempDirSync();
+  // 24 images, batch 4: 6 steps an epoch; 3 epochs, a checkpoint after each.
+  const flags = Object.entries({
+    "data.train.format": "coco",
+    "data.train.path": `${data}/annotations/instances_train.json`,
+    "data.train.images": `${data}/images/train`,
+    "data.val.path": `${data}/annotations/instances_val.json`,
+    "data.val.images": `${data}/images/val`,
+    "train.epochs": "3",
+  }).map(([k, v]) => `--${k}=${v}`);
+  const args = ["run", "-A", "tasks/train.ts", "--config", "tests/fixtures/configs/tiny_train.yaml", "--out", out];
+  const child = new Deno.Command(Deno.execPath(), { args: [...args, ...flags], stdout: "null", stderr: "null" })
+    .spawn();
+  // Kill it mid-epoch 2: after the epoch-1 checkpoint, once a step of epoch 2 is logged.
+  const log = `${out}/train_log.jsonl`;
+  const stepsLogged = () =>
+    fs.existsSync(log) ? fs.readFileSync(log, "utf8").trim().split("\n").filter(Boolean).length : 0;
+  const t0 = Date.now();
+  while (!(fs.existsSync(`${out}/checkpoints/epoch-1.ckpt`) && stepsLogged() >= 8)) {
+    if (Date.now() - t0 > 120_000) throw new Error("the training process made no progress in 120 s");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  child.kill("SIGKILL");
+  const status = await child.status;
+  assert.strictEqual(status.signal, "SIGKILL");
+  assert.ok(!fs.existsSync(`${out}/checkpoints/epoch-3.ckpt`), "killed too late");
+  // Resume with nothing but --out: the run's own config (3 epochs, the data overrides) continues.
+  const resumed = new Deno.Command(Deno.execPath(), { args: ["run", "-A", "tasks/train.ts", "--out", out, "--resume"] })
+    .outputSync();
+  assert.ok(resumed.success, new TextDecoder().decode(resumed.stderr));
+  const whole = await train(config({ "train.epochs": "3" }), { outDir: Deno.makeTempDirSync(), quiet: true });
+  const logged = fs.readFileSync(log, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  assert.deepStrictEqual(logged.map((l) => l.global_step), whole.losses.map((l) => l.global_step)); // 18 steps, not 8 epochs
+  assert.deepStrictEqual(logged.map((l) => l.loss), whole.losses.map((l) => l.loss));
+  assert.ok(fs.existsSync(`${out}/checkpoints/epoch-3.ckpt`));
 });
