@@ -17,6 +17,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { fileURLToPath } from "node:url";
 import { createHash, type Hash } from "node:crypto";
 import { InputError } from "./errors.ts";
 import { formatBytes, Progress, type ProgressOptions } from "./progress.ts";
@@ -461,8 +462,11 @@ export const DATASETS_SPEC: Spec = {
   },
 };
 
-/** Default location of the dataset registry. */
-export const DEFAULT_DATASETS_CONFIG = "configs/datasets.yaml";
+/** Default location of the dataset registry: the workbench's own `configs/datasets.yaml`, from any working folder. */
+export const DEFAULT_DATASETS_CONFIG = path.relative(
+  ".",
+  fileURLToPath(new URL("../configs/datasets.yaml", import.meta.url)),
+);
 
 /**
  * Reads and validates a datasets file: unknown keys, duplicate names, bad
