@@ -17,7 +17,10 @@ import * as path from "node:path";
 import sharp from "sharp";
 import { createZip } from "../lib/archive.ts";
 import { cocoClassMap } from "../lib/class_maps.ts";
+import { readCheckpoint } from "../lib/checkpoint.ts";
 import { convert } from "../lib/convert.ts";
+import { evalDataConfig, evaluateCheckpoint, evaluateOnnx } from "../lib/eval_stage.ts";
+import { storedConfig } from "../lib/ssd_config.ts";
 
 const REPO = path.resolve(".");
 
@@ -181,14 +184,24 @@ Deno.test("every model config runs the seeds' path: download ssd_datasets -> tra
         // the two runtimes' rounding reorders the near-ties COCOeval's top 100 per image picks from. He init
         // spreads them; a small lr keeps 2 steps from saturating them; one box per class and image leaves
         // COCOeval all of them, well apart.
-        const init = ["--model.init=he_normal", "--train.lr=0.0001", "--train.lr_init=0.0001", "--postprocess.max_boxes=1"];
+        const init = [
+          "--model.init=he_normal",
+          "--train.lr=0.0001",
+          "--train.lr_init=0.0001",
+          "--postprocess.max_boxes=1",
+        ];
         await task(cwd, "train.ts", ["--config", cfg, "--out", run, "--max-steps", "2", ...init, ...zoo, ...extra]);
         const ckpt = path.join(run, "checkpoints", "step-2.ckpt");
         assert.ok(fs.existsSync(path.join(cwd, ckpt)), `${name}: ${ckpt}`);
         // No --data: the val split of the run's own config (MindRecord scored against the json by image id).
         await task(cwd, "eval.ts", ["--checkpoint", ckpt, "--out", path.join(run, "eval")]);
         await task(cwd, "export.ts", ["--checkpoint", ckpt, "--out", path.join(run, "export")]);
-        await task(cwd, "eval.ts", ["--model", path.join(run, "export", "model.onnx"), "--out", path.join(run, "eval_onnx")]);
+        await task(cwd, "eval.ts", [
+          "--model",
+          path.join(run, "export", "model.onnx"),
+          "--out",
+          path.join(run, "eval_onnx"),
+        ]);
 
         const a = stats(path.join(cwd, run, "eval", "eval_stats.json"));
         const b = stats(path.join(cwd, run, "eval_onnx", "eval_stats.json"));
@@ -197,12 +210,39 @@ Deno.test("every model config runs the seeds' path: download ssd_datasets -> tra
         const dets = JSON.parse(fs.readFileSync(path.join(cwd, run, "eval", "detections.json"), "utf8")) as {
           image_id: number;
           category_id: number;
+          bbox: number[];
         }[];
         assert.ok(dets.length > 0, `${name}: no detections`);
         // Detections carry the json's ids: COCO category ids (not labels 1..80), the eval set's image ids.
         assert.ok(dets.every((d) => cocoIds.has(d.category_id)), `${name}: a category id is not COCO's`);
         assert.ok(dets.some((d) => d.category_id > 80), `${name}: no category id above 80 (labels used as ids?)`);
         assert.deepStrictEqual([...new Set(dets.map((d) => d.image_id))].sort((x, y) => x - y), evalIds);
+
+        // An untrained model scores ~0 against the real boxes, which compares nothing. Score both runtimes
+        // against ground truth made from every third checkpoint detection as well: stats well above 0, which a
+        // shifted box, class or image in the export would change.
+        const gt = JSON.parse(fs.readFileSync(path.join(data, "annotations", "instances_val2017.json"), "utf8"));
+        gt.annotations = dets.filter((_, i) => i % 3 === 0).map((d, i) => ({
+          id: i + 1,
+          image_id: d.image_id,
+          category_id: d.category_id,
+          bbox: d.bbox,
+          area: d.bbox[2] * d.bbox[3],
+          iscrowd: 0,
+        }));
+        const own = path.join(cwd, run, "own_gt.json");
+        fs.writeFileSync(own, JSON.stringify(gt));
+        const stored = storedConfig(readCheckpoint(path.join(cwd, ckpt)).header.config).data;
+        const data2 = evalDataConfig(stored, {
+          overrides: { "data.root": path.resolve(cwd, stored.root), "data.val.annotations": own },
+        });
+        const c = (await evaluateCheckpoint(path.join(cwd, ckpt), { data: data2, quiet: true })).result.stats;
+        const o = (await evaluateOnnx(path.join(cwd, run, "export", "model.onnx"), { data: data2, quiet: true }))
+          .result.stats;
+        assert.ok(c[1] > 0.2, `${name}: AP50 ${c[1]} against its own detections`);
+        c.forEach((v, i) =>
+          assert.ok(Math.abs(v - o[i]) <= 1e-3, `${name}: own-GT stat ${i}: ckpt ${v}, ONNX ${o[i]}`)
+        );
       });
     }
   } finally {
