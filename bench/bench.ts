@@ -11,6 +11,7 @@ import { benchCocoEval } from "./coco_eval_bench.ts";
 import { benchConv, benchMemoryKernels } from "./conv_bench.ts";
 import { benchInfer } from "./infer_bench.ts";
 import { benchLoader } from "./loader_bench.ts";
+import { benchMemory } from "./memory_bench.ts";
 import { benchOrt } from "./ort_bench.ts";
 import { benchReplicas, benchTrain } from "./train_bench.ts";
 import { type BenchRow, formatTable } from "./report.ts";
@@ -36,6 +37,7 @@ const SECTIONS: Record<string, (o: { quick: boolean }) => Promise<BenchRow[]>> =
   conv: async (o) => [...await benchConv(o), ...await benchMemoryKernels(o)],
   cocoeval: cocoevalSection,
   loader: benchLoader,
+  memory: benchMemory,
   replicas: benchReplicas,
   train: benchTrain,
   infer: benchInfer,

@@ -192,7 +192,13 @@ interface NativeSession {
   run(feeds: Record<string, unknown>, fetches: Record<string, unknown>, options: unknown): Record<string, unknown>;
   dispose(): void;
 }
+/**
+ * Sessions by signature, least recently used first. Bounded: a run sees a few hundred signatures (SSD300-VGG16
+ * ~150, the FPN variants ~300), but eval at many image sizes or a long notebook could keep adding them.
+ */
 const sessions = new Map<string, NativeSession>();
+/** Most sessions kept; the least recently used is released past this. */
+export const MAX_ORT_SESSIONS = 512;
 /** Kernels that were registered before ours, by "backend/kernel". */
 const previous = new Map<string, tf.KernelConfig>();
 let ortReady = false;
@@ -226,7 +232,11 @@ export function clearOrtSessions(): void {
 function session(key: string, build: () => Uint8Array): NativeSession {
   const fullKey = `${key}|t${opts.threads}|a${opts.memArena}|s${opts.spinning}|o${opts.optimization}`;
   let s = sessions.get(fullKey);
-  if (s) return s;
+  if (s) {
+    sessions.delete(fullKey); // most recently used goes last
+    sessions.set(fullKey, s);
+    return s;
+  }
   const t0 = performance.now();
   if (!ortReady) {
     initOrt();
@@ -244,6 +254,11 @@ function session(key: string, build: () => Uint8Array): NativeSession {
     extra: { session: { intra_op: { allow_spinning: opts.spinning ? "1" : "0" } } },
   });
   sessions.set(fullKey, s);
+  if (sessions.size > MAX_ORT_SESSIONS) {
+    const [oldest, old] = sessions.entries().next().value!;
+    sessions.delete(oldest);
+    old.dispose();
+  }
   stats.sessions++;
   stats.sessionMs += performance.now() - t0;
   return s;
@@ -606,6 +621,7 @@ function trial(sig: string, backendArg: unknown, runOurs: () => Info | null, run
   // skip timing the slow side.
   const prevMs = ortMs > 5 ? Infinity : timed(runPrev, 2);
   const choice = ortMs <= prevMs ? "ort" : "previous";
+  if (choices.size >= 4096) choices.clear(); // bounded: a new trial per signature is cheap next to a leak
   choices.set(sig, choice);
   stats.trials.push({ sig, ortMs, prevMs });
   return choice;

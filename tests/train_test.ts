@@ -8,7 +8,9 @@ import { initParams } from "../lib/graph.ts";
 import { createRng } from "../lib/rng.ts";
 import { buildModel, loadSsdConfig, type SsdConfig } from "../lib/ssd_config.ts";
 import { type SynthConfig, synthSpec, writeSynthDataset } from "../lib/synth.ts";
-import { checkSummary, resumeConfig, train } from "../lib/train.ts";
+import { checkSummary, resumeConfig, train, writeLossCurve } from "../lib/train.ts";
+import { Binner } from "../lib/plot.ts";
+import sharp from "sharp";
 
 const data = Deno.makeTempDirSync();
 const synth = loadConfig<SynthConfig>("configs/synth.yaml", synthSpec, {
@@ -240,4 +242,30 @@ Deno.test("deno task train killed with -9 and resumed with --resume continues th
   assert.deepStrictEqual(logged.map((l) => l.global_step), whole.losses.map((l) => l.global_step)); // 18 steps, not 8 epochs
   assert.deepStrictEqual(logged.map((l) => l.loss), whole.losses.map((l) => l.loss));
   assert.ok(fs.existsSync(`${out}/checkpoints/epoch-3.ckpt`));
+});
+
+Deno.test("a million-step log is plotted in bounded memory, as means of consecutive steps", async () => {
+  const dir = Deno.makeTempDirSync();
+  const log = `${dir}/train_log.jsonl`;
+  const fd = fs.openSync(log, "w");
+  const n = 1_000_000;
+  let chunk = "";
+  for (let i = 1; i <= n; i++) {
+    const loss = 10 / Math.sqrt(i);
+    chunk += JSON.stringify({ epoch: 1, step: i, global_step: i, loss, loc: loss / 4, cls: (3 * loss) / 4, lr: 0.05 }) +
+      "\n";
+    if (i % 10_000 === 0) fs.writeSync(fd, chunk), chunk = "";
+  }
+  fs.closeSync(fd);
+  const png = `${dir}/loss_curve.png`;
+  await writeLossCurve(png, log);
+  const meta = await sharp(png).metadata();
+  assert.deepStrictEqual([meta.format, meta.width, meta.height], ["png", 720, 420]);
+  // The curve is drawn from at most 1000 bins per line: check the binning on the same stream.
+  const b = new Binner(1000);
+  for (let i = 1; i <= n; i++) b.add(i, 10 / Math.sqrt(i));
+  const { x, y } = b.series();
+  assert.ok(x.length <= 1000 && x.length >= 500, `${x.length} bins`);
+  assert.ok(x[0] < 1024 && x.at(-1)! > n - 2048, "the bins span the whole run");
+  assert.ok(y.every((v, i) => i === 0 || v < y[i - 1]), "means of a falling curve fall");
 });
