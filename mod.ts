@@ -72,6 +72,7 @@ export { KernelThreads, splitRange } from "./lib/simd_threads.ts";
 export * from "./lib/ssd_config.ts";
 export * from "./lib/ssd_fpn.ts";
 export * from "./lib/ssd_heads.ts";
+export * from "./lib/ssd_mobilenet_v1_300.ts";
 export * from "./lib/ssd_mobilenet_v1_tfod.ts";
 export * from "./lib/ssd_mobilenet_v2.ts";
 export * from "./lib/ssd_tiny.ts";

@@ -12,7 +12,7 @@
 import * as fs from "node:fs";
 import { type ClassMap, classMapFromNames, cocoClassMap, vocClassMap } from "./class_maps.ts";
 import type { CocoGroundTruthJson } from "./coco_eval.ts";
-import { parseJsonText, readCoco } from "./coco_reader.ts";
+import { formatReport, parseJsonText, readCoco } from "./coco_reader.ts";
 import type { DetectionRecord } from "./detection_record.ts";
 import { InputError } from "./errors.ts";
 import { iterDetectionRecords } from "./mindrecord.ts";
@@ -78,6 +78,7 @@ export function loadSplit(data: DataConfig, which: "train" | "val", o: LoadSplit
       const ds = readCoco(split.path, { images: split.images, policy, classes: names ? namedMap(names) : "auto" });
       records = cut(ds.records);
       classNames = ds.classMap.names;
+      report = formatReport(ds.report);
       const file = split.path;
       sourceGt = () => restrictTo(readGroundTruth(file), records, file, false);
       break;
@@ -90,12 +91,15 @@ export function loadSplit(data: DataConfig, which: "train" | "val", o: LoadSplit
       });
       records = cut(ds.records);
       classNames = ds.classMap.names;
+      report = formatReport(ds.report);
       break;
     }
     case "txt": {
       const classes = names ? namedMap(names) : cocoClassMap();
-      records = cut(readTxt(split.path, { images: split.images ?? undefined, classes, policy }).records);
+      const ds = readTxt(split.path, { images: split.images ?? undefined, classes, policy });
+      records = cut(ds.records);
       classNames = classes.names;
+      report = formatReport(ds.report);
       break;
     }
     case "mindrecord": {
