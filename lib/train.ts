@@ -588,7 +588,7 @@ async function evaluateDuringTraining(
 }
 
 /** Points drawn per line of the loss curve: longer logs are drawn as means of consecutive steps. */
-const LOSS_CURVE_BINS = 1000;
+const LOSS_CURVE_BINS = 250;
 
 /** The lines of a JSON-lines file, streamed (a million-step log is ~200 MB). */
 export async function* readJsonLines<T>(file: string): AsyncGenerator<T> {
