@@ -125,6 +125,11 @@ export function evalDataConfig(
       images: json && o.images ? path.resolve(o.images) : json ? data.val.images : null,
     };
   }
+  if (!data.val.path) {
+    throw new InputError(
+      "no eval data: the run's config names no val split (data.val.path); give --data FILE or --data.val.path=FILE",
+    );
+  }
   return data;
 }
 
