@@ -4,6 +4,8 @@
  *
  * @module
  */
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { intFlag, parseTaskArgs, runTask, type TaskSpec } from "../lib/cli.ts";
 import { InputError } from "../lib/errors.ts";
 import { writeJsonAtomic } from "../lib/fs_atomic.ts";
@@ -37,7 +39,11 @@ const spec: TaskSpec = {
     "stats-json": { type: "string", arg: "FILE", help: "also write the stats JSON here" },
     out: { type: "string", arg: "DIR", default: "runs/eval", help: "output folder; receives eval_stats.json" },
     checkpoint: { type: "string", arg: "FILE", help: "evaluate a trained checkpoint (checkpoint mode)" },
-    config: { type: "string", arg: "FILE", help: "run config (default: the one stored in the checkpoint)" },
+    config: {
+      type: "string",
+      arg: "FILE",
+      help: "run config (default: the one stored in the checkpoint; with --model, the config.yaml beside it)",
+    },
     model: { type: "string", arg: "FILE", help: "evaluate an exported ONNX model (model mode)" },
     data: {
       type: "string",
@@ -129,7 +135,9 @@ if (import.meta.main) {
     };
     if (values.model !== undefined) {
       const model = values.model as string;
-      const configFile = values.config as string | undefined;
+      // The config.yaml that `deno task export` wrote beside the model (else the copy in its metadata).
+      const beside = path.join(path.dirname(model), "config.yaml");
+      const configFile = (values.config as string | undefined) ?? (fs.existsSync(beside) ? beside : undefined);
       const run = await evaluateOnnx(model, {
         configFile,
         data: evalDataConfig(readOnnxModelConfig(model, Deno.readFileSync(model), configFile).data, dataOpts),
