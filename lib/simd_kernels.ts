@@ -201,11 +201,22 @@ export function simdKernels(backend: unknown): SimdKernels | null {
         return splitRange(rows, n, align);
       },
     };
-  } catch {
-    k = null; // no wasm SIMD here: the callers' JavaScript loops take over
+  } catch (e) {
+    // No wasm SIMD in this engine (or the module would not instantiate): the callers' slower JavaScript loops
+    // take over. Said once, with the reason, since every training step gets slower.
+    k = null;
+    unavailable = e instanceof Error ? e.message : String(e);
+    console.error(`note: the SIMD kernels are unavailable (${unavailable}); using the JavaScript fallbacks`);
   }
   bound.set(b, k);
   return k;
+}
+
+let unavailable: string | null = null;
+
+/** Why the SIMD kernels could not be instantiated, or null when they were (or were not tried). */
+export function simdKernelsUnavailable(): string | null {
+  return unavailable;
 }
 
 /**

@@ -25,6 +25,10 @@ import { Worker } from "node:worker_threads";
 export const ARGS_AT = 64;
 /** Most arguments a call can take. */
 export const MAX_ARGS = 24;
+/** Byte offset and size of a failed call's message (UTF-8) in a control block, after the arguments. */
+export const MESSAGE_AT = ARGS_AT + 8 * MAX_ARGS;
+/** See {@linkcode MESSAGE_AT}. */
+export const MESSAGE_BYTES = 512;
 /** Control block states. */
 export const State = { Idle: 0, Posted: 1, Done: 2, Failed: 3, Stop: 4 } as const;
 /** How long the caller waits for a worker before it gives up (a worker that died never answers). */
@@ -45,6 +49,13 @@ export function splitRange(count: number, parts: number, align = 1): [number, nu
     start = end;
   }
   return out;
+}
+
+/** The message a worker left in its control block when a call failed (e.g. the wasm trap). */
+function failureMessage(ctl: Int32Array): string {
+  const bytes = new Uint8Array(ctl.buffer as SharedArrayBuffer, MESSAGE_AT, MESSAGE_BYTES);
+  const end = bytes.indexOf(0);
+  return new TextDecoder().decode(bytes.slice(0, end < 0 ? MESSAGE_BYTES : end)) || "no message";
 }
 
 interface Thread {
@@ -78,7 +89,7 @@ export class KernelThreads {
     while (this.#threads.length > want) this.#stop(this.#threads.pop()!);
     const started: Promise<void>[] = [];
     while (this.#threads.length < want) {
-      const control = new SharedArrayBuffer(ARGS_AT + 8 * MAX_ARGS);
+      const control = new SharedArrayBuffer(MESSAGE_AT + MESSAGE_BYTES);
       const worker = new Worker(new URL("./simd_worker.ts", import.meta.url), {
         workerData: { memory: this.#memory, module: this.#module, control, names: this.#names },
       });
@@ -131,7 +142,7 @@ export class KernelThreads {
         }
       }
       Atomics.store(t.ctl, 0, State.Idle);
-      if (s === State.Failed) error ??= new Error(`kernel thread failed in ${name}`);
+      if (s === State.Failed) error ??= new Error(`kernel thread failed in ${name}: ${failureMessage(t.ctl)}`);
     }
     if (error) throw error;
   }

@@ -6,7 +6,7 @@
  * @module
  */
 import { parentPort, workerData } from "node:worker_threads";
-import { ARGS_AT, State } from "./simd_threads.ts";
+import { ARGS_AT, MESSAGE_AT, MESSAGE_BYTES, State } from "./simd_threads.ts";
 
 const { memory, module, control, names } = workerData as {
   memory: WebAssembly.Memory;
@@ -27,7 +27,13 @@ for (;;) {
   let next: number = State.Done;
   try {
     fns[names[ctl[1]]](...Array.from(args.subarray(0, ctl[2])));
-  } catch {
+  } catch (e) {
+    // The caller is blocked in Atomics.wait and cannot take a message: leave the reason (a wasm trap's
+    // "memory access out of bounds" ...) in the control block, where it reads it into its error.
+    const text = new TextEncoder().encode(e instanceof Error ? e.message : String(e)).subarray(0, MESSAGE_BYTES - 1);
+    const slot = new Uint8Array(control, MESSAGE_AT, MESSAGE_BYTES);
+    slot.fill(0);
+    slot.set(text);
     next = State.Failed;
   }
   Atomics.store(ctl, 0, next);

@@ -149,8 +149,9 @@ export function latestCheckpoint(outDir: string): string | null {
     try {
       const step = readCheckpoint(file).header.global_step;
       if (!best || step > best.step) best = { file, step };
-    } catch {
-      // An unreadable checkpoint (e.g. a crash mid-copy elsewhere) is not a resume point.
+    } catch (e) {
+      // An unreadable checkpoint (e.g. copied in half) is not a resume point; say so and use the others.
+      console.error(`note: skipping unreadable checkpoint ${file}: ${e instanceof Error ? e.message : e}`);
     }
   }
   return best?.file ?? null;

@@ -6,6 +6,7 @@ client waits briefly after each cell before moving on.
 Usage: run.py OUT_DIR NOTEBOOK [NOTEBOOK ...]; exit 1 if any cell fails.
 """
 import os
+import queue
 import sys
 import time
 
@@ -14,21 +15,29 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 
+OUTPUT_TYPES = {"stream", "display_data", "update_display_data", "execute_result", "error", "clear_output"}
+
+
 class PatientClient(NotebookClient):
     async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
         result = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
         time.sleep(0.1)
         # Drain messages that arrived after the idle status.
-        try:
-            while True:
+        while True:
+            try:
                 msg = await self.kc.iopub_channel.get_msg(timeout=0.05)
-                if msg.get("parent_header", {}).get("msg_id") is not None:
-                    try:
-                        self.process_message(msg, cell, cell_index)
-                    except Exception:
-                        pass
-        except Exception:
-            pass
+            except queue.Empty:
+                break  # nothing more arrived: the cell's output is complete
+            # Only outputs arrive late; status and execute_input messages of the finished cell are done with.
+            if msg.get("msg_type") not in OUTPUT_TYPES:
+                continue
+            if msg.get("parent_header", {}).get("msg_id") is not None:
+                try:
+                    self.process_message(msg, cell, cell_index)
+                except CellExecutionError:
+                    raise
+                except Exception as e:  # a late message nbclient cannot place; the cell itself succeeded
+                    print(f"note: ignored a late kernel message ({type(e).__name__}: {e})", file=sys.stderr)
         return result
 
 
