@@ -1,8 +1,9 @@
-// NMS: hand-made cases, thresholds, ties, caps, and agreement with the tutorial's loop.
+// NMS: hand-made cases, thresholds, ties, caps, and agreement with the tutorial's loop (tests/tutorial_reference.ts).
 import assert from "node:assert";
 import { nms, sortByScore } from "../lib/nms.ts";
 import { iouAt, iouMatrix } from "../lib/iou.ts";
 import { createRng, uniform } from "../lib/rng.ts";
+import { refApplyNms } from "./tutorial_reference.ts";
 
 const keepOf = (boxes: number[][], scores: number[], options: Parameters<typeof nms>[2]) =>
   Array.from(nms(boxes.flat(), scores, options));
@@ -57,19 +58,6 @@ Deno.test("only the given indices take part", () => {
   assert.deepStrictEqual(keepOf(boxes, [0.9, 0.8, 0.7], { iouThreshold: 0.6, indices: [1, 2] }), [1, 2]);
 });
 
-/** The tutorial's apply_nms loop, transcribed with plain areas (no +1) and a stable order. */
-function tutorialLoop(boxes: number[], scores: number[], thres: number, maxBoxes: number): number[] {
-  let order = Array.from(sortByScore(scores));
-  const keep: number[] = [];
-  while (order.length > 0) {
-    const i = order[0];
-    keep.push(i);
-    if (keep.length >= maxBoxes) break;
-    order = order.slice(1).filter((j) => iouAt(boxes, i, boxes, j) <= thres);
-  }
-  return keep;
-}
-
 Deno.test("on random boxes the result equals the tutorial's suppress-from-the-top loop", () => {
   const rng = createRng(11);
   for (let trial = 0; trial < 20; trial++) {
@@ -82,7 +70,7 @@ Deno.test("on random boxes the result equals the tutorial's suppress-from-the-to
     const max = trial % 2 ? 100 : 10;
     assert.deepStrictEqual(
       Array.from(nms(boxes, scores, { iouThreshold: 0.6, maxOutput: max })),
-      tutorialLoop(boxes, scores, 0.6, max),
+      refApplyNms(Array.from({ length: n }, (_, i) => boxes.slice(4 * i, 4 * i + 4)), scores, 0.6, max),
     );
   }
 });

@@ -1,4 +1,5 @@
-// Post-processing: hand-made detections through every option, and the tutorial's eval path on random data.
+// Post-processing: hand-made detections through every option, and the tutorial's eval path on random data
+// (tests/tutorial_reference.ts, written from the tutorial's text).
 import { tutorialBoxes } from "./tutorial_boxes.ts";
 import assert from "node:assert";
 import {
@@ -9,10 +10,7 @@ import {
   postprocessOptionsFromConfig,
   postprocessSpec,
 } from "../lib/postprocess.ts";
-import { decodeBoxes } from "../lib/box_coder.ts";
-import { ssdDefaultBoxes } from "../lib/default_boxes.ts";
-import { iouAt } from "../lib/iou.ts";
-import { sortByScore } from "../lib/nms.ts";
+import { refCocoMetricsUpdate, refDecode } from "./tutorial_reference.ts";
 import { validate } from "../lib/config.ts";
 import { createRng, uniform } from "../lib/rng.ts";
 
@@ -118,39 +116,14 @@ Deno.test("mismatched shapes are refused", () => {
   assert.throws(() => postprocess(new Float32Array(12), new Float32Array(10), BASE), /not 3 x C/);
 });
 
-/** The tutorial's eval path (SsdInferWithDecoder + COCOMetrics.update), without the +1 and with stable sort. */
-function tutorialEval(loc: Float32Array, scores: Float32Array, anchors: Float32Array, h: number, w: number) {
-  const boxes = decodeBoxes(loc, anchors, { scaleFactors: SF, clip: true });
-  const numClasses = scores.length / (anchors.length / 4);
-  const out: { box: number[]; score: number; label: number }[] = [];
-  for (let c = 1; c < numClasses; c++) {
-    const idx: number[] = [];
-    for (let i = 0; i < anchors.length / 4; i++) if (scores[i * numClasses + c] > 0.1) idx.push(i);
-    const px = idx.flatMap((i) => [boxes[4 * i] * h, boxes[4 * i + 1] * w, boxes[4 * i + 2] * h, boxes[4 * i + 3] * w]);
-    const sc = idx.map((i) => scores[i * numClasses + c]);
-    let order = Array.from(sortByScore(sc));
-    const keep: number[] = [];
-    while (order.length > 0) {
-      const i = order[0];
-      keep.push(i);
-      if (keep.length >= 100) break;
-      order = order.slice(1).filter((j) => iouAt(px, i, px, j) <= 0.6);
-    }
-    for (const k of keep) out.push({ box: px.slice(4 * k, 4 * k + 4), score: sc[k], label: c });
-  }
-  return out;
-}
-
 Deno.test("with the tutorial's settings the output equals the tutorial's eval path on random predictions", () => {
-  const anchors = ssdDefaultBoxes({
-    imageSize: 300,
-    featureSizes: [10, 5, 3, 1],
-    steps: [30, 60, 100, 300],
-    minScale: 0.2,
-    maxScale: 0.9,
-    aspectRatios: [[2], [2, 3], [2], [2]],
-  }).centers;
-  const a = anchors.length / 4, numClasses = 6, rng = createRng(21);
+  // Random default boxes (cy, cx, h, w): the reference needs no generator of the library's.
+  const gen = createRng(20);
+  const anchors = Float32Array.from(
+    { length: 4 * 300 },
+    (_, k) => k % 4 < 2 ? uniform(gen, 0, 1) : uniform(gen, 0.05, 0.6),
+  );
+  const a = 300, numClasses = 6, rng = createRng(21);
   const loc = Float32Array.from({ length: 4 * a }, () => uniform(rng, -1, 1));
   const scores = Float32Array.from({ length: a * numClasses }, () => uniform(rng, 0, 1) ** 3);
   const d = postprocess(loc, scores, {
@@ -161,7 +134,11 @@ Deno.test("with the tutorial's settings the output equals the tutorial's eval pa
     maxPerClass: 100,
     imageSize: { height: 480, width: 640 },
   });
-  const ref = tutorialEval(loc, scores, anchors, 480, 640);
+  const ref = refCocoMetricsUpdate(refDecode(loc, anchors), scores, numClasses, 480, 640, {
+    minScore: 0.1,
+    nmsThreshold: 0.6,
+    maxBoxes: 100,
+  });
   assert.ok(ref.length > 100, `a test with substance (${ref.length} detections)`);
   assert.strictEqual(d.count, ref.length);
   ref.forEach((r, k) => {
