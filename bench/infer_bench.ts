@@ -143,11 +143,12 @@ export async function benchInfer(opts: InferBenchOptions = {}): Promise<BenchRow
   const reps = quick ? 3 : 5;
   // torchvision's full call (transform + network + post-processing), measured here when PyTorch is installed.
   const torch = torchFigures({ quick });
+  // The recorded figures are the same as peers.ts's (RECORDED_TORCH); either way the label says which.
   const peerMs = (name: keyof typeof RECORDED_TORCHVISION_MS) =>
     torch.source === "measured"
       ? (name === "ssd300_vgg16" ? torch.ssd300_vgg16.infer : torch.ssdlite320.infer) * 1000
       : RECORDED_TORCHVISION_MS[name];
-  const peerLabel = (name: string) => `vs ${torch.source} torchvision ${name}`;
+  const peerLabel = (name: string) => `vs torchvision ${name} (${torch.label})`;
   await setBackend("wasm");
   const rows: BenchRow[] = [];
   let best = VARIANTS[0];

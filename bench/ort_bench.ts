@@ -265,7 +265,7 @@ function trainRows(o: { quick?: boolean }): BenchRow[] {
           name: `train step ${name}: onnxruntime kernels vs torchvision`,
           ms: ort.seconds * 1000,
           speedup: (m.batch / ort.seconds) / (4 / t),
-          against: `img/s vs torchvision ${m.peer} ${t.toFixed(2)} s/step at batch 4 (${torch.source})`,
+          against: `img/s vs torchvision ${m.peer} ${t.toFixed(2)} s/step at batch 4 (${torch.label})`,
         });
       }
     } catch (e) {

@@ -78,12 +78,16 @@ export async function trainStepSeconds(
     tf.dispose([r.loss, r.loc, r.cls, ...Object.values(r.grads)]);
   };
   try {
-    // Warmup (XNNPACK operator setup, heap growth) only where it is not noise: a single timed step is
-    // one of the big models', tens of seconds long, and a warmup would double the bench's longest part.
+    // The median of `steps` steps after one warm-up (XNNPACK operator setup, heap growth); a single step
+    // (the big models', tens of seconds each) is timed cold, as a warm-up would double the bench's longest part.
     if (steps > 1) await step();
-    const t0 = performance.now();
-    for (let i = 0; i < steps; i++) await step();
-    return (performance.now() - t0) / 1000 / steps;
+    const times: number[] = [];
+    for (let i = 0; i < steps; i++) {
+      const t0 = performance.now();
+      await step();
+      times.push(performance.now() - t0);
+    }
+    return times.sort((a, b) => a - b)[Math.floor(steps / 2)] / 1000;
   } catch (e) {
     throw explainOutOfMemory(e, { batchSize: batch, what: `${configFile} training` });
   } finally {
@@ -132,7 +136,7 @@ export function benchTrain(o: { quick?: boolean } = {}): Promise<BenchRow[]> {
     const segments = m.segments ?? loadSsdConfig(m.config).train.segments;
     let batch = m.batch, sec = NaN, note = "", size: number | null = null;
     for (;;) {
-      const r = stepInChild(m.config, batch, big ? 1 : o.quick ? 2 : 3, size, segments);
+      const r = stepInChild(m.config, batch, big ? 1 : o.quick ? 3 : 5, size, segments);
       if ("seconds" in r) {
         sec = r.seconds;
         break;
@@ -152,12 +156,14 @@ export function benchTrain(o: { quick?: boolean } = {}): Promise<BenchRow[]> {
           segments > 1 ? `, ${segments} recomputed segments` : ""
         } (wasm)`,
         ms: sec * 1000,
-        note: `${note}${(batch / sec).toFixed(2)} img/s`,
+        note: `${note}${(batch / sec).toFixed(2)} img/s, ${
+          big ? "one cold step" : `median of ${o.quick ? 3 : 5} steps`
+        }`,
       };
       if (m.peer) {
         const t = torch[m.peer].train;
         row.speedup = (batch / sec) / (4 / t); // images/s ratio (torchvision at batch 4)
-        row.against = `img/s vs torchvision ${m.peer} ${t.toFixed(2)} s/step at batch 4 (${torch.source})`;
+        row.against = `img/s vs torchvision ${m.peer} ${t.toFixed(2)} s/step at batch 4 (${torch.label})`;
       }
       rows.push(row);
     } catch (e) {
