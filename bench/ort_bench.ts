@@ -179,7 +179,7 @@ async function stepSeconds(
  * it: timed in one process after the other, the second run's step varied by up to 1.4x with what the
  * first left in the heap.
  */
-function stepInChild(
+export function stepInChild(
   config: string,
   backend: "wasm" | "onnxruntime",
   batch: number,

@@ -102,7 +102,7 @@ function stepInChild(
   steps: number,
   size: number | null,
   segments: number,
-): { seconds: number } | { error: string } {
+): { seconds: number; heapGb: number | null } | { error: string } {
   const args = [config, String(batch), String(steps), String(segments), ...(size ? [String(size)] : [])];
   const r = spawnSync(Deno.execPath(), ["run", "-A", import.meta.filename!, ...args], {
     encoding: "utf8",
@@ -134,11 +134,12 @@ export function benchTrain(o: { quick?: boolean } = {}): Promise<BenchRow[]> {
     // on failure the batch is halved and the note says why. Should even batch 1 not fit, an FPN model's
     // input shrinks (its anchors follow).
     const segments = m.segments ?? loadSsdConfig(m.config).train.segments;
-    let batch = m.batch, sec = NaN, note = "", size: number | null = null;
+    let batch = m.batch, sec = NaN, note = "", size: number | null = null, heap: number | null = null;
     for (;;) {
       const r = stepInChild(m.config, batch, big ? 1 : o.quick ? 3 : 5, size, segments);
       if ("seconds" in r) {
         sec = r.seconds;
+        heap = r.heapGb;
         break;
       }
       note += `${size ? `${size} px, ` : ""}batch ${batch}: ${
@@ -185,7 +186,9 @@ if (import.meta.main) {
     const seconds = await trainStepSeconds(config, Number(batch), Number(steps), size ? Number(size) : undefined, {
       "train.segments": segments,
     });
-    console.log(JSON.stringify({ seconds }));
+    // The wasm heap only grows, so its size after the steps is their peak.
+    const memory = (tf.backend() as unknown as { wasm?: { asm?: { memory?: WebAssembly.Memory } } }).wasm?.asm?.memory;
+    console.log(JSON.stringify({ seconds, heapGb: memory ? memory.buffer.byteLength / 2 ** 30 : null }));
   } catch (e) {
     console.log(JSON.stringify({ error: (e as Error).message }));
   }
