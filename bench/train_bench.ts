@@ -187,8 +187,8 @@ if (import.meta.main) {
       "train.segments": segments,
     });
     // The wasm heap only grows, so its size after the steps is their peak.
-    const memory = (tf.backend() as unknown as { wasm?: { asm?: { memory?: WebAssembly.Memory } } }).wasm?.asm?.memory;
-    console.log(JSON.stringify({ seconds, heapGb: memory ? memory.buffer.byteLength / 2 ** 30 : null }));
+    const heap = (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }).wasm?.HEAPU8?.buffer;
+    console.log(JSON.stringify({ seconds, heapGb: heap ? heap.byteLength / 2 ** 30 : null }));
   } catch (e) {
     console.log(JSON.stringify({ error: (e as Error).message }));
   }
