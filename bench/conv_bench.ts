@@ -97,12 +97,16 @@ export async function benchConv(options: { quick?: boolean } = {}): Promise<Benc
       against: "vs wasm ours",
       note: gf(big, t.total),
     });
-  } catch {
+  } catch (e) {
+    // Missing packages are a skip; anything else failed, and says how.
+    const missing = e instanceof Error && /are not installed/.test(e.message);
     rows.push({
       section: "conv",
       name: `tensorflow: ${label(big)}`,
       ms: null,
-      note: "skipped: tfjs-node not installed",
+      note: missing
+        ? "skipped: @tensorflow/tfjs-node(-gpu) not installed"
+        : `failed: ${(e instanceof Error ? e.message : String(e)).split("\n")[0].slice(0, 120)}`,
     });
   }
   await setBackend("wasm");

@@ -159,7 +159,7 @@ export function benchTrain(o: { quick?: boolean } = {}): Promise<BenchRow[]> {
         ms: sec * 1000,
         note: `${note}${(batch / sec).toFixed(2)} img/s, ${
           big ? "one cold step" : `median of ${o.quick ? 3 : 5} steps`
-        }`,
+        }${heap === null ? "" : `, wasm heap peak ${heap.toFixed(1)} GB`}`,
       };
       if (m.peer) {
         const t = torch[m.peer].train;
