@@ -4,7 +4,7 @@
  * measured in the same run; peers (PyTorch, pycocotools) appear when present.
  */
 import * as path from "node:path";
-import { parseTaskArgs, runTask } from "../lib/cli.ts";
+import { parseTaskArgs, runTask } from "../tasks/cli.ts";
 import { InputError } from "../lib/errors.ts";
 import { writeJsonAtomic } from "../lib/fs_atomic.ts";
 import { benchCocoEval, RECORDED_PYCOCOTOOLS_SECONDS } from "./coco_eval_bench.ts";

@@ -9,7 +9,6 @@
 import * as tf from "@tensorflow/tfjs-core";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import process from "node:process";
 import * as readline from "node:readline";
 import YAML from "yaml";
 import { augmentSample } from "./augment.ts";
@@ -64,6 +63,8 @@ export interface TrainOptions {
    * logged step times include the check. Needs `train.replicas: 1`.
    */
   checkBackend?: string;
+  /** Called on a second Ctrl-C while the first waits for the step to end (the train task exits with 130). */
+  onSecondInterrupt?: () => void;
 }
 
 /** One line of `train_log.jsonl`. */
@@ -381,9 +382,19 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
 
   let interrupted = false;
   const onSigint = () => {
-    if (interrupted) process.exit(130);
+    if (interrupted) {
+      // A second Ctrl-C: the caller decides (the train task exits at once); the library never ends the process.
+      o.onSecondInterrupt?.();
+      return;
+    }
     interrupted = true;
-    if (!o.quiet) console.error("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to quit at once)");
+    if (!o.quiet) {
+      console.error(
+        `\ninterrupt: saving a checkpoint after this step${
+          o.onSecondInterrupt ? " (Ctrl-C again to quit at once)" : ""
+        }`,
+      );
+    }
   };
   const canSignal = typeof Deno !== "undefined" && Deno.build.os !== "windows";
   if (canSignal) Deno.addSignalListener("SIGINT", onSigint);

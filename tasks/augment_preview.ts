@@ -1,6 +1,6 @@
 /** `deno task augment-preview`: a grid of augmented training samples with their boxes drawn. */
 import * as path from "node:path";
-import { intFlag, parseTaskArgs, runTask } from "../lib/cli.ts";
+import { intFlag, parseTaskArgs, runTask } from "./cli.ts";
 import { augmentPreview } from "../lib/augment_preview.ts";
 import { loadSplit } from "../lib/dataset.ts";
 import { writeFileAtomic } from "../lib/fs_atomic.ts";

@@ -1,5 +1,5 @@
 /** `deno task convert`: COCO / VOC / TXT / MindRecord in, MindRecord or COCO out. */
-import { intFlag, parseTaskArgs, runTask } from "../lib/cli.ts";
+import { intFlag, parseTaskArgs, runTask } from "./cli.ts";
 import { InputError } from "../lib/errors.ts";
 import { convert, type ConvertOptions } from "../lib/convert.ts";
 import { formatReport } from "../lib/coco_reader.ts";

@@ -3,7 +3,7 @@
  * synth, convert to MindRecord, train, eval, export to ONNX, infer on val
  * images; then a report. Each stage is the lib function its own task calls.
  */
-import { intFlag, parseTaskArgs, runTask } from "../lib/cli.ts";
+import { intFlag, parseTaskArgs, runTask } from "./cli.ts";
 import { runDemo } from "../lib/demo.ts";
 
 const spec = {

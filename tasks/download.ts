@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { intFlag, parseTaskArgs, runTask, type TaskSpec } from "../lib/cli.ts";
+import { intFlag, parseTaskArgs, runTask, type TaskSpec } from "./cli.ts";
 import { InputError } from "../lib/errors.ts";
 import { formatBytes } from "../lib/progress.ts";
 import { DEFAULT_DATASETS_CONFIG, fetchDataset, loadDatasets } from "../lib/download.ts";

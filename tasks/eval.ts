@@ -6,7 +6,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { intFlag, parseTaskArgs, runTask, type TaskSpec } from "../lib/cli.ts";
+import { intFlag, parseTaskArgs, runTask, type TaskSpec } from "./cli.ts";
 import { InputError } from "../lib/errors.ts";
 import { writeJsonAtomic } from "../lib/fs_atomic.ts";
 import { Progress } from "../lib/progress.ts";

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { parseTaskArgs, runTask, type TaskSpec } from "../lib/cli.ts";
+import { parseTaskArgs, runTask, type TaskSpec } from "./cli.ts";
 import { InputError } from "../lib/errors.ts";
 import { exportCheckpoint } from "../lib/export_stage.ts";
 import { formatBytes } from "../lib/progress.ts";

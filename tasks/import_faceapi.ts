@@ -6,7 +6,7 @@
  * @module
  */
 import { setBackend } from "../lib/backend.ts";
-import { parseTaskArgs, runTask, type TaskSpec } from "../lib/cli.ts";
+import { parseTaskArgs, runTask, type TaskSpec } from "./cli.ts";
 import { importFaceapi } from "../lib/faceapi_import.ts";
 
 const spec: TaskSpec = {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { intFlag, numberFlag, parseTaskArgs, runTask, type TaskSpec } from "../lib/cli.ts";
+import { intFlag, numberFlag, parseTaskArgs, runTask, type TaskSpec } from "./cli.ts";
 import { InputError } from "../lib/errors.ts";
 import { inferImages } from "../lib/infer.ts";
 

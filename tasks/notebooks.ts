@@ -3,9 +3,9 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseTaskArgs, runTask } from "../lib/cli.ts";
+import { parseTaskArgs, runTask } from "./cli.ts";
 import { InputError } from "../lib/errors.ts";
-import { DEBIAN_PYTHON, ensureDebianPackages, hasPythonModule } from "../lib/setup_check.ts";
+import { DEBIAN_PYTHON, ensureDebianPackages, hasPythonModule } from "./setup_check.ts";
 
 const spec = {
   name: "notebooks",

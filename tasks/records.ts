@@ -1,6 +1,6 @@
 /** `deno task records FILE`: summarises a MindRecord set, or dumps its rows as JSON lines. */
 import * as fs from "node:fs";
-import { parseTaskArgs, runTask } from "../lib/cli.ts";
+import { parseTaskArgs, runTask } from "./cli.ts";
 import { InputError } from "../lib/errors.ts";
 import { dumpMindRecord, openMindRecord, summarizeMindRecord, verifyIndexDb } from "../lib/mindrecord.ts";
 import { Progress } from "../lib/progress.ts";

@@ -1,5 +1,5 @@
 /** `deno task synth`: writes the embedded synthetic detection dataset. */
-import { intFlag, parseTaskArgs, runTask } from "../lib/cli.ts";
+import { intFlag, parseTaskArgs, runTask } from "./cli.ts";
 import { loadConfig } from "../lib/config.ts";
 import { type SynthConfig, synthSpec, writeSynthDataset } from "../lib/synth.ts";
 

@@ -1,5 +1,6 @@
 /** `deno task train`: trains an SSD as a config says. */
-import { intFlag, parseTaskArgs, runTask } from "../lib/cli.ts";
+import process from "node:process";
+import { intFlag, parseTaskArgs, runTask } from "./cli.ts";
 import { loadSsdConfig } from "../lib/ssd_config.ts";
 import { checkSummary, RESUME_SAFE_KEYS, resumeConfig, train } from "../lib/train.ts";
 
@@ -66,6 +67,7 @@ runTask(async () => {
     init: values.init as string | undefined,
     maxSteps: intFlag(values, "max-steps"),
     checkBackend: values["check-backend"] as string | undefined,
+    onSecondInterrupt: () => process.exit(130),
   });
   const last = r.losses.at(-1);
   const check = checkSummary(r.losses);

@@ -1,5 +1,5 @@
 import assert from "node:assert";
-import { helpText, intFlag, parseTaskArgs, type TaskSpec } from "../lib/cli.ts";
+import { helpText, intFlag, parseTaskArgs, type TaskSpec } from "../tasks/cli.ts";
 import { InputError } from "../lib/errors.ts";
 
 const spec: TaskSpec = {

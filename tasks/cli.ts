@@ -7,7 +7,7 @@
  */
 import { parseArgs } from "node:util";
 import process from "node:process";
-import { InputError } from "./errors.ts";
+import { InputError } from "../lib/errors.ts";
 
 /** One flag of a task. */
 export interface FlagSpec {

@@ -6,7 +6,7 @@
  * @module
  */
 import { spawnSync } from "node:child_process";
-import { InputError } from "./errors.ts";
+import { InputError } from "../lib/errors.ts";
 
 /** The interpreter that sees Debian's python modules (plain python3 may be a pyenv one). */
 export const DEBIAN_PYTHON = "/usr/bin/python3";
