@@ -123,6 +123,8 @@ export function evalDataConfig(
       format: json ? "coco" : "mindrecord",
       path: path.resolve(o.file),
       images: json && o.images ? path.resolve(o.images) : json ? data.val.images : null,
+      // A COCO json is its own ground truth; a MindRecord keeps the config's json unless told otherwise.
+      annotations: json && !("data.val.annotations" in overrides) ? null : data.val.annotations,
     };
   }
   if (!data.val.path) {
