@@ -90,6 +90,13 @@ async function scoreSplit(data: LoadedSplit, classNames: string[], detect: Detec
   };
 }
 
+/** What changes a run's eval data: `--data FILE` (with `--images DIR`) and `--data.*` overrides. */
+export interface EvalDataOptions {
+  file?: string;
+  images?: string;
+  overrides?: Record<string, string>;
+}
+
 /**
  * The eval data of a run: its config's `data` section (`base`), with `--data.*`
  * overrides applied (`data.root` relocates every relative path) and, when
@@ -105,10 +112,7 @@ async function scoreSplit(data: LoadedSplit, classNames: string[], detect: Detec
  * assertEquals([d.root, d.val.path], ["/mnt/data", "a/ssd_eval.mindrecord0"]);
  * ```
  */
-export function evalDataConfig(
-  base: DataConfig | null,
-  o: { file?: string; images?: string; overrides?: Record<string, string> } = {},
-): DataConfig {
+export function evalDataConfig(base: DataConfig | null, o: EvalDataOptions = {}): DataConfig {
   const empty = { format: "coco", path: null, images: null, annotations: null, limit: null };
   const raw = { data: base ?? { train: empty, val: empty } };
   const overrides = Object.fromEntries(Object.entries(o.overrides ?? {}).filter(([k]) => k.startsWith("data.")));
@@ -148,12 +152,16 @@ export async function evaluateCheckpoint(
     data?: DataConfig;
     /** Or just the split to score, its paths relative to the working folder. */
     split?: Partial<SplitConfig>;
+    /** Or the model config's own `data`, changed by {@linkcode evalDataConfig} (`--data`, `--data.*` flags). */
+    dataOptions?: EvalDataOptions;
     batchSize?: number;
     quiet?: boolean;
   } = {},
 ): Promise<EvalRun> {
   const model = await loadModel(checkpoint, o);
-  const dataCfg = o.split ? splitOnly(o.split, model.cfg.data.policy) : o.data ?? model.cfg.data;
+  const dataCfg = o.split
+    ? splitOnly(o.split, model.cfg.data.policy)
+    : o.data ?? (o.dataOptions ? evalDataConfig(model.cfg.data, o.dataOptions) : model.cfg.data);
   const data = loadSplit(dataCfg, "val", { classNames: model.classNames });
   return scoreSplit(
     data,
@@ -191,13 +199,17 @@ export async function evaluateOnnx(
     data?: DataConfig;
     /** Or just the split to score, its paths relative to the working folder. */
     split?: Partial<SplitConfig>;
+    /** Or the model config's own `data`, changed by {@linkcode evalDataConfig} (`--data`, `--data.*` flags). */
+    dataOptions?: EvalDataOptions;
     batchSize?: number;
     threads?: number;
     quiet?: boolean;
   } = {},
 ): Promise<EvalRun> {
   const model = await loadOnnxModel(modelFile, { config: o.configFile, threads: o.threads });
-  const dataCfg = o.split ? splitOnly(o.split, "error") : o.data ?? model.config.data;
+  const dataCfg = o.split
+    ? splitOnly(o.split, "error")
+    : o.data ?? (o.dataOptions ? evalDataConfig(model.config.data, o.dataOptions) : model.config.data);
   if (!dataCfg) {
     throw new InputError("no eval data: give --data FILE or a config with a data section", { file: modelFile });
   }

@@ -17,10 +17,7 @@ import {
   formatPerClassTable,
   formatSummary,
 } from "../lib/coco_eval.ts";
-import { readCheckpoint } from "../lib/checkpoint.ts";
-import { evalDataConfig, evaluateCheckpoint, evaluateOnnx } from "../lib/eval_stage.ts";
-import { readOnnxModelConfig } from "../lib/onnx_infer.ts";
-import { loadSsdConfig, storedConfig } from "../lib/ssd_config.ts";
+import { evaluateCheckpoint, evaluateOnnx } from "../lib/eval_stage.ts";
 
 const spec: TaskSpec = {
   name: "eval",
@@ -138,26 +135,17 @@ if (import.meta.main) {
       // The config.yaml that `deno task export` wrote beside the model (else the copy in its metadata).
       const beside = path.join(path.dirname(model), "config.yaml");
       const configFile = (values.config as string | undefined) ?? (fs.existsSync(beside) ? beside : undefined);
-      const run = await evaluateOnnx(model, {
-        configFile,
-        data: evalDataConfig(readOnnxModelConfig(model, Deno.readFileSync(model), configFile).data, dataOpts),
-        batchSize,
-      });
+      const run = await evaluateOnnx(model, { configFile, dataOptions: dataOpts, batchSize });
       await writeJsonAtomic(`${out}/detections.json`, run.detections);
       console.error(`${run.images} images, ${run.detections.length} detections -> ${out}/detections.json`);
       await report(run.result, out, statsJson);
       return;
     }
     if (values.checkpoint !== undefined) {
-      const checkpoint = values.checkpoint as string;
-      const configFile = values.config as string | undefined;
-      const base = configFile
-        ? loadSsdConfig(configFile, overrides).data
-        : storedConfig(readCheckpoint(checkpoint).header.config, checkpoint).data;
-      const run = await evaluateCheckpoint(checkpoint, {
-        configFile,
+      const run = await evaluateCheckpoint(values.checkpoint as string, {
+        configFile: values.config as string | undefined,
         overrides,
-        data: evalDataConfig(base, dataOpts),
+        dataOptions: dataOpts,
         batchSize,
       });
       await writeJsonAtomic(`${out}/detections.json`, run.detections);

@@ -13,23 +13,30 @@ import { checkSummary, resumeConfig, train, writeLossCurve } from "../lib/train.
 import { Binner } from "../lib/plot.ts";
 import sharp from "sharp";
 
-const data = Deno.makeTempDirSync();
-const synth = loadConfig<SynthConfig>("configs/synth.yaml", synthSpec, {
-  image_size: "64",
-  "splits.train": "24",
-  "splits.val": "8",
-});
-await writeSynthDataset(data, synth, { seed: 2, quiet: true });
+/** A synthetic dataset of 64 px images in a new folder. */
+async function synthData(train: number, val: number, seed: number): Promise<string> {
+  const dir = Deno.makeTempDirSync();
+  const synth = loadConfig<SynthConfig>("configs/synth.yaml", synthSpec, {
+    image_size: "64",
+    "splits.train": String(train),
+    "splits.val": String(val),
+  });
+  await writeSynthDataset(dir, synth, { seed, quiet: true });
+  return dir;
+}
+
+const data = await synthData(24, 8, 2);
+/** The tiny config's splits pointed at `data` (COCO json + images). */
+const DATA_OVERRIDES = {
+  "data.train.format": "coco",
+  "data.train.path": `${data}/annotations/instances_train.json`,
+  "data.train.images": `${data}/images/train`,
+  "data.val.path": `${data}/annotations/instances_val.json`,
+  "data.val.images": `${data}/images/val`,
+};
 
 function config(overrides: Record<string, string> = {}): SsdConfig {
-  return loadSsdConfig("tests/fixtures/configs/tiny_train.yaml", {
-    "data.train.format": "coco",
-    "data.train.path": `${data}/annotations/instances_train.json`,
-    "data.train.images": `${data}/images/train`,
-    "data.val.path": `${data}/annotations/instances_val.json`,
-    "data.val.images": `${data}/images/val`,
-    ...overrides,
-  });
+  return loadSsdConfig("tests/fixtures/configs/tiny_train.yaml", { ...DATA_OVERRIDES, ...overrides });
 }
 
 Deno.test("train() writes checkpoints, a log and a loss curve, and evaluates", async () => {
@@ -210,14 +217,7 @@ Deno.test("train() with two replicas is reproducible and resumes exactly", async
 Deno.test("deno task train killed with -9 and resumed with --resume continues the same run", async () => {
   const out = Deno.makeTempDirSync();
   // 24 images, batch 4: 6 steps an epoch; 3 epochs, a checkpoint after each.
-  const flags = Object.entries({
-    "data.train.format": "coco",
-    "data.train.path": `${data}/annotations/instances_train.json`,
-    "data.train.images": `${data}/images/train`,
-    "data.val.path": `${data}/annotations/instances_val.json`,
-    "data.val.images": `${data}/images/val`,
-    "train.epochs": "3",
-  }).map(([k, v]) => `--${k}=${v}`);
+  const flags = Object.entries({ ...DATA_OVERRIDES, "train.epochs": "3" }).map(([k, v]) => `--${k}=${v}`);
   const args = ["run", "-A", "tasks/train.ts", "--config", "tests/fixtures/configs/tiny_train.yaml", "--out", out];
   const child = new Deno.Command(Deno.execPath(), { args: [...args, ...flags], stdout: "null", stderr: "null" })
     .spawn();
@@ -274,13 +274,7 @@ Deno.test("a million-step log is plotted in bounded memory, as means of consecut
 Deno.test("training learns: 100 epochs on 16 synthetic images reach mAP@0.5 >= 0.8 on them", async () => {
   // A model that stops learning (a broken gradient, loss or optimizer) fails this; the bars sit below what this
   // run reaches here (mAP 0.649, mAP@0.5 0.888 on 2026-12-06), with room for other CPUs' rounding.
-  const dir = Deno.makeTempDirSync();
-  const synth16 = loadConfig<SynthConfig>("configs/synth.yaml", synthSpec, {
-    image_size: "64",
-    "splits.train": "16",
-    "splits.val": "0",
-  });
-  await writeSynthDataset(dir, synth16, { seed: 5, quiet: true });
+  const dir = await synthData(16, 0, 5);
   const split = { format: "coco", path: "annotations/instances_train.json", images: "images/train" };
   const cfg = loadSsdConfig("tests/fixtures/configs/tiny_train.yaml", {
     "data.root": dir,
