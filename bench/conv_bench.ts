@@ -1,14 +1,14 @@
 /**
  * One 3x3 conv layer, forward + input gradient (dX) + filter gradient (dW),
- * on each available backend, with the wasm kernels of lib/conv_grad_kernels.ts
+ * on each available backend, with the wasm kernels of lib/engine/conv_grad_kernels.ts
  * against wasm's shipped dX and against the cpu backend; and the memory-bound
  * kernels that SSD300-VGG16's largest activation (4x300x300x64) passes through:
  * the max-pool and ReLU gradients, ours against the shipped ones.
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { setBackend } from "../lib/backend.ts";
-import { withShippedKernel } from "../lib/kernel_registry.ts";
-import { DEFAULT_ORT_KERNELS, ORT_KERNELS, registerOrtKernels } from "../lib/ort_kernels.ts";
+import { setBackend } from "../lib/engine/backend.ts";
+import { withShippedKernel } from "../lib/engine/kernel_registry.ts";
+import { DEFAULT_ORT_KERNELS, ORT_KERNELS, registerOrtKernels } from "../lib/engine/ort_kernels.ts";
 import { type BenchRow, timeMedian } from "./report.ts";
 
 /** A square 3x3 conv layer. */

@@ -14,7 +14,7 @@ import { torchFigures } from "./peers.ts";
 import * as fs from "node:fs";
 import * as tf from "@tensorflow/tfjs-core";
 import * as ort from "onnxruntime-node";
-import { setBackend } from "../lib/backend.ts";
+import { setBackend } from "../lib/engine/backend.ts";
 import { predict } from "../lib/evaluate.ts";
 import { type Graph, initParams } from "../lib/graph.ts";
 import { inferImages } from "../lib/infer.ts";

@@ -1,5 +1,5 @@
 /**
- * The onnxruntime kernels (lib/ort_kernels.ts) against the wasm backend's
+ * The onnxruntime kernels (lib/engine/ort_kernels.ts) against the wasm backend's
  * composed kernels: per-kernel times of 3x3 convs (forward, dX, dW; every
  * filter-gradient variant; shared heap vs copies) and a training step of the
  * demo config, with the share of the step spent outside onnxruntime.
@@ -12,12 +12,12 @@
 import * as tf from "@tensorflow/tfjs-core";
 import * as fs from "node:fs";
 import { spawnSync } from "node:child_process";
-import { setBackend } from "../lib/backend.ts";
-import { gradStep, trainableParams } from "../lib/grad_step.ts";
+import { setBackend } from "../lib/engine/backend.ts";
+import { gradStep, trainableParams } from "../lib/engine/grad_step.ts";
 import { applyBnUpdates, initParams } from "../lib/graph.ts";
 import { createMomentumState, momentumStep } from "../lib/optimizer.ts";
-import type { FilterGradVariant, InputGradVariant } from "../lib/ort_graphs.ts";
-import { ortStats, registerOrtKernels, resetOrtStats, unregisterOrtKernels } from "../lib/ort_kernels.ts";
+import type { FilterGradVariant, InputGradVariant } from "../lib/engine/ort_graphs.ts";
+import { ortStats, registerOrtKernels, resetOrtStats, unregisterOrtKernels } from "../lib/engine/ort_kernels.ts";
 import { createRng } from "../lib/rng.ts";
 import { anchorsOf, buildModel, loadSsdConfig } from "../lib/ssd_config.ts";
 import { type ConvShape, flops, label } from "./conv_bench.ts";
@@ -357,7 +357,7 @@ export async function trajectoryRows(): Promise<BenchRow[]> {
 /** The onnxruntime section of `deno task bench`. Leaves the onnxruntime kernels registered as they were. */
 export async function benchOrt(o: { quick?: boolean } = {}): Promise<BenchRow[]> {
   await setBackend("wasm");
-  const wasActive = (await import("../lib/ort_kernels.ts")).ortKernelsActive();
+  const wasActive = (await import("../lib/engine/ort_kernels.ts")).ortKernelsActive();
   registerOrtKernels({ minMacs: 0, autoSelect: false });
   const rows: BenchRow[] = [];
   try {

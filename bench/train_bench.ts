@@ -5,8 +5,8 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { spawnSync } from "node:child_process";
-import { explainOutOfMemory, setBackend } from "../lib/backend.ts";
-import { type GradInputs, gradStep } from "../lib/grad_step.ts";
+import { explainOutOfMemory, setBackend } from "../lib/engine/backend.ts";
+import { type GradInputs, gradStep } from "../lib/engine/grad_step.ts";
 import { applyBnUpdates, initParams } from "../lib/graph.ts";
 import { createMomentumState, momentumStep } from "../lib/optimizer.ts";
 import { createRng } from "../lib/rng.ts";
@@ -196,8 +196,8 @@ if (import.meta.main) {
 
 /** The demo's batch-16 step on one thread against the same batch split with a gradient worker (both cores). */
 export async function benchReplicas(o: { quick?: boolean } = {}): Promise<BenchRow[]> {
-  const { trainableParams } = await import("../lib/grad_step.ts");
-  const { GradReplica, splitBatch } = await import("../lib/replicas.ts");
+  const { trainableParams } = await import("../lib/engine/grad_step.ts");
+  const { GradReplica, splitBatch } = await import("../lib/engine/replicas.ts");
   const cfg = loadSsdConfig("configs/demo.yaml");
   // One replica gets every core's kernel threads; with two, each gets its share, as `train` sets them.
   await setBackend(cfg.backend, { threads: navigator.hardwareConcurrency });

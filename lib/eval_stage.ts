@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { setBackend } from "./backend.ts";
+import { setBackend } from "./engine/mod.ts";
 import { loadParams, readCheckpoint } from "./checkpoint.ts";
 import type { CocoEvalResult } from "./coco_eval.ts";
 import * as path from "node:path";

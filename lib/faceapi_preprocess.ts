@@ -22,7 +22,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import sharp from "sharp";
-import { setBackend } from "./backend.ts";
+import { setBackend } from "./engine/mod.ts";
 import { InputError } from "./errors.ts";
 
 /** face-api's SSD input side. */
@@ -36,7 +36,7 @@ export const FACEAPI_INPUT_SIZE = 512;
  * @example
  * ```ts
  * import { deepStrictEqual as assertEquals } from "node:assert";
- * import { setBackend } from "./backend.ts";
+ * import { setBackend } from "./engine/mod.ts";
  * await setBackend("cpu");
  * // A 1x2 image [0, 255]: padded to 2x2 with a zero row below, resized 2 -> 4 (asymmetric: source = dst / 2).
  * const x = faceapiInput(new Uint8Array([0, 0, 0, 255, 255, 255]), 1, 2, 4);

@@ -13,7 +13,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import type { Rng } from "./rng.ts";
 import { normal } from "./rng.ts";
-import { batchNormTrainKernel, type BnActivation, hasBatchNormKernels } from "./batch_norm_kernel.ts";
+import { batchNormTrainKernel, type BnActivation, hasBatchNormKernels } from "./custom_ops.ts";
 
 /** Explicit spatial padding: top, bottom, left, right. */
 export type Pads = [number, number, number, number];
@@ -410,7 +410,7 @@ export function runGraph(
  * Runs `nodes` (a slice of a graph, in order), reading their inputs from
  * `values` (by node id; the input node's value must be there) and adding their
  * outputs to it. {@linkcode runGraph} runs every node; gradient checkpointing
- * (lib/recompute.ts) runs one segment at a time.
+ * (lib/engine/recompute.ts) runs one segment at a time.
  */
 export function runNodes(
   nodes: GraphNode[],

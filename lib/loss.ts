@@ -56,7 +56,7 @@ export function smoothL1(pred: tf.Tensor, target: tf.Tensor): tf.Tensor {
  * @example
  * ```ts
  * import * as tf from "@tensorflow/tfjs-core";
- * import { setBackend } from "./backend.ts";
+ * import { setBackend } from "./engine/mod.ts";
  * await setBackend("cpu");
  * // A logit of 0 for a positive: p_t = 0.5, BCE = ln 2, weight 0.5^2 * 0.75.
  * const v = focalLoss(tf.tensor2d([[0]]), tf.tensor2d([[1]]), { gamma: 2, alpha: 0.75 }).dataSync()[0];
@@ -123,7 +123,7 @@ export function focalLossAndGrad(
  * @example
  * ```ts
  * import * as tf from "@tensorflow/tfjs-core";
- * import { setBackend } from "./backend.ts";
+ * import { setBackend } from "./engine/mod.ts";
  * await setBackend("cpu");
  * // A logit of 0 for a positive: p_t = 1/2, dL/dx = 0.75 * 1/4 * (2 * 1/2 * ln 1/2 - 1/2).
  * const g = tf.grad((x: tf.Tensor) => focalLossSum(x, tf.tensor2d([[1]]), { gamma: 2, alpha: 0.75 }))(tf.tensor2d([[0]]));

@@ -226,7 +226,7 @@ export async function prepareImage(model: OnnxModel, record: DetectionRecord): P
   if (model.config.preprocess.resize === "faceapi") {
     // face-api's resize is tfjs's resizeBilinear, so the same code runs here (on the cpu backend unless one is set).
     const fa = await import("./faceapi_preprocess.ts");
-    tfjsReady ??= import("./backend.ts").then(async (b) => {
+    tfjsReady ??= import("./engine/mod.ts").then(async (b) => {
       const tf = await import("@tensorflow/tfjs-core");
       if (!tf.getBackend()) await b.setBackend("cpu");
     });

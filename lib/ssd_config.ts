@@ -101,7 +101,7 @@ export interface TrainConfig extends LrScheduleConfig {
   replicas: number;
   /**
    * Gradient checkpointing: run the network in this many segments and recompute each in the backward pass
-   * (lib/recompute.ts). 1 is off; more segments trade one extra forward pass for a much lower memory peak.
+   * (lib/engine/recompute.ts). 1 is off; more segments trade one extra forward pass for a much lower memory peak.
    */
   segments: number;
 }
@@ -379,7 +379,11 @@ export const MODEL_BUILDERS: Partial<Record<ModelConfig["arch"], (cfg: SsdConfig
       bnMomentum: cfg.model.bn_momentum,
     }),
   ssd_mobilenetv1_tfod: (cfg) =>
-    ssdMobileNetV1TfodFromConfig(cfg, archOptions<SsdMobileNetV1TfodConfig>(cfg, ssdMobileNetV1TfodSpec)),
+    ssdMobileNetV1TfodFromConfig(archOptions<SsdMobileNetV1TfodConfig>(cfg, ssdMobileNetV1TfodSpec), {
+      inputSize: cfg.model.input_size,
+      numClasses: cfg.model.num_classes,
+      numDefault: cfg.anchors.num_default,
+    }),
 };
 
 /** Parameter initialisers an architecture needs beyond the scheme (ResNet zero-initialises its last BN gammas). */

@@ -24,7 +24,6 @@ import type { Spec } from "./config.ts";
 import { ConfigError } from "./errors.ts";
 import { type Graph, GraphBuilder, type Sym } from "./graph.ts";
 import { mobileNetV1 } from "./mobilenet_v1.ts";
-import type { SsdConfig } from "./ssd_config.ts";
 import { multiBoxHeads } from "./ssd_heads.ts";
 
 /** TF-slim's batch-norm epsilon 1e-3, as the float32 the frozen graph stores. */
@@ -120,16 +119,26 @@ export interface SsdMobileNetV1TfodConfig {
   preprocess: "faceapi" | null;
 }
 
+/** What a run config gives {@linkcode ssdMobileNetV1TfodFromConfig} besides `model.options`. */
+export interface TfodRunShape {
+  /** `model.input_size`. */
+  inputSize: number;
+  /** `model.num_classes`, background included. */
+  numClasses: number;
+  /** `anchors.num_default`: boxes per cell of the six maps. */
+  numDefault?: number[] | null;
+}
+
 /**
  * Builds the network of a run config (`model.arch: ssd_mobilenetv1_tfod`). Boxes per cell come
  * from `anchors.num_default`, since stored anchors carry no per-level structure of their own.
  */
-export function ssdMobileNetV1TfodFromConfig(cfg: SsdConfig, o: SsdMobileNetV1TfodConfig): Graph {
-  const perCell = cfg.anchors.num_default;
+export function ssdMobileNetV1TfodFromConfig(o: SsdMobileNetV1TfodConfig, run: TfodRunShape): Graph {
+  const perCell = run.numDefault;
   if (!perCell) throw new ConfigError("is required: boxes per cell of the six maps", { key: "anchors.num_default" });
   return ssdMobileNetV1Tfod({
-    inputSize: cfg.model.input_size,
-    classLogits: o.class_logits ?? cfg.model.num_classes,
+    inputSize: run.inputSize,
+    classLogits: o.class_logits ?? run.numClasses,
     boxesPerCell: perCell,
     extraChannels: o.extra_channels ?? undefined,
   });

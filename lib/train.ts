@@ -12,11 +12,17 @@ import * as path from "node:path";
 import * as readline from "node:readline";
 import YAML from "yaml";
 import { augmentSample } from "./augment.ts";
-import { explainOutOfMemory, setBackend } from "./backend.ts";
+import {
+  explainOutOfMemory,
+  type GradOutputs,
+  GradReplica,
+  gradStep,
+  setBackend,
+  splitBatch,
+  trainableParams,
+} from "./engine/mod.ts";
 import { type Checkpoint, loadMomentum, loadParams, readCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { type Batch, batches, batchesPerEpoch } from "./data_loader.ts";
-import { type GradOutputs, gradStep, trainableParams } from "./grad_step.ts";
-import { GradReplica, splitBatch } from "./replicas.ts";
 import { loadSplit } from "./dataset.ts";
 import { configFrom } from "./config.ts";
 import { ConfigError, InputError } from "./errors.ts";

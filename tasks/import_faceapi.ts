@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { setBackend } from "../lib/backend.ts";
+import { setBackend } from "../lib/engine/mod.ts";
 import { parseTaskArgs, runTask, type TaskSpec } from "./cli.ts";
 import { importFaceapi } from "../lib/faceapi_import.ts";
 

@@ -1,6 +1,6 @@
 import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert";
-import { explainOutOfMemory, setBackend } from "../lib/backend.ts";
+import { explainOutOfMemory, setBackend } from "../lib/engine/backend.ts";
 import { InputError } from "../lib/errors.ts";
 
 Deno.test("explainOutOfMemory() names the batch size and the ways out; other errors pass through", () => {
@@ -19,7 +19,7 @@ Deno.test("explainOutOfMemory() names the batch size and the ways out; other err
 
 Deno.test("setBackend('wasm') takes out onnxruntime kernels that were registered without it", async () => {
   // This file never calls setBackend("onnxruntime"): the kernels come in by a direct import, as the bench does.
-  const ort = await import("../lib/ort_kernels.ts");
+  const ort = await import("../lib/engine/ort_kernels.ts");
   await setBackend("wasm");
   ort.registerOrtKernels({ minMacs: 0, autoSelect: false });
   const x = tf.ones([1, 6, 6, 2]) as tf.Tensor4D, w = tf.ones([3, 3, 2, 2]) as tf.Tensor4D;

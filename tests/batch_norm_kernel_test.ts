@@ -1,16 +1,15 @@
-// lib/batch_norm_kernel.ts: the fused training batch norm (SIMD on wasm, JavaScript elsewhere) against
+// lib/engine/batch_norm_kernel.ts: the fused training batch norm (SIMD on wasm, JavaScript elsewhere) against
 // tfjs autodiff of the plain formula on the cpu backend, and its pieces against hand-checked values.
 import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert";
-import { setBackend } from "../lib/backend.ts";
+import { setBackend } from "../lib/engine/backend.ts";
 import {
   batchNormBackward,
   batchNormForward,
   batchNormStats,
-  batchNormTrainKernel,
-  type BnActivation,
   channelMoments,
-} from "../lib/batch_norm_kernel.ts";
+} from "../lib/engine/batch_norm_kernel.ts";
+import { batchNormTrainKernel, type BnActivation } from "../lib/custom_ops.ts";
 import { randn } from "./conv_cases.ts";
 
 interface Result {

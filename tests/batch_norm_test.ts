@@ -1,7 +1,7 @@
 // lib/graph.ts batchNormTrain(): its analytic gradient against tfjs's own batchNorm gradient.
 import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert";
-import { setBackend } from "../lib/backend.ts";
+import { setBackend } from "../lib/engine/backend.ts";
 import { batchNormTrain, channelMean } from "../lib/graph.ts";
 
 for (const backend of ["cpu", "wasm"]) {

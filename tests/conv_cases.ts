@@ -1,7 +1,7 @@
 // Shared by the gradient-kernel tests (wasm and onnxruntime): the shape matrix, and forward + gradients of a conv
 // on a backend, with the cpu backend as the reference.
 import * as tf from "@tensorflow/tfjs-core";
-import { setBackend } from "../lib/backend.ts";
+import { setBackend } from "../lib/engine/backend.ts";
 import { createRng, normal } from "../lib/rng.ts";
 
 /** Seeded standard normal values. */

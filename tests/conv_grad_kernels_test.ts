@@ -1,7 +1,7 @@
 // Gradient kernels for wasm checked against the cpu backend's own gradients.
 import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert";
-import { setBackend } from "../lib/backend.ts";
+import { setBackend } from "../lib/engine/backend.ts";
 import { caseName, convCases, convGrads, maxRelErr } from "./conv_cases.ts";
 
 await setBackend("wasm");

@@ -1,11 +1,11 @@
-// lib/depthwise_gather.ts: the index tables by hand; the depthwise forward and input gradient on wasm with two kernel
+// lib/engine/depthwise_gather.ts: the index tables by hand; the depthwise forward and input gradient on wasm with two kernel
 // threads against plain loops over the definition (stride, padding, dilation, 3x3 and 5x5, 16-channel blocks and
 // 4-channel tails, one image split by rows and several by images); the cases it leaves to the shipped kernel.
 import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert";
-import { setBackend } from "../lib/backend.ts";
-import { forwardTable, inputGradTable } from "../lib/depthwise_gather.ts";
-import { setSimdThreads, simdKernels } from "../lib/simd_kernels.ts";
+import { setBackend } from "../lib/engine/backend.ts";
+import { forwardTable, inputGradTable } from "../lib/engine/depthwise_gather.ts";
+import { setSimdThreads, simdKernels } from "../lib/engine/simd_kernels.ts";
 import { randn } from "./conv_cases.ts";
 
 Deno.test("forwardTable() and inputGradTable(): the rows each tap reads, by hand", () => {

@@ -7,7 +7,7 @@ import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs-core";
 import * as ort from "onnxruntime-node";
 import sharp from "sharp";
-import { setBackend } from "../lib/backend.ts";
+import { setBackend } from "../lib/engine/backend.ts";
 import {
   decodeTfjsWeights,
   detectFaces,

@@ -2,7 +2,7 @@
 // FPN models' weight-shared box predictor) and the TF-legacy bilinear upsample (the FPN's top-down resize).
 import assert from "node:assert";
 import * as tf from "@tensorflow/tfjs-core";
-import { setBackend } from "../lib/backend.ts";
+import { setBackend } from "../lib/engine/backend.ts";
 import {
   bnActFusions,
   countParams,
@@ -13,7 +13,7 @@ import {
   runGraph,
 } from "../lib/graph.ts";
 import { createRng } from "../lib/rng.ts";
-import type { BnActivation } from "../lib/batch_norm_kernel.ts";
+import type { BnActivation } from "../lib/custom_ops.ts";
 
 await setBackend("wasm");
 

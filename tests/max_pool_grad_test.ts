@@ -1,9 +1,9 @@
-// lib/max_pool_grad.ts: the SIMD kernel (wasm, channels a multiple of 4) and the JavaScript loop (other channel
+// lib/engine/max_pool_grad.ts: the SIMD kernel (wasm, channels a multiple of 4) and the JavaScript loop (other channel
 // counts) against the cpu backend's own MaxPoolGrad, with tiling, overlapping and padded windows, ties and NaN.
 import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert";
-import { setBackend } from "../lib/backend.ts";
-import { maxPoolGradInto } from "../lib/max_pool_grad.ts";
+import { setBackend } from "../lib/engine/backend.ts";
+import { maxPoolGradInto } from "../lib/engine/max_pool_grad.ts";
 import { randn } from "./conv_cases.ts";
 
 Deno.test("maxPoolGradInto by hand: the first maximum of each window takes dy, overlapping windows add up", () => {

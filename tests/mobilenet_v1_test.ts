@@ -1,6 +1,6 @@
 import assert from "node:assert";
 import * as tf from "@tensorflow/tfjs-core";
-import { setBackend } from "../lib/backend.ts";
+import { setBackend } from "../lib/engine/backend.ts";
 import { countParams, GraphBuilder, initParams, runGraph } from "../lib/graph.ts";
 import { mobileNetV1, type MobileNetV1Options } from "../lib/mobilenet_v1.ts";
 import { createRng } from "../lib/rng.ts";

@@ -2,7 +2,7 @@
 // small model is reused only when its config is the same.
 import assert from "node:assert";
 import sharp from "sharp";
-import { setBackend } from "../lib/backend.ts";
+import { setBackend } from "../lib/engine/backend.ts";
 import { loadConfig } from "../lib/config.ts";
 import { ssdDefaultBoxes } from "../lib/default_boxes.ts";
 import { matchAndEncode } from "../lib/matcher.ts";

@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import * as tf from "@tensorflow/tfjs-core";
 import * as ort from "onnxruntime-node";
 import YAML from "yaml";
-import { setBackend } from "../lib/backend.ts";
+import { setBackend } from "../lib/engine/backend.ts";
 import { decodeBoxes } from "../lib/box_coder.ts";
 import { saveCheckpoint } from "../lib/checkpoint.ts";
 import { deepMerge, parseYaml } from "../lib/config.ts";

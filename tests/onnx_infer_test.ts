@@ -1,7 +1,7 @@
 import { deepStrictEqual as assertEquals, ok as assert, rejects as assertRejects } from "node:assert";
 import * as fs from "node:fs";
 import sharp from "sharp";
-import { setBackend } from "../lib/backend.ts";
+import { setBackend } from "../lib/engine/backend.ts";
 import type { DetectionRecord } from "../lib/detection_record.ts";
 import { detectRecords, type NamedDetection } from "../lib/evaluate.ts";
 import { initParams, type ParamSpec } from "../lib/graph.ts";

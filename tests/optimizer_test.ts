@@ -1,6 +1,6 @@
 import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert";
-import { setBackend } from "../lib/backend.ts";
+import { setBackend } from "../lib/engine/backend.ts";
 import { createMomentumState, decays, momentumStep } from "../lib/optimizer.ts";
 
 await setBackend("cpu");

@@ -1,17 +1,17 @@
 // The onnxruntime kernels checked against the cpu backend's outputs and gradients.
 import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert";
-import { setBackend } from "../lib/backend.ts";
+import { setBackend } from "../lib/engine/backend.ts";
 import {
   DEFAULT_ORT_KERNELS,
   ORT_KERNELS,
   registerOrtKernels,
   resetOrtStats,
   unregisterOrtKernels,
-} from "../lib/ort_kernels.ts";
-import { ortKernelOptions, ortStats } from "../lib/ort_kernels.ts";
+} from "../lib/engine/ort_kernels.ts";
+import { ortKernelOptions, ortStats } from "../lib/engine/ort_kernels.ts";
 import { kernelThreads, loadSsdConfig } from "../lib/ssd_config.ts";
-import { type FilterGradVariant, shiftedLayout } from "../lib/ort_graphs.ts";
+import { type FilterGradVariant, shiftedLayout } from "../lib/engine/ort_graphs.ts";
 import { caseName, type ConvCase, convCases, convGrads, maxRelErr, randn } from "./conv_cases.ts";
 
 // setBackend("onnxruntime") registers the kernels with the options set last. These tests take every

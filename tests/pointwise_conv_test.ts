@@ -1,11 +1,11 @@
-// lib/pointwise_conv.ts: which convs the SIMD 1x1 kernel takes, by hand; its outputs on wasm with two kernel threads
+// lib/engine/pointwise_conv.ts: which convs the SIMD 1x1 kernel takes, by hand; its outputs on wasm with two kernel threads
 // against a plain matmul loop (odd row counts, 16-output blocks and 4-output tails, one and 32 input channels, a
 // call large enough to split); the convs it leaves to XNNPACK, against the cpu backend.
 import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert";
-import { setBackend } from "../lib/backend.ts";
-import { POINTWISE_MAX_K, servesPointwise } from "../lib/pointwise_conv.ts";
-import { simdKernels } from "../lib/simd_kernels.ts";
+import { setBackend } from "../lib/engine/backend.ts";
+import { POINTWISE_MAX_K, servesPointwise } from "../lib/engine/pointwise_conv.ts";
+import { simdKernels } from "../lib/engine/simd_kernels.ts";
 import { randn } from "./conv_cases.ts";
 
 Deno.test("servesPointwise(): 1x1 at stride 1, no padding, few input channels, outputs a multiple of 4", () => {

@@ -1,9 +1,9 @@
 import assert from "node:assert";
 import * as tf from "@tensorflow/tfjs-core";
-import { setBackend } from "../lib/backend.ts";
-import { gradStep } from "../lib/grad_step.ts";
+import { setBackend } from "../lib/engine/backend.ts";
+import { gradStep } from "../lib/engine/grad_step.ts";
 import { type Graph, GraphBuilder, inferShapes, initParams, nodeInputs, runGraph } from "../lib/graph.ts";
-import { planSegments, segmentedGradients } from "../lib/recompute.ts";
+import { planSegments, segmentedGradients } from "../lib/engine/recompute.ts";
 import { createRng } from "../lib/rng.ts";
 import { ssdMobileNetV1Fpn } from "../lib/ssd_fpn.ts";
 import { ssdTiny } from "../lib/ssd_tiny.ts";

@@ -1,8 +1,8 @@
-// lib/relu_grad.ts: the ReLU and ReLU6 gradients by hand, through tf.grad, on every backend, on sizes that take
+// lib/engine/relu_grad.ts: the ReLU and ReLU6 gradients by hand, through tf.grad, on every backend, on sizes that take
 // the SIMD kernel (a multiple of 4) and the JavaScript loop (not).
 import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert";
-import { setBackend } from "../lib/backend.ts";
+import { setBackend } from "../lib/engine/backend.ts";
 
 // By hand: ReLU passes dy where x > 0; ReLU6 strictly inside (0, 6), as PyTorch's hardtanh backward. NaN stays NaN.
 const xs = [-3, -0, 0, 1e-7, 0.5, 3, 5.999, 6, 6.0001, 9, -Infinity, Infinity, NaN];

@@ -1,9 +1,9 @@
-// lib/shared_heap.ts: the binary rewrites (memory defined -> imported shared; imported -> shared) on small modules
+// lib/engine/shared_heap.ts: the binary rewrites (memory defined -> imported shared; imported -> shared) on small modules
 // written out byte by byte here, and the wasm backend's heap after setBackend.
 import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert";
-import { setBackend } from "../lib/backend.ts";
-import { shareDefinedMemory, sharedHeap, shareImportedMemory } from "../lib/shared_heap.ts";
+import { setBackend } from "../lib/engine/backend.ts";
+import { shareDefinedMemory, sharedHeap, shareImportedMemory } from "../lib/engine/shared_heap.ts";
 
 const HEADER = [0, 0x61, 0x73, 0x6d, 1, 0, 0, 0];
 const str = (s: string) => [s.length, ...new TextEncoder().encode(s)];

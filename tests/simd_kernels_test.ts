@@ -1,14 +1,14 @@
-// lib/simd_kernels.ts: the built module matches its source, and the depthwise filter gradient (through the wasm
+// lib/engine/simd_kernels.ts: the built module matches its source, and the depthwise filter gradient (through the wasm
 // backend's DepthwiseConv2dNativeBackpropFilter) matches a direct sum written out below.
 import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert";
 import * as fs from "node:fs";
-import { setBackend } from "../lib/backend.ts";
-import { compileSimdKernels, SIMD_KERNELS_TS, simdKernelsModuleText } from "../lib/simd_kernels_build.ts";
-import { simdKernels } from "../lib/simd_kernels.ts";
+import { setBackend } from "../lib/engine/backend.ts";
+import { compileSimdKernels, SIMD_KERNELS_TS, simdKernelsModuleText } from "../lib/engine/simd_kernels_build.ts";
+import { simdKernels } from "../lib/engine/simd_kernels.ts";
 import { randn } from "./conv_cases.ts";
 
-Deno.test("lib/simd_kernels_wasm.ts is the build of lib/simd_kernels.wat (run `deno task build-wasm`)", async () => {
+Deno.test("lib/engine/simd_kernels_wasm.ts is the build of lib/engine/simd_kernels.wat (run `deno task build-wasm`)", async () => {
   const built = simdKernelsModuleText(await compileSimdKernels());
   assert.strictEqual(fs.readFileSync(SIMD_KERNELS_TS, "utf8"), built);
 });

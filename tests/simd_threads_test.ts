@@ -1,12 +1,12 @@
-// lib/simd_threads.ts and the kernels that split over it: splitRange by hand; batch norm (forward and gradient),
+// lib/engine/simd_threads.ts and the kernels that split over it: splitRange by hand; batch norm (forward and gradient),
 // ReLU6, max-pool and depthwise gradients on wasm with two threads against the cpu backend and against one thread,
 // on shapes large enough to split (every split kernel is seen running in two parts); a failing worker call.
 import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert";
-import { setBackend } from "../lib/backend.ts";
-import { batchNormTrainKernel } from "../lib/batch_norm_kernel.ts";
-import { setSimdThreads, type SimdExports, simdKernels } from "../lib/simd_kernels.ts";
-import { splitRange } from "../lib/simd_threads.ts";
+import { setBackend } from "../lib/engine/backend.ts";
+import { batchNormTrainKernel } from "../lib/custom_ops.ts";
+import { setSimdThreads, type SimdExports, simdKernels } from "../lib/engine/simd_kernels.ts";
+import { splitRange } from "../lib/engine/simd_threads.ts";
 import { randn } from "./conv_cases.ts";
 
 Deno.test("splitRange(): near-equal parts on multiples of the alignment, the rest in the last", () => {

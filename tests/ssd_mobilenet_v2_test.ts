@@ -1,7 +1,7 @@
 import assert from "node:assert";
 import * as fs from "node:fs";
 import * as tf from "@tensorflow/tfjs-core";
-import { setBackend } from "../lib/backend.ts";
+import { setBackend } from "../lib/engine/backend.ts";
 import { parseYaml, validate } from "../lib/config.ts";
 import { type DefaultBoxesConfig, defaultBoxesFromConfig, defaultBoxesSpec } from "../lib/default_boxes.ts";
 import {

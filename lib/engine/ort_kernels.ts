@@ -46,7 +46,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { binding, initOrt } from "onnxruntime-node/dist/binding.js";
 import { Tensor as OrtTensor } from "onnxruntime-node";
-import { installTrainingKernels, noteOrtKernels } from "./backend.ts";
+import { installTrainingKernels, noteOrtKernels } from "./training_kernels.ts";
 import { POINTWISE_MAX_K } from "./pointwise_conv.ts";
 import {
   batchMatMulGraph,

@@ -20,13 +20,8 @@ import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-cpu";
 import "@tensorflow/tfjs-backend-wasm";
-import { registerConvGradient, registerGradKernels } from "./conv_grad_kernels.ts";
-import { registerMaxPoolGradKernel } from "./max_pool_grad.ts";
-import { registerDepthwiseConvKernel } from "./depthwise_gather.ts";
-import { registerPointwiseConvKernel } from "./pointwise_conv.ts";
-import { registerReluGradients } from "./relu_grad.ts";
-import { registerBatchNormKernels } from "./batch_norm_kernel.ts";
-import { InputError } from "./errors.ts";
+import { installTrainingKernels, loadedOrtKernels, type OrtKernelsModule } from "./training_kernels.ts";
+import { InputError } from "../errors.ts";
 import { installSharedHeap } from "./shared_heap.ts";
 import { setSimdThreads } from "./simd_kernels.ts";
 
@@ -34,53 +29,6 @@ import { setSimdThreads } from "./simd_kernels.ts";
 export const BACKENDS = ["wasm", "cpu", "tensorflow", "onnxruntime"] as const;
 /** A backend name. */
 export type BackendName = (typeof BACKENDS)[number];
-
-let gradientsReady = false;
-// Loaded on first use: it loads onnxruntime's native addon.
-let ortKernels: OrtKernelsModule | undefined;
-type OrtKernelsModule = {
-  registerOrtKernels(o?: { threads?: number }): void;
-  unregisterOrtKernels(): void;
-};
-
-/**
- * Called by ort_kernels.ts as it loads, however it was imported, so that
- * choosing another backend always takes its kernels back out.
- */
-export function noteOrtKernels(m: OrtKernelsModule): void {
-  ortKernels ??= m;
-}
-
-/**
- * wasm's Identity copies its input, and the engine clones (Identity) every tensor a
- * gradient saves: 700 copies of activations per SSD300-MobileNetV2 step, 5% of it.
- * tfjs tensors are immutable, so the clone can share the data and count a reference,
- * as the cpu backend's Identity does.
- */
-function registerSharedIdentity(): void {
-  const kernelFunc: tf.KernelFunc = ({ inputs, backend }) => {
-    const x = inputs.x as tf.TensorInfo;
-    (backend as unknown as { incRef(id: unknown): void }).incRef(x.dataId);
-    return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
-  };
-  if (tf.getKernel("Identity", "wasm")) tf.unregisterKernel("Identity", "wasm");
-  tf.registerKernel({ kernelName: "Identity", backendName: "wasm", kernelFunc });
-}
-
-/** Installs the dilation-aware Conv2D gradient and the composed kernels (idempotent). */
-export function installTrainingKernels(): void {
-  if (gradientsReady) return;
-  registerConvGradient();
-  registerReluGradients();
-  registerMaxPoolGradKernel();
-  registerDepthwiseConvKernel();
-  registerPointwiseConvKernel();
-  registerBatchNormKernels();
-  registerSharedIdentity();
-  registerGradKernels("wasm", "replace");
-  registerGradKernels("cpu", "dilated-only");
-  gradientsReady = true;
-}
 
 /**
  * Threads the SIMD kernels split their calls over at most: they stream memory,
@@ -112,8 +60,9 @@ export async function setBackend(name: string = "wasm", o: { threads?: number } 
   installSharedHeap();
   // onnxruntime is wasm with its heavy kernels replaced; any other choice restores wasm's own.
   if (name === "onnxruntime") {
-    (ortKernels ??= await import("./ort_kernels.ts")).registerOrtKernels({ threads: o.threads });
-  } else ortKernels?.unregisterOrtKernels();
+    const ort: OrtKernelsModule = loadedOrtKernels() ?? await import("./ort_kernels.ts");
+    ort.registerOrtKernels({ threads: o.threads });
+  } else loadedOrtKernels()?.unregisterOrtKernels();
   // PROD silences tfjs's "install tfjs-node" console hint, which misleads here.
   tf.env().set("PROD", true);
   if (name === "tensorflow") await loadTfjsNode();

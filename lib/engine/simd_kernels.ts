@@ -1,5 +1,5 @@
 /**
- * The SIMD kernels of lib/simd_kernels.wat, instantiated inside the tfjs wasm
+ * The SIMD kernels of lib/engine/simd_kernels.wat, instantiated inside the tfjs wasm
  * backend's memory so that they read and write its tensors in place.
  *
  * @example

@@ -5,8 +5,8 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { type BnUpdate, type Graph, type ParamMap, runGraph } from "./graph.ts";
-import { type LossConfig, ssdLoss } from "./loss.ts";
+import { type BnUpdate, type Graph, type ParamMap, runGraph } from "../graph.ts";
+import { type LossConfig, ssdLoss } from "../loss.ts";
 import { planSegments, segmentedGradients } from "./recompute.ts";
 
 /** Inputs of a gradient pass: part of a batch. */
@@ -33,7 +33,7 @@ export interface GradOutputs {
 /**
  * Forward + backward of the SSD loss with respect to `trainable`. With
  * `segments` > 1 the graph runs in that many checkpointed segments
- * (lib/recompute.ts): one more forward pass, a fraction of the memory.
+ * (lib/engine/recompute.ts): one more forward pass, a fraction of the memory.
  */
 export function gradStep(
   graph: Graph,

@@ -12,9 +12,9 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { setBackend } from "./backend.ts";
 import { type GradInputs, gradStep, trainableParams } from "./grad_step.ts";
-import { type Graph, initParams, type ParamMap } from "./graph.ts";
-import { createRng } from "./rng.ts";
-import { anchorsOf, buildModel, kernelThreads, type SsdConfig } from "./ssd_config.ts";
+import { type Graph, initParams, type ParamMap } from "../graph.ts";
+import { createRng } from "../rng.ts";
+import { anchorsOf, buildModel, kernelThreads, type SsdConfig } from "../ssd_config.ts";
 
 let state:
   | { cfg: SsdConfig; graph: Graph; params: ParamMap; trainable: [string, tf.Variable][]; anchors: number }

@@ -26,6 +26,7 @@
  * ```ts
  * import * as tf from "@tensorflow/tfjs-core";
  * import { setBackend } from "./backend.ts";
+ * import { batchNormTrainKernel } from "../custom_ops.ts";
  * await setBackend("cpu");
  * registerBatchNormKernels();
  * const x = tf.tensor4d([1, 3, 5, 7], [4, 1, 1, 1]); // mean 4, variance 5
@@ -41,13 +42,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { type SimdKernels, simdKernels } from "./simd_kernels.ts";
 import { checkFloat32, ioOf, type WasmLike } from "./kernel_io.ts";
-
-/** Kernel names (registered by {@linkcode registerBatchNormKernels}). */
-export const BN_TRAIN = "SsdBatchNormTrain";
-export const BN_TRAIN_GRAD = "SsdBatchNormTrainGrad";
-
-/** Activations fused after the normalisation. */
-export type BnActivation = "linear" | "relu" | "relu6";
+import { BN_TRAIN, BN_TRAIN_GRAD, type BnActivation } from "../custom_ops.ts";
 
 /**
  * Per-channel mean and biased variance of `x` [P, C] (channels last), in
@@ -344,28 +339,4 @@ export function registerBatchNormKernels(): void {
       return { x: () => dx, gamma: () => dgamma, beta: () => dbeta };
     },
   });
-}
-
-/** Whether the current backend has these kernels. */
-export function hasBatchNormKernels(): boolean {
-  return tf.getKernel(BN_TRAIN, tf.getBackend()) !== undefined;
-}
-
-/**
- * Training-mode batch norm of `x` [..., C] with `gamma`, `beta` [C] and a fused
- * activation: returns `[y, mean, variance, invstd]` (biased variance, [C] each).
- */
-export function batchNormTrainKernel(
-  x: tf.Tensor,
-  gamma: tf.Tensor,
-  beta: tf.Tensor,
-  eps: number,
-  activation: BnActivation = "linear",
-): [tf.Tensor, tf.Tensor1D, tf.Tensor1D, tf.Tensor1D] {
-  return tf.engine().runKernel(BN_TRAIN, { x, gamma, beta }, { eps, activation }) as unknown as [
-    tf.Tensor,
-    tf.Tensor1D,
-    tf.Tensor1D,
-    tf.Tensor1D,
-  ];
 }

@@ -20,7 +20,7 @@ import {
   nodeParams,
   type ParamMap,
   runNodes,
-} from "./graph.ts";
+} from "../graph.ts";
 
 /** One segment of a graph: its nodes, what it reads from earlier segments and what later ones read from it. */
 export interface Segment {
@@ -37,7 +37,7 @@ export interface Segment {
  *
  * @example
  * ```ts
- * import { GraphBuilder } from "./graph.ts";
+ * import { GraphBuilder } from "../graph.ts";
  * const b = new GraphBuilder([8, 8, 3]);
  * let x = b.input;
  * for (let i = 0; i < 4; i++) x = b.act(b.conv(`c${i}`, x, 4), "relu");

@@ -1,14 +1,14 @@
 /**
  * Data-parallel training on one machine: the wasm backend runs on one thread,
  * so the trainer splits each batch and hands parts to gradient workers
- * (lib/grad_worker.ts), one per extra core. Each part's loss is normalised by
+ * (lib/engine/grad_worker.ts), one per extra core. Each part's loss is normalised by
  * the whole batch's matched count, so the summed gradients equal those of the
  * whole batch (batch-norm statistics are per part, as in multi-GPU training).
  *
  * @module
  */
 import type { GradInputs } from "./grad_step.ts";
-import type { SsdConfig } from "./ssd_config.ts";
+import type { SsdConfig } from "../ssd_config.ts";
 
 /** A part's gradients as the worker returns them. */
 export interface RemoteGrads {

@@ -1,0 +1,56 @@
+/**
+ * The workbench's own tfjs ops, seen from the model: their kernel names,
+ * attributes and a call for each. The model graph (`graph.ts`) calls them; the
+ * engine (`engine/`) registers the kernels that run them. Keeping the names
+ * here, as tfjs-core keeps its own in `kernel_names.ts`, lets the model use an
+ * op without importing the engine: where no kernel is registered (the
+ * `tensorflow` backend), the graph composes the op from tfjs ops instead.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs-core";
+ * import { setBackend } from "./engine/mod.ts";
+ * await setBackend("cpu");
+ * const x = tf.tensor4d([1, 3, 5, 7], [4, 1, 1, 1]); // mean 4, variance 5
+ * const [y, mean, variance] = batchNormTrainKernel(x, tf.ones([1]), tf.zeros([1]), 0, "relu");
+ * const r = Array.from(y.dataSync()).map((v) => v.toFixed(3));
+ * if (r.join() !== "0.000,0.000,0.447,1.342" || mean.dataSync()[0] !== 4 || variance.dataSync()[0] !== 5) {
+ *   throw new Error(`got ${r}`);
+ * }
+ * ```
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+
+/** Training-mode batch norm with a fused activation: outputs `[y, mean, variance, invstd]`. */
+export const BN_TRAIN = "SsdBatchNormTrain";
+/** Its gradient: outputs `[dx, dgamma, dbeta]`. */
+export const BN_TRAIN_GRAD = "SsdBatchNormTrainGrad";
+
+/** Activations fused after the normalisation. */
+export type BnActivation = "linear" | "relu" | "relu6";
+
+/** Whether the current backend has the fused batch-norm kernels. */
+export function hasBatchNormKernels(): boolean {
+  return tf.getKernel(BN_TRAIN, tf.getBackend()) !== undefined;
+}
+
+/**
+ * Training-mode batch norm of `x` [..., C] with `gamma`, `beta` [C] and a fused
+ * activation: returns `[y, mean, variance, invstd]` (biased variance, [C] each).
+ */
+export function batchNormTrainKernel(
+  x: tf.Tensor,
+  gamma: tf.Tensor,
+  beta: tf.Tensor,
+  eps: number,
+  activation: BnActivation = "linear",
+): [tf.Tensor, tf.Tensor1D, tf.Tensor1D, tf.Tensor1D] {
+  return tf.engine().runKernel(BN_TRAIN, { x, gamma, beta }, { eps, activation }) as unknown as [
+    tf.Tensor,
+    tf.Tensor1D,
+    tf.Tensor1D,
+    tf.Tensor1D,
+  ];
+}
