@@ -10,7 +10,7 @@ import { matchAndEncode } from "../lib/matcher.ts";
 import { anchorsOf, loadSsdConfig, scaleFactorsOf } from "../lib/ssd_config.ts";
 import { loadConfig } from "../lib/config.ts";
 import { type SynthConfig, synthSpec, writeSynthDataset } from "../lib/synth.ts";
-import { stepInChild } from "./ort_bench.ts";
+import { ortStepInChild } from "./ort_bench.ts";
 import type { BenchRow } from "./report.ts";
 
 /** The loader section of `deno task bench`. */
@@ -65,7 +65,13 @@ export async function benchLoader(o: { quick?: boolean } = {}): Promise<BenchRow
     // Against what the loader feeds: the demo's train step (batch 16, one replica, its default onnxruntime
     // backend) timed in this run; above 1x the loader keeps ahead of the model.
     const bs = 16;
-    const step = stepInChild("configs/demo.yaml", "onnxruntime", bs, o.quick ? 3 : 5, 1);
+    const step = ortStepInChild({
+      config: "configs/demo.yaml",
+      backend: "onnxruntime",
+      batch: bs,
+      steps: o.quick ? 3 : 5,
+      segments: 1,
+    });
     const stepRate = bs / step.seconds;
     for (const r of rows) {
       r.speedup = (step.seconds / bs) / (r.ms! / 1000);

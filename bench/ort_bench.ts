@@ -11,18 +11,13 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import * as fs from "node:fs";
-import { spawnSync } from "node:child_process";
-import { setBackend } from "../lib/engine/backend.ts";
-import { gradStep, trainableParams } from "../lib/engine/grad_step.ts";
-import { applyBnUpdates, initParams } from "../lib/graph.ts";
-import { createMomentumState, momentumStep } from "../lib/optimizer.ts";
+import { setBackend } from "../lib/engine/mod.ts";
 import type { FilterGradVariant, InputGradVariant } from "../lib/engine/ort_graphs.ts";
 import { ortStats, registerOrtKernels, resetOrtStats, unregisterOrtKernels } from "../lib/engine/ort_kernels.ts";
-import { createRng } from "../lib/rng.ts";
-import { anchorsOf, buildModel, loadSsdConfig } from "../lib/ssd_config.ts";
+import { loadSsdConfig } from "../lib/ssd_config.ts";
 import { type ConvShape, flops, label } from "./conv_bench.ts";
 import { torchFigures } from "./peers.ts";
-import { syntheticBatch } from "./train_bench.ts";
+import { jsonFromChild, type StepJob, type StepTiming, timeTrainStep } from "./step_timer.ts";
 import { type BenchRow, formatTable, timeMedian } from "./report.ts";
 
 const gf = (f: number, ms: number) => {
@@ -122,85 +117,25 @@ async function convRows(s: ConvShape, reps: number, variants: FilterGradVariant[
   return rows;
 }
 
-/** A step timing: median seconds, the share inside onnxruntime and its runs per step. */
-type StepTiming = { seconds: number; ortShare: number; runs: number };
+/** A step timing with the share of it inside onnxruntime and its runs per step. */
+type OrtStepTiming = StepTiming & { ortShare: number; runs: number };
 
 /**
- * Seconds per training step of `config` at `batch` on `backend`: forward, loss, backward, the Momentum
- * update and the batch-norm averages, as torch_ssd_bench.py times torchvision's (which also matches anchors
- * inside the step; the workbench's loader does that before). The median of `steps` timed steps after one
- * warm-up, with the share inside onnxruntime.
+ * {@linkcode timeTrainStep} with the onnxruntime counters, in this process: the default options, as training
+ * runs them (the default kernel set on onnxruntime).
  */
-async function stepSeconds(
-  config: string,
-  backend: "wasm" | "onnxruntime",
-  batch: number,
-  steps: number,
-  segments = 1,
-): Promise<StepTiming> {
-  await setBackend(backend);
-  // As training runs it: the default options (the default kernel set on onnxruntime).
-  if (backend === "onnxruntime") registerOrtKernels({ minMacs: 0, autoSelect: false });
-  const cfg = loadSsdConfig(config);
-  const anchors = anchorsOf(cfg);
-  const graph = buildModel(cfg, anchors);
-  const params = initParams(graph, createRng(1), { scheme: cfg.model.init, sigma: cfg.model.init_sigma });
-  const vars = trainableParams(params, []).map(([, v]) => v);
-  const state = createMomentumState(params);
-  const s = cfg.model.input_size, a = anchors.count;
-  const part = syntheticBatch(batch, s, a);
-  const step = async () => {
-    const r = gradStep(graph, params, vars, part, { inputSize: s, numAnchors: a, loss: cfg.loss, segments });
-    momentumStep(params, r.grads, state, 0.001, { momentum: 0.9, weightDecay: 5e-4 });
-    applyBnUpdates(params, r.bn);
-    await r.loss.data();
-    tf.dispose([r.loss, r.loc, r.cls, ...Object.values(r.grads)]);
-  };
-  try {
-    await step(); // warm-up: XNNPACK setup, onnxruntime sessions
-    resetOrtStats();
-    const times: number[] = [];
-    for (let i = 0; i < steps; i++) {
-      const t0 = performance.now();
-      await step();
-      times.push(performance.now() - t0);
-    }
-    const ms = times.reduce((a, b) => a + b, 0);
-    const st = ortStats();
-    const median = times.sort((a, b) => a - b)[Math.floor(steps / 2)];
-    return { seconds: median / 1000, ortShare: st.runMs / ms, runs: st.runs / steps };
-  } finally {
-    tf.dispose([...params.values(), ...state.values()]);
-  }
+async function ortStepTiming(job: StepJob): Promise<OrtStepTiming> {
+  const t = await timeTrainStep(job, resetOrtStats);
+  const st = ortStats(), ms = 1000 * t.times.reduce((a, b) => a + b, 0);
+  return { ...t, ortShare: st.runMs / ms, runs: st.runs / job.steps };
 }
 
-/**
- * {@linkcode stepSeconds} in a fresh process. Each backend is timed in its own process, as training runs
- * it: timed in one process after the other, the second run's step varied by up to 1.4x with what the
- * first left in the heap.
- */
-export function stepInChild(
-  config: string,
-  backend: "wasm" | "onnxruntime",
-  batch: number,
-  steps: number,
-  segments: number,
-): StepTiming {
-  const args = ["--step", config, backend, String(batch), String(steps), String(segments)];
-  const r = spawnSync(Deno.execPath(), ["run", "-A", import.meta.filename!, ...args], {
-    encoding: "utf8",
-    env: { ...Deno.env.toObject(), NO_COLOR: "1" },
-  });
-  const line = (r.stdout ?? "").trim().split("\n").at(-1) ?? "";
+/** {@linkcode ortStepTiming} in a fresh process, each backend in its own (see step_timer.ts). */
+export function ortStepInChild(job: StepJob): OrtStepTiming {
   try {
-    const v = JSON.parse(line);
-    if (v.error) throw new Error(v.error);
-    return v;
+    return jsonFromChild<OrtStepTiming>(import.meta.filename!, ["--step", JSON.stringify(job)]);
   } catch (e) {
-    const why = (r.stderr || line || `exit ${r.status}`).trim().split("\n").filter((l) => !/^\s+at /.test(l)).at(-1);
-    throw new Error(
-      `${config} on ${backend}: ${(e as Error).message.startsWith("Unexpected") ? why : (e as Error).message}`,
-    );
+    throw new Error(`${job.config} on ${job.backend}: ${(e as Error).message}`);
   }
 }
 
@@ -226,9 +161,12 @@ function trainRows(o: { quick?: boolean }): BenchRow[] {
       // alternating), each round's ratio taken back to back; the row shows the medians. VGG16 on wasm takes
       // a minute a step: one round.
       const rounds = o.quick || m.config.includes("vgg") ? 1 : 3;
-      const pairs: { wasm: number; ort: StepTiming }[] = [];
-      const wasmStep = () => stepInChild(m.config, "wasm", m.batch, steps, segments).seconds;
-      const ortStep = () => stepInChild(m.config, "onnxruntime", m.batch, m.config.includes("vgg") ? 3 : steps, 1);
+      const pairs: { wasm: number; ort: OrtStepTiming }[] = [];
+      const wasmStep = () =>
+        ortStepInChild({ config: m.config, backend: "wasm", batch: m.batch, steps, segments }).seconds;
+      const ortSteps = m.config.includes("vgg") ? 3 : steps;
+      const ortStep = () =>
+        ortStepInChild({ config: m.config, backend: "onnxruntime", batch: m.batch, steps: ortSteps, segments: 1 });
       for (let r = 0; r < rounds; r++) {
         if (r % 2 === 0) {
           const wasm = wasmStep();
@@ -375,11 +313,9 @@ export async function benchOrt(o: { quick?: boolean } = {}): Promise<BenchRow[]>
 
 if (import.meta.main) {
   if (Deno.args[0] === "--step") {
-    // Child mode: --step CONFIG BACKEND BATCH STEPS SEGMENTS -> one JSON line.
-    const [, config, backend, batch, steps, segments] = Deno.args;
+    // Child mode: --step JOB -> one JSON line.
     try {
-      const t = await stepSeconds(config, backend as "wasm", Number(batch), Number(steps), Number(segments));
-      console.log(JSON.stringify(t));
+      console.log(JSON.stringify(await ortStepTiming(JSON.parse(Deno.args[1]))));
     } catch (e) {
       console.log(JSON.stringify({ error: (e as Error).message }));
     }

@@ -143,3 +143,50 @@ export async function* batches(
     yield batch;
   }
 }
+
+/** One batch of {@linkcode preparedBatches}. */
+export interface PreparedBatch<T, P> {
+  /** Index of the batch's first item. */
+  start: number;
+  items: T[];
+  prepared: P;
+}
+
+/**
+ * Consecutive slices of `items`, `batchSize` at a time, in order, each with
+ * what `prepare` made of it; the next batch is prepared while the caller works
+ * on the current one (decode images while the model runs). A failed `prepare`
+ * surfaces when its batch is reached, and a caller that stops early leaves no
+ * unhandled rejection behind. Eval and inference use it; training has its own
+ * shuffled loader ({@linkcode batches}).
+ *
+ * @example
+ * ```ts
+ * import { deepStrictEqual as assertEquals } from "node:assert";
+ * const seen: number[][] = [];
+ * for await (const b of preparedBatches([1, 2, 3, 4, 5], 2, async (xs) => xs.map((x) => 10 * x))) {
+ *   seen.push([b.start, ...b.prepared]);
+ * }
+ * assertEquals(seen, [[0, 10, 20], [2, 30, 40], [4, 50]]);
+ * ```
+ */
+export async function* preparedBatches<T, P>(
+  items: readonly T[],
+  batchSize: number,
+  prepare: (batch: T[], start: number) => Promise<P>,
+): AsyncGenerator<PreparedBatch<T, P>> {
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    throw new RangeError(`Expected batchSize to be an integer greater than 0 but found ${batchSize}`);
+  }
+  const begin = (from: number) => {
+    const p = prepare(items.slice(from, from + batchSize), from);
+    p.catch(() => {}); // surfaces when awaited; must not count as unhandled meanwhile
+    return p;
+  };
+  let pending = items.length > 0 ? begin(0) : null;
+  for (let b = 0; b < items.length; b += batchSize) {
+    const prepared = await pending!;
+    pending = b + batchSize < items.length ? begin(b + batchSize) : null;
+    yield { start: b, items: items.slice(b, b + batchSize), prepared };
+  }
+}

@@ -10,6 +10,7 @@ import { type AugmentConfig, evalSample } from "./augment.ts";
 import { type CocoDetection, type CocoEvalResult, cocoEvaluate, type CocoGroundTruthJson } from "./coco_eval.ts";
 import type { DefaultBoxes } from "./default_boxes.ts";
 import type { DetectionRecord } from "./detection_record.ts";
+import { preparedBatches } from "./data_loader.ts";
 import { InputError } from "./errors.ts";
 import { type Graph, type ParamMap, runGraph } from "./graph.ts";
 import { postprocess, type PostprocessConfig, postprocessOptionsFromConfig } from "./postprocess.ts";
@@ -117,17 +118,8 @@ export async function detectRecords(
   const bs = o.batchSize ?? 8, s = o.inputSize;
   const results: NamedDetection[] = [];
   const toCat = o.labelToCategory ?? ((l: number) => l);
-  const prepare = (from: number) => {
-    const p = Promise.all(records.slice(from, from + bs).map((r) => evalSample(r, s, o.augment)));
-    p.catch(() => {}); // surfaces when awaited; must not become an unhandled rejection meanwhile
-    return p;
-  };
-  let pendingSamples = prepare(0);
-  for (let b = 0; b < records.length; b += bs) {
-    const batch = records.slice(b, b + bs);
-    const samples = await pendingSamples;
-    // Decode the next batch while this one runs.
-    pendingSamples = prepare(b + bs);
+  const prepare = (rs: DetectionRecord[]) => Promise.all(rs.map((r) => evalSample(r, s, o.augment)));
+  for await (const { start: b, items: batch, prepared: samples } of preparedBatches(records, bs, prepare)) {
     const images = new Float32Array(batch.length * s * s * 3);
     samples.forEach((smp, k) => images.set(smp.image, k * s * s * 3));
     const x = tf.tensor4d(images, [batch.length, s, s, 3]);

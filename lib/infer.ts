@@ -10,6 +10,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import sharp from "sharp";
 import type { DetectionRecord } from "./detection_record.ts";
+import { preparedBatches } from "./data_loader.ts";
 import { drawBoxes } from "./draw.ts";
 import { InputError } from "./errors.ts";
 import type { NamedDetection } from "./evaluate.ts";
@@ -209,9 +210,9 @@ export async function inferImages(o: InferOptions): Promise<InferSummary> {
     img?: PreparedImage;
     err?: Error;
   };
-  const load = (from: number): Promise<Loaded[]> => {
-    const p = Promise.all(
-      files.slice(from, from + bs).map(async (file, k): Promise<Loaded> => {
+  const load = (batch: string[], from: number): Promise<Loaded[]> =>
+    Promise.all(
+      batch.map(async (file, k): Promise<Loaded> => {
         const id = ids[from + k];
         try {
           const rec = await recordOf(file, id);
@@ -222,13 +223,7 @@ export async function inferImages(o: InferOptions): Promise<InferSummary> {
         }
       }),
     );
-    p.catch(() => {}); // awaited below
-    return p;
-  };
-  let pending = load(0);
-  for (let b = 0; b < files.length; b += bs) {
-    const loaded = await pending;
-    pending = load(b + bs);
+  for await (const { prepared: loaded } of preparedBatches(files, bs, load)) {
     const bad = loaded.filter((l) => l.err);
     for (const l of bad) {
       if (!o.skipBad) throw l.err;
@@ -266,7 +261,6 @@ export async function inferImages(o: InferOptions): Promise<InferSummary> {
     }
     bar.tick(loaded.length, `${summary.detections.length} det`);
   }
-  await pending;
   bar.done();
   await writeJsonAtomic(summary.detectionsFile, summary.detections);
   return summary;

@@ -19,6 +19,7 @@ import {
   defaultBoxesSpec,
 } from "./default_boxes.ts";
 import type { DetectionRecord } from "./detection_record.ts";
+import { preparedBatches } from "./data_loader.ts";
 import { InputError } from "./errors.ts";
 import { type DataConfig, dataSpec } from "./ssd_config.ts";
 import { type NamedDetection, toCocoResults } from "./evaluate.ts";
@@ -314,17 +315,8 @@ export async function detectWithOnnx(
   const bs = o.batchSize ?? 8, s = model.inputSize;
   const toCat = o.labelToCategory ?? ((l: number) => l);
   const results: NamedDetection[] = [];
-  const prepare = (rs: DetectionRecord[]) => {
-    const p = Promise.all(rs.map((r) => prepareImage(model, r)));
-    p.catch(() => {}); // awaited below; this only keeps an early failure from counting as unhandled
-    return p;
-  };
-  let pending = prepare(records.slice(0, bs));
-  for (let b = 0; b < records.length; b += bs) {
-    const batch = records.slice(b, b + bs);
-    const images = await pending;
-    // Decode the next batch while this one runs.
-    pending = prepare(records.slice(b + bs, b + 2 * bs));
+  const prepare = (rs: DetectionRecord[]) => Promise.all(rs.map((r) => prepareImage(model, r)));
+  for await (const { start: b, items: batch, prepared: images } of preparedBatches(records, bs, prepare)) {
     const x = new Float32Array(batch.length * s * s * 3);
     images.forEach((im, k) => x.set(im.data, k * s * s * 3));
     const out = await runOnnx(model, x, batch.length);
@@ -334,6 +326,5 @@ export async function detectWithOnnx(
     });
     o.onProgress?.(Math.min(records.length, b + bs), records.length);
   }
-  await pending;
   return results;
 }

@@ -234,36 +234,126 @@ export function resumeConfig(outDir: string, overrides: Record<string, string> =
   return cfg;
 }
 
-/** Trains a model as `cfg` says. */
+/**
+ * Trains a model as `cfg` says: resume or start, load the data, build the model
+ * and optimiser, open the log, then run the epochs (each step: loss and
+ * gradients, a Momentum update, a log line; each epoch: eval and checkpoints as
+ * configured), and draw the loss curve.
+ */
 export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResult> {
   await setBackend(cfg.backend, { threads: kernelThreads(cfg) });
-  const out = o.outDir;
-  fs.mkdirSync(path.join(out, "checkpoints"), { recursive: true });
+  fs.mkdirSync(path.join(o.outDir, "checkpoints"), { recursive: true });
+  const resume = o.resume ? openResume(o.outDir, cfg) : null;
+  checkBackendPair(cfg, o.checkBackend);
+  const { records, classNames } = loadTrainSplit(cfg);
+  const model = buildTrainingModel(cfg, resume, o);
+  const feed = trainingFeed(cfg, records.length, model.anchors);
+  const logFile = await startLog(o.outDir, cfg, resume ? model.start.globalStep : null);
 
-  // 1) Resume: the run's own config wins, so the continuation is exact; only keys that do not change what the
-  // run computes may differ (see RESUME_SAFE_KEYS).
-  let resumeFrom: Checkpoint | null = null, resumeFile: string | null = null;
-  if (o.resume) {
-    resumeFile = latestCheckpoint(out);
-    if (!resumeFile) throw new InputError(`nothing to resume: no checkpoint in ${path.join(out, "checkpoints")}`);
-    resumeFrom = readCheckpoint(resumeFile);
-    checkResumeChanges(storedConfig(resumeFrom.header.config, resumeFile), cfg, resumeFile);
-  }
-
-  if (o.checkBackend !== undefined) {
-    const pair = ["wasm", "onnxruntime"];
-    if (!pair.includes(o.checkBackend) || !pair.includes(cfg.backend)) {
-      throw new InputError(
-        `a check backend runs on the same tensors as the training backend: both must be wasm or onnxruntime ` +
-          `(got ${o.checkBackend} and ${cfg.backend})`,
-      );
+  const run: Run = {
+    cfg,
+    o,
+    model,
+    classNames,
+    replicas: [],
+    globalStep: model.start.globalStep,
+    steps: 0,
+    losses: [],
+    evals: [],
+    lastCkpt: resume?.file ?? null,
+    best: null,
+    bestMap: -Infinity,
+    interrupted: false,
+  };
+  // Data-parallel replicas: part 0 of each batch runs here, the other parts in workers.
+  for (let k = 1; k < cfg.train.replicas; k++) run.replicas.push(await GradReplica.start(cfg));
+  const stopListening = listenForInterrupt(run);
+  const log = fs.openSync(logFile, "a");
+  const bar = new Progress("train", feed.stepsPerEpoch * cfg.train.epochs, { unit: "step", quiet: o.quiet });
+  bar.update(run.globalStep);
+  const transform = (r: (typeof records)[number], rng: () => number) =>
+    augmentSample(r, cfg.model.input_size, rng, cfg.augment);
+  try {
+    outer:
+    for (let epoch = model.start.epoch; epoch < cfg.train.epochs; epoch++) {
+      const clock = { t0: performance.now(), last: performance.now() };
+      const skip = epoch === model.start.epoch ? model.start.batch : 0;
+      for await (const batch of batches(records, transform, feed.encode, epoch, feed.loaderOpts, skip)) {
+        const entry = await trainStep(run, batch, epoch, feed, clock);
+        fs.writeSync(log, JSON.stringify(entry) + "\n");
+        o.onStep?.(entry);
+        bar.update(
+          run.globalStep,
+          `ep ${epoch + 1}/${cfg.train.epochs} loss ${entry.loss.toFixed(3)} (loc ${entry.loc.toFixed(3)} ` +
+            `cls ${entry.cls.toFixed(3)}) lr ${entry.lr.toExponential(2)} ${entry.images_per_s.toFixed(1)} img/s`,
+        );
+        const stopAt = run.interrupted
+          ? "interrupted.ckpt"
+          : o.maxSteps !== undefined && run.steps >= o.maxSteps
+          ? `step-${run.globalStep}.ckpt`
+          : null;
+        if (stopAt) {
+          await saveRun(run, path.join(o.outDir, "checkpoints", stopAt), epoch, batch.index + 1, { loss: entry.loss });
+          break outer;
+        }
+      }
+      await endOfEpoch(run, epoch + 1);
     }
-    if (cfg.train.replicas !== 1) {
-      throw new InputError(`a check backend needs train.replicas: 1 (it is ${cfg.train.replicas})`);
-    }
+  } finally {
+    bar.done();
+    fs.closeSync(log);
+    for (const w of run.replicas) w.close();
+    stopListening();
   }
+  await writeLossCurve(path.join(o.outDir, "loss_curve.png"), logFile);
+  return {
+    outDir: o.outDir,
+    checkpoint: run.lastCkpt,
+    best: run.best,
+    losses: run.losses,
+    evals: run.evals,
+    classNames,
+    graph: model.graph,
+    params: model.params,
+    interrupted: run.interrupted,
+  };
+}
 
-  // 2) Data.
+/** The checkpoint a run resumes from. */
+interface Resume {
+  file: string;
+  checkpoint: Checkpoint;
+}
+
+/**
+ * The latest checkpoint of the run in `outDir`. The run's own config wins, so the continuation is exact; only
+ * keys that do not change what the run computes may differ (see {@linkcode RESUME_SAFE_KEYS}).
+ */
+function openResume(outDir: string, cfg: SsdConfig): Resume {
+  const file = latestCheckpoint(outDir);
+  if (!file) throw new InputError(`nothing to resume: no checkpoint in ${path.join(outDir, "checkpoints")}`);
+  const checkpoint = readCheckpoint(file);
+  checkResumeChanges(storedConfig(checkpoint.header.config, file), cfg, file);
+  return { file, checkpoint };
+}
+
+/** A check backend shares the training backend's tensors: both must be wasm or onnxruntime, on one replica. */
+function checkBackendPair(cfg: SsdConfig, checkBackend: string | undefined): void {
+  if (checkBackend === undefined) return;
+  const pair = ["wasm", "onnxruntime"];
+  if (!pair.includes(checkBackend) || !pair.includes(cfg.backend)) {
+    throw new InputError(
+      `a check backend runs on the same tensors as the training backend: both must be wasm or onnxruntime ` +
+        `(got ${checkBackend} and ${cfg.backend})`,
+    );
+  }
+  if (cfg.train.replicas !== 1) {
+    throw new InputError(`a check backend needs train.replicas: 1 (it is ${cfg.train.replicas})`);
+  }
+}
+
+/** The training split, checked against the model's class count and the batch size. */
+function loadTrainSplit(cfg: SsdConfig): { records: ReturnType<typeof loadSplit>["records"]; classNames: string[] } {
   const split = loadSplit(cfg.data, "train", { classNames: cfg.model.class_names });
   const classNames = split.classNames;
   if (!classNames) {
@@ -278,14 +368,27 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
       } classes (+ background) but model.num_classes is ${cfg.model.num_classes}`,
     );
   }
-  const records = split.records;
-  if (records.length < cfg.train.batch_size) {
+  if (split.records.length < cfg.train.batch_size) {
     throw new InputError(
-      `the training split has ${records.length} images, fewer than batch_size ${cfg.train.batch_size}`,
+      `the training split has ${split.records.length} images, fewer than batch_size ${cfg.train.batch_size}`,
     );
   }
+  return { records: split.records, classNames };
+}
 
-  // 3) Model, anchors, optimiser.
+/** The model being trained: graph, weights, Momentum state, and where in the run it starts. */
+interface TrainingModel {
+  anchors: ReturnType<typeof anchorsOf>;
+  graph: Graph;
+  params: ParamMap;
+  state: ReturnType<typeof createMomentumState>;
+  /** The trained weights by parameter name (`train.freeze` leaves the others out). */
+  trainable: [string, tf.Variable][];
+  start: { epoch: number; batch: number; globalStep: number };
+}
+
+/** Builds the model and optimiser: fresh, from `--init` weights, or from the resume checkpoint. */
+function buildTrainingModel(cfg: SsdConfig, resume: Resume | null, o: TrainOptions): TrainingModel {
   const anchors = anchorsOf(cfg);
   const graph = buildModel(cfg, anchors);
   const params = initParams(graph, createRng(cfg.seed), {
@@ -294,13 +397,12 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
     overrides: initOverridesOf(cfg),
   });
   const state = createMomentumState(params);
-  let startEpoch = 0, startBatch = 0, globalStep = 0;
-  if (resumeFrom) {
-    loadParams(params, resumeFrom, { file: resumeFile! });
-    loadMomentum(state, resumeFrom);
-    startEpoch = resumeFrom.header.epoch;
-    startBatch = resumeFrom.header.step_in_epoch;
-    globalStep = resumeFrom.header.global_step;
+  const start = { epoch: 0, batch: 0, globalStep: 0 };
+  if (resume) {
+    const h = resume.checkpoint.header;
+    loadParams(params, resume.checkpoint, { file: resume.file });
+    loadMomentum(state, resume.checkpoint);
+    Object.assign(start, { epoch: h.epoch, batch: h.step_in_epoch, globalStep: h.global_step });
   } else if (o.init) {
     const ckpt = readCheckpoint(o.init);
     const stored = new Map([...ckpt.tensors].filter(([k]) => k.startsWith("param:")).map(([k, v]) => [k.slice(6), v]));
@@ -314,9 +416,18 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
       console.log(`init: loaded ${r.loaded.length} tensors from ${o.init}, re-initialised ${r.skipped.length}`);
     }
   }
-  const trainablePairs = trainableParams(params, cfg.train.freeze);
-  const trainable = trainablePairs.map(([, v]) => v);
-  const sf = scaleFactorsOf(cfg);
+  return { anchors, graph, params, state, trainable: trainableParams(params, cfg.train.freeze), start };
+}
+
+/** How batches are made and which learning rate each step gets. */
+interface Feed {
+  loaderOpts: Parameters<typeof batches>[4];
+  stepsPerEpoch: number;
+  lrOpts: ReturnType<typeof lrOptionsFromConfig>;
+  encode: (smp: { boxes: Float32Array; labels: Int32Array }) => ReturnType<typeof matchAndEncode>;
+}
+
+function trainingFeed(cfg: SsdConfig, images: number, anchors: ReturnType<typeof anchorsOf>): Feed {
   const loaderOpts = {
     batchSize: cfg.train.batch_size,
     inputSize: cfg.model.input_size,
@@ -325,220 +436,236 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
     prefetch: cfg.train.prefetch,
     dropRemainder: true,
   };
-  const stepsPerEpoch = batchesPerEpoch(records.length, loaderOpts);
-  const lrOpts = lrOptionsFromConfig(cfg.train, { totalEpochs: cfg.train.epochs, stepsPerEpoch });
-  const transform = (r: (typeof records)[number], rng: () => number) =>
-    augmentSample(r, cfg.model.input_size, rng, cfg.augment);
-  const encode = (smp: { boxes: Float32Array; labels: Int32Array }) =>
-    matchAndEncode({ boxes: smp.boxes, labels: smp.labels }, anchors, {
-      matchThreshold: cfg.matcher.match_threshold,
-      scaleFactors: sf,
-    });
+  const stepsPerEpoch = batchesPerEpoch(images, loaderOpts);
+  const sf = scaleFactorsOf(cfg);
+  return {
+    loaderOpts,
+    stepsPerEpoch,
+    lrOpts: lrOptionsFromConfig(cfg.train, { totalEpochs: cfg.train.epochs, stepsPerEpoch }),
+    encode: (smp) =>
+      matchAndEncode({ boxes: smp.boxes, labels: smp.labels }, anchors, {
+        matchThreshold: cfg.matcher.match_threshold,
+        scaleFactors: sf,
+      }),
+  };
+}
 
-  // 4) Logs: keep what happened before the resume point, drop what a killed run logged after it (streamed:
-  // a long run's log does not fit in memory as objects).
-  const logFile = path.join(out, "train_log.jsonl");
-  const losses: StepLog[] = [];
+/**
+ * Writes `config.yaml` and returns the log file. On resume (`resumeStep` set) the log keeps what happened up to
+ * that step and drops what a killed run logged after it; streamed, since a long run's log does not fit in
+ * memory as objects. A fresh run starts an empty log.
+ */
+async function startLog(outDir: string, cfg: SsdConfig, resumeStep: number | null): Promise<string> {
+  const logFile = path.join(outDir, "train_log.jsonl");
   const tmpLog = `${logFile}.tmp-${Deno.pid}`;
   const kept = fs.openSync(tmpLog, "w");
   try {
-    if (resumeFrom && fs.existsSync(logFile)) {
+    if (resumeStep !== null && fs.existsSync(logFile)) {
       for await (const l of readJsonLines<StepLog>(logFile)) {
-        if (l.global_step <= globalStep) fs.writeSync(kept, JSON.stringify(l) + "\n");
+        if (l.global_step <= resumeStep) fs.writeSync(kept, JSON.stringify(l) + "\n");
       }
     }
   } finally {
     fs.closeSync(kept);
   }
   fs.renameSync(tmpLog, logFile);
-  await writeFileAtomic(path.join(out, "config.yaml"), YAML.stringify(cfg));
-  const log = fs.openSync(logFile, "a");
+  await writeFileAtomic(path.join(outDir, "config.yaml"), YAML.stringify(cfg));
+  return logFile;
+}
 
-  // Data-parallel replicas: part 0 of each batch runs here, the other parts in workers.
-  const replicas: GradReplica[] = [];
-  for (let k = 1; k < cfg.train.replicas; k++) replicas.push(await GradReplica.start(cfg));
-  const replicatedStep = async (
-    batch: Batch,
-    stepOpts: Parameters<typeof gradStep>[4],
-  ): Promise<[GradOutputs, { loss: number; loc: number; cls: number }]> => {
-    const parts = splitBatch(batch, replicas.length + 1, cfg.model.input_size, anchors.count);
-    const values: Record<string, Float32Array> = {};
-    for (const [name, v] of trainablePairs) values[name] = await v.data() as Float32Array;
-    const normalizer = batch.numMatch;
-    // Each part's dropout masks are those of its images' places in the whole batch.
-    const offsets = parts.map((_, k) => parts.slice(0, k).reduce((a, p) => a + p.size, 0));
-    const seed = stepOpts.dropout?.seed ?? 0;
-    const remote = parts.slice(1).map((p, k) =>
-      replicas[k].compute(values, p, normalizer, { seed, offset: offsets[k + 1] })
-    );
-    const r = gradStep(graph, params, trainable, parts[0], { ...stepOpts, normalizer });
-    const done = await Promise.all(remote);
-    const extra = { loss: 0, loc: 0, cls: 0 };
-    for (const d of done) {
-      extra.loss += d.loss, extra.loc += d.loc, extra.cls += d.cls;
-      for (const [name, v] of trainablePairs) {
-        const g = r.grads[v.name];
-        if (!g || !d.grads[name]) continue;
-        r.grads[v.name] = tf.tidy(() => tf.add(g, tf.tensor(d.grads[name], v.shape)));
-        g.dispose();
-      }
-    }
-    return [r, extra];
-  };
+/** A run in progress: what the steps and epochs read and update. */
+interface Run {
+  cfg: SsdConfig;
+  o: TrainOptions;
+  model: TrainingModel;
+  classNames: string[];
+  replicas: GradReplica[];
+  globalStep: number;
+  /** Steps this call trained. */
+  steps: number;
+  losses: StepLog[];
+  evals: { epoch: number; stats: number[] }[];
+  lastCkpt: string | null;
+  best: string | null;
+  bestMap: number;
+  interrupted: boolean;
+}
 
-  let interrupted = false;
+/**
+ * A first Ctrl-C lets the step finish and saves a checkpoint; a second is the caller's to act on (the train
+ * task exits at once), since the library never ends the process. Returns the function that stops listening.
+ */
+function listenForInterrupt(run: Run): () => void {
   const onSigint = () => {
-    if (interrupted) {
-      // A second Ctrl-C: the caller decides (the train task exits at once); the library never ends the process.
-      o.onSecondInterrupt?.();
+    if (run.interrupted) {
+      run.o.onSecondInterrupt?.();
       return;
     }
-    interrupted = true;
-    if (!o.quiet) {
-      console.error(
-        `\ninterrupt: saving a checkpoint after this step${
-          o.onSecondInterrupt ? " (Ctrl-C again to quit at once)" : ""
-        }`,
-      );
+    run.interrupted = true;
+    if (!run.o.quiet) {
+      const again = run.o.onSecondInterrupt ? " (Ctrl-C again to quit at once)" : "";
+      console.error(`\ninterrupt: saving a checkpoint after this step${again}`);
     }
   };
-  const canSignal = typeof Deno !== "undefined" && Deno.build.os !== "windows";
-  if (canSignal) Deno.addSignalListener("SIGINT", onSigint);
+  if (typeof Deno === "undefined" || Deno.build.os === "windows") return () => {};
+  Deno.addSignalListener("SIGINT", onSigint);
+  return () => Deno.removeSignalListener("SIGINT", onSigint);
+}
 
-  const evals: { epoch: number; stats: number[] }[] = [];
-  let lastCkpt: string | null = resumeFile, best: string | null = null, bestMap = -Infinity;
-  const save = async (file: string, epoch: number, stepInEpoch: number, metrics: Record<string, number> = {}) => {
-    await saveCheckpoint(file, {
-      params,
-      momentum: state,
-      config: cfg as unknown as Record<string, unknown>,
-      classNames,
-      epoch,
-      stepInEpoch,
-      globalStep,
-      metrics,
-    });
-    lastCkpt = file;
+/** Losses of the parts that replicas computed, added to this process's. */
+type PartLosses = { loss: number; loc: number; cls: number };
+
+/**
+ * One training step: loss and gradients (on replicas when configured), a NaN check, the optional check
+ * backend, the Momentum update and batch-norm statistics. Returns the step's log line.
+ */
+async function trainStep(
+  run: Run,
+  batch: Batch,
+  epoch: number,
+  feed: Feed,
+  clock: { t0: number; last: number },
+): Promise<StepLog> {
+  const { cfg, o, model } = run;
+  const lr = lrAtStep(run.globalStep, feed.lrOpts);
+  const stepOpts = {
+    inputSize: cfg.model.input_size,
+    numAnchors: model.anchors.count,
+    loss: cfg.loss,
+    segments: cfg.train.segments,
+    // Dropout masks of this step: from the run's seed and the step (a resume draws the same ones).
+    dropout: { seed: dropoutSeed(cfg.seed, run.globalStep), offset: 0 },
   };
-  const totalSteps = stepsPerEpoch * cfg.train.epochs;
-  const bar = new Progress("train", totalSteps, { unit: "step", quiet: o.quiet });
-  bar.update(globalStep);
-  let steps = 0;
+  const trainable = model.trainable.map(([, v]) => v);
+  let r: GradOutputs, extra: PartLosses = { loss: 0, loc: 0, cls: 0 };
   try {
-    outer:
-    for (let epoch = startEpoch; epoch < cfg.train.epochs; epoch++) {
-      const t0 = performance.now();
-      let tLast = t0;
-      for await (
-        const batch of batches(records, transform, encode, epoch, loaderOpts, epoch === startEpoch ? startBatch : 0)
-      ) {
-        const lr = lrAtStep(globalStep, lrOpts);
-        let r: GradOutputs, extra = { loss: 0, loc: 0, cls: 0 };
-        const stepOpts = {
-          inputSize: cfg.model.input_size,
-          numAnchors: anchors.count,
-          loss: cfg.loss,
-          segments: cfg.train.segments,
-          // Dropout masks of this step: from the run's seed and the step (a resume draws the same ones).
-          dropout: { seed: dropoutSeed(cfg.seed, globalStep), offset: 0 },
-        };
-        try {
-          if (replicas.length === 0) r = gradStep(graph, params, trainable, batch, stepOpts);
-          else [r, extra] = await replicatedStep(batch, stepOpts);
-        } catch (e) {
-          throw explainOutOfMemory(e, {
-            batchSize: cfg.train.batch_size,
-            what: "training",
-            segments: cfg.train.segments,
-          });
-        }
-        const [loss, loc, cls] = (await Promise.all([r.loss.data(), r.loc.data(), r.cls.data()])).map((d, k) =>
-          d[0] + [extra.loss, extra.loc, extra.cls][k]
-        );
-        if (!Number.isFinite(loss)) {
-          tf.dispose([r.loss, r.loc, r.cls, ...Object.values(r.grads)]);
-          for (const u of r.bn) tf.dispose([u.mean, u.variance]);
-          throw new InputError(
-            `loss is ${loss} at epoch ${epoch + 1}, step ${batch.index + 1} (lr ${lr}); training stopped without ` +
-              `applying this step. Last good checkpoint: ${lastCkpt ?? "none"}. Try a lower train.lr.`,
-          );
-        }
-        const check = o.checkBackend === undefined
-          ? undefined
-          : await checkStep(r, o.checkBackend, cfg.backend, kernelThreads(cfg), () =>
-            gradStep(graph, params, trainable, batch, stepOpts));
-        momentumStep(params, r.grads, state, lr, {
-          momentum: cfg.train.momentum,
-          weightDecay: cfg.train.weight_decay,
-          lossScale: cfg.train.loss_scale,
-          sens: cfg.train.sens,
-        });
-        applyBnUpdates(params, r.bn);
-        tf.dispose([r.loss, r.loc, r.cls, ...Object.values(r.grads)]);
-        globalStep++;
-        steps++;
-        const now = performance.now();
-        const entry: StepLog = {
-          epoch: epoch + 1,
-          step: batch.index + 1,
-          global_step: globalStep,
-          loss,
-          loc,
-          cls,
-          lr,
-          images_per_s: batch.size / ((now - tLast) / 1000),
-          time: Math.round(now - t0),
-          ...check,
-        };
-        tLast = now;
-        losses.push(entry);
-        // Bounded: the first and the latest steps of a long run (train_log.jsonl has every step).
-        if (losses.length > 2 * KEPT_STEPS) losses.splice(KEPT_STEPS, 1);
-        fs.writeSync(log, JSON.stringify(entry) + "\n");
-        o.onStep?.(entry);
-        bar.update(
-          globalStep,
-          `ep ${epoch + 1}/${cfg.train.epochs} loss ${loss.toFixed(3)} (loc ${loc.toFixed(3)} cls ${cls.toFixed(3)}) ` +
-            `lr ${lr.toExponential(2)} ${entry.images_per_s.toFixed(1)} img/s`,
-        );
-        if (interrupted) {
-          await save(path.join(out, "checkpoints", "interrupted.ckpt"), epoch, batch.index + 1, { loss });
-          break outer;
-        }
-        if (o.maxSteps !== undefined && steps >= o.maxSteps) {
-          await save(path.join(out, "checkpoints", `step-${globalStep}.ckpt`), epoch, batch.index + 1, { loss });
-          break outer;
-        }
-      }
-      const done = epoch + 1;
-      const last = done === cfg.train.epochs;
-      let metrics: Record<string, number> = { loss: losses.at(-1)?.loss ?? NaN };
-      if (cfg.train.eval_every > 0 && (done % cfg.train.eval_every === 0 || last) && cfg.data.val.path) {
-        const stats = await evaluateDuringTraining(graph, params, cfg, classNames, anchors, sf, o.quiet);
-        evals.push({ epoch: done, stats });
-        metrics = { ...metrics, map: stats[0], map50: stats[1] };
-        if (!o.quiet) {
-          console.log(`eval after epoch ${done}: mAP ${stats[0].toFixed(3)}, mAP@0.5 ${stats[1].toFixed(3)}`);
-        }
-      }
-      if (done % cfg.train.checkpoint_every === 0 || last) {
-        const file = checkpointPath(out, done);
-        await save(file, done, 0, metrics);
-        if (metrics.map !== undefined && metrics.map > bestMap) {
-          bestMap = metrics.map;
-          best = path.join(out, "checkpoints", "best.ckpt");
-          await writeFileAtomic(best, fs.readFileSync(file));
-        }
-      }
-    }
-  } finally {
-    bar.done();
-    fs.closeSync(log);
-    for (const w of replicas) w.close();
-    if (canSignal) Deno.removeSignalListener("SIGINT", onSigint);
+    if (run.replicas.length === 0) r = gradStep(model.graph, model.params, trainable, batch, stepOpts);
+    else [r, extra] = await replicatedGradStep(run, batch, stepOpts);
+  } catch (e) {
+    throw explainOutOfMemory(e, { batchSize: cfg.train.batch_size, what: "training", segments: cfg.train.segments });
   }
-  await writeLossCurve(path.join(out, "loss_curve.png"), logFile);
-  return { outDir: out, checkpoint: lastCkpt, best, losses, evals, classNames, graph, params, interrupted };
+  const [loss, loc, cls] = (await Promise.all([r.loss.data(), r.loc.data(), r.cls.data()])).map((d, k) =>
+    d[0] + [extra.loss, extra.loc, extra.cls][k]
+  );
+  if (!Number.isFinite(loss)) {
+    tf.dispose([r.loss, r.loc, r.cls, ...Object.values(r.grads)]);
+    for (const u of r.bn) tf.dispose([u.mean, u.variance]);
+    throw new InputError(
+      `loss is ${loss} at epoch ${epoch + 1}, step ${batch.index + 1} (lr ${lr}); training stopped without ` +
+        `applying this step. Last good checkpoint: ${run.lastCkpt ?? "none"}. Try a lower train.lr.`,
+    );
+  }
+  const check = o.checkBackend === undefined
+    ? undefined
+    : await checkStep(r, o.checkBackend, cfg.backend, kernelThreads(cfg), () =>
+      gradStep(model.graph, model.params, trainable, batch, stepOpts));
+  momentumStep(model.params, r.grads, model.state, lr, {
+    momentum: cfg.train.momentum,
+    weightDecay: cfg.train.weight_decay,
+    lossScale: cfg.train.loss_scale,
+    sens: cfg.train.sens,
+  });
+  applyBnUpdates(model.params, r.bn);
+  tf.dispose([r.loss, r.loc, r.cls, ...Object.values(r.grads)]);
+  run.globalStep++;
+  run.steps++;
+  const now = performance.now();
+  const entry: StepLog = {
+    epoch: epoch + 1,
+    step: batch.index + 1,
+    global_step: run.globalStep,
+    loss,
+    loc,
+    cls,
+    lr,
+    images_per_s: batch.size / ((now - clock.last) / 1000),
+    time: Math.round(now - clock.t0),
+    ...check,
+  };
+  clock.last = now;
+  run.losses.push(entry);
+  // Bounded: the first and the latest steps of a long run (train_log.jsonl has every step).
+  if (run.losses.length > 2 * KEPT_STEPS) run.losses.splice(KEPT_STEPS, 1);
+  return entry;
+}
+
+/**
+ * Loss and gradients of a batch split over this process (part 0) and the replicas (the others), summed. The
+ * loss is normalised by the whole batch's matched boxes, and each part's dropout masks are those of its
+ * images' places in the whole batch, so the sum equals one process's step.
+ */
+async function replicatedGradStep(
+  run: Run,
+  batch: Batch,
+  stepOpts: Parameters<typeof gradStep>[4],
+): Promise<[GradOutputs, PartLosses]> {
+  const { model, cfg } = run;
+  const parts = splitBatch(batch, run.replicas.length + 1, cfg.model.input_size, model.anchors.count);
+  const values: Record<string, Float32Array> = {};
+  for (const [name, v] of model.trainable) values[name] = await v.data() as Float32Array;
+  const normalizer = batch.numMatch;
+  const offsets = parts.map((_, k) => parts.slice(0, k).reduce((a, p) => a + p.size, 0));
+  const seed = stepOpts.dropout?.seed ?? 0;
+  const remote = parts.slice(1).map((p, k) =>
+    run.replicas[k].compute(values, p, normalizer, { seed, offset: offsets[k + 1] })
+  );
+  const trainable = model.trainable.map(([, v]) => v);
+  const r = gradStep(model.graph, model.params, trainable, parts[0], { ...stepOpts, normalizer });
+  const done = await Promise.all(remote);
+  const extra = { loss: 0, loc: 0, cls: 0 };
+  for (const d of done) {
+    extra.loss += d.loss, extra.loc += d.loc, extra.cls += d.cls;
+    for (const [name, v] of model.trainable) {
+      const g = r.grads[v.name];
+      if (!g || !d.grads[name]) continue;
+      r.grads[v.name] = tf.tidy(() => tf.add(g, tf.tensor(d.grads[name], v.shape)));
+      g.dispose();
+    }
+  }
+  return [r, extra];
+}
+
+/** Writes a checkpoint of the run's current weights and Momentum state. */
+async function saveRun(
+  run: Run,
+  file: string,
+  epoch: number,
+  stepInEpoch: number,
+  metrics: Record<string, number> = {},
+): Promise<void> {
+  await saveCheckpoint(file, {
+    params: run.model.params,
+    momentum: run.model.state,
+    config: run.cfg as unknown as Record<string, unknown>,
+    classNames: run.classNames,
+    epoch,
+    stepInEpoch,
+    globalStep: run.globalStep,
+    metrics,
+  });
+  run.lastCkpt = file;
+}
+
+/** After epoch `done` (1-based): eval every `train.eval_every` epochs, checkpoints, and `best.ckpt` by mAP. */
+async function endOfEpoch(run: Run, done: number): Promise<void> {
+  const { cfg, o, model } = run;
+  const last = done === cfg.train.epochs;
+  let metrics: Record<string, number> = { loss: run.losses.at(-1)?.loss ?? NaN };
+  if (cfg.train.eval_every > 0 && (done % cfg.train.eval_every === 0 || last) && cfg.data.val.path) {
+    const stats = await evaluateDuringTraining(model.graph, model.params, cfg, run.classNames, model.anchors, o.quiet);
+    run.evals.push({ epoch: done, stats });
+    metrics = { ...metrics, map: stats[0], map50: stats[1] };
+    if (!o.quiet) console.log(`eval after epoch ${done}: mAP ${stats[0].toFixed(3)}, mAP@0.5 ${stats[1].toFixed(3)}`);
+  }
+  if (done % cfg.train.checkpoint_every === 0 || last) {
+    const file = checkpointPath(o.outDir, done);
+    await saveRun(run, file, done, 0, metrics);
+    if (metrics.map !== undefined && metrics.map > run.bestMap) {
+      run.bestMap = metrics.map;
+      run.best = path.join(o.outDir, "checkpoints", "best.ckpt");
+      await writeFileAtomic(run.best, fs.readFileSync(file));
+    }
+  }
 }
 
 /**
@@ -585,7 +712,6 @@ async function evaluateDuringTraining(
   cfg: SsdConfig,
   classNames: string[],
   anchors: ReturnType<typeof anchorsOf>,
-  sf: number[],
   quiet?: boolean,
 ): Promise<number[]> {
   const val = loadSplit(cfg.data, "val", { classNames });
@@ -594,7 +720,7 @@ async function evaluateDuringTraining(
   const dets = await detectRecords(graph, params, val.records, {
     inputSize: cfg.model.input_size,
     anchors,
-    scaleFactors: sf,
+    scaleFactors: scaleFactorsOf(cfg),
     augment: cfg.augment,
     postprocess: cfg.postprocess,
     activation: cfg.model.score_activation,
