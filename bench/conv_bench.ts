@@ -6,7 +6,7 @@
  * the max-pool and ReLU gradients, ours against the shipped ones.
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { setBackend } from "../lib/engine/backend.ts";
+import { setBackend } from "../lib/engine/mod.ts";
 import { withShippedKernel } from "../lib/engine/kernel_registry.ts";
 import { DEFAULT_ORT_KERNELS, ORT_KERNELS, registerOrtKernels } from "../lib/engine/ort_kernels.ts";
 import { type BenchRow, timeMedian } from "./report.ts";

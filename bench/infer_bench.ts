@@ -14,7 +14,7 @@ import { torchFigures } from "./peers.ts";
 import * as fs from "node:fs";
 import * as tf from "@tensorflow/tfjs-core";
 import * as ort from "onnxruntime-node";
-import { setBackend } from "../lib/engine/backend.ts";
+import { setBackend } from "../lib/engine/mod.ts";
 import { predict } from "../lib/evaluate.ts";
 import { type Graph, initParams } from "../lib/graph.ts";
 import { inferImages } from "../lib/infer.ts";
@@ -22,7 +22,8 @@ import { encodeOnnx, exportModel, graphToOnnx, paramValuesOf } from "../lib/onnx
 import { loadOnnxModel } from "../lib/onnx_infer.ts";
 import { createRng } from "../lib/rng.ts";
 import { anchorsOf, buildModel, loadSsdConfig, scaleFactorsOf, type SsdConfig } from "../lib/ssd_config.ts";
-import { makeScene, renderScene } from "../lib/synth.ts";
+import { loadConfig } from "../lib/config.ts";
+import { makeScene, renderScene, type SynthConfig, synthSpec } from "../lib/synth.ts";
 import { type BenchRow, formatTable, timeMedian } from "./report.ts";
 
 /** Torchvision full-call latencies recorded on this machine (ms per image, batch 1, CPU). */
@@ -178,19 +179,11 @@ export async function benchInfer(opts: InferBenchOptions = {}): Promise<BenchRow
   // The end-to-end folder: synthetic scenes, 320 px JPEGs.
   const nImages = opts.images ?? (quick ? 16 : 32);
   const rng = createRng(3);
+  // The synthetic dataset's scenes (configs/synth.yaml) at 320 px.
+  const sceneConfig = { ...loadConfig<SynthConfig>("configs/synth.yaml", synthSpec), image_size: 320 };
   fs.mkdirSync(`${tmp}/images`);
   for (let i = 0; i < nImages; i++) {
-    const scene = makeScene(rng, {
-      image_size: 320,
-      splits: { train: 1, val: 1 },
-      classes: ["rectangle", "ellipse", "triangle"],
-      objects_per_image: [1, 6],
-      object_side: [0.08, 0.6],
-      aspect_ratio: [0.5, 2],
-      min_visible: 0.5,
-      max_covered: 0.5,
-      jpeg_quality: 90,
-    });
+    const scene = makeScene(rng, sceneConfig);
     fs.writeFileSync(`${tmp}/images/${String(i).padStart(3, "0")}.jpg`, await renderScene(scene));
   }
   // The 640 px models run end to end on the first four only.

@@ -29,13 +29,8 @@ export async function benchLoader(o: { quick?: boolean } = {}): Promise<BenchRow
       "data.train.images": `${dir}/images/train`,
     });
     const rows: BenchRow[] = [];
-    const tutorial: AugmentConfig = {
-      ...cfg.augment,
-      crop_min_ious: [null, 0.1, 0.3, 0.5, 0.7, 0.9],
-      brightness: 0.4,
-      contrast: 0.4,
-      saturation: 0.4,
-    };
+    // The tutorial's augmentation, as its config states it (sizes stay the demo's).
+    const tutorial: AugmentConfig = loadSsdConfig("configs/ssd300_vgg16.yaml").augment;
     const variants: [string, AugmentConfig][] = [["demo augmentation", cfg.augment], [
       "tutorial augmentation",
       tutorial,

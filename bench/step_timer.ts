@@ -13,6 +13,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { spawnSync } from "node:child_process";
 import { explainOutOfMemory, type GradInputs, gradStep, setBackend, trainableParams } from "../lib/engine/mod.ts";
+import { featureSizesOf } from "../lib/default_boxes.ts";
 import { applyBnUpdates, initParams } from "../lib/graph.ts";
 import { createMomentumState, momentumStep } from "../lib/optimizer.ts";
 import { createRng } from "../lib/rng.ts";
@@ -38,7 +39,9 @@ export function sizeOverrides(configFile: string, size: number): Record<string, 
   return {
     "model.input_size": String(size),
     "anchors.img_shape": `[${size}, ${size}]`,
-    "anchors.feature_size": JSON.stringify((base.anchors.steps ?? []).map((st) => size / st)),
+    "anchors.feature_size": JSON.stringify(
+      featureSizesOf({ ...base.anchors, feature_size: null, img_shape: [size, size] }),
+    ),
     "anchors.num_boxes": "null",
   };
 }

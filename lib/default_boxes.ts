@@ -289,6 +289,23 @@ export function storedAnchors(data: ArrayLike<number>, options: { format: Anchor
 const positiveNumber = { type: "number", min: 0 } as const;
 const positiveInt = { type: "number", int: true, min: 1 } as const;
 
+/**
+ * Cells per side of each level of an anchors section: `feature_size`, or the
+ * image side over each level's step (the grid generator's sizes).
+ *
+ * @example
+ * ```ts
+ * import { deepStrictEqual as assertEquals } from "node:assert";
+ * assertEquals(featureSizesOf({ feature_size: null, steps: [8, 16, 32], img_shape: [320, 320] }), [40, 20, 10]);
+ * assertEquals(featureSizesOf({ feature_size: [19, 10], steps: [16, 32], img_shape: [300, 300] }), [19, 10]);
+ * ```
+ */
+export function featureSizesOf(cfg: Pick<DefaultBoxesConfig, "feature_size" | "steps" | "img_shape">): number[] {
+  if (cfg.feature_size) return cfg.feature_size;
+  if (!cfg.steps) throw new RangeError("the anchors section has neither feature_size nor steps");
+  return cfg.steps.map((s) => Math.round(cfg.img_shape[0] / s));
+}
+
 /** The `anchors` section of a model config (keys named as in the ModelZoo yaml where it has them). */
 export interface DefaultBoxesConfig {
   /** Which generator: the tutorial's `ssd`, the ModelZoo FPN `grid`, or `stored` anchors. */

@@ -22,8 +22,8 @@ export class InputError extends Error {
 
 /** A configuration error that names the offending key. */
 export class ConfigError extends InputError {
-  constructor(message: string, options: { file?: string; key?: string } = {}) {
-    super(options.key ? `key "${options.key}": ${message}` : message, { file: options.file });
+  constructor(message: string, options: { file?: string; key?: string; cause?: unknown } = {}) {
+    super(options.key ? `key "${options.key}": ${message}` : message, { file: options.file, cause: options.cause });
     this.name = "ConfigError";
   }
 }

@@ -15,7 +15,7 @@
  *
  * @module
  */
-import type { GraphBuilder, Sym } from "./graph.ts";
+import { BN_DEFAULTS, bnSettings, type GraphBuilder, type Sym } from "./graph.ts";
 
 /** Options of {@linkcode fpn}; defaults are the ModelZoo's. */
 export interface FpnOptions {
@@ -54,7 +54,7 @@ export function fpn(g: GraphBuilder, inputs: readonly Sym[], o: FpnOptions = {})
   const p = o.prefix ?? "fpn";
   const c = o.outChannels ?? 256;
   const act = o.activation ?? "relu6";
-  const bnOpts = { eps: o.bnEps ?? 1e-5, momentum: o.bnMomentum ?? 0.9 };
+  const bnOpts = bnSettings(o, BN_DEFAULTS.mindspore);
   const convBnAct = (name: string, x: Sym, stride: number) =>
     g.act(g.bn(`${name}.bn`, g.conv(`${name}.conv`, x, c, { kernel: 3, stride }), bnOpts), act);
   const laterals = inputs.map((x, i) => g.conv(`${p}.lateral${i}`, x, c, { kernel: 1, bias: true }));
@@ -65,7 +65,7 @@ export function fpn(g: GraphBuilder, inputs: readonly Sym[], o: FpnOptions = {})
     const top = merged[i + 1], [h, w] = laterals[i].shape;
     const scale = h / top.shape[0];
     if (!Number.isInteger(scale) || top.shape[0] * scale !== h || top.shape[1] * scale !== w) {
-      throw new Error(`fpn: level ${i} is ${h}x${w}, not an integer multiple of level ${i + 1}'s ${top.shape}`);
+      throw new RangeError(`fpn: level ${i} is ${h}x${w}, not an integer multiple of level ${i + 1}'s ${top.shape}`);
     }
     merged[i] = g.add(g.upsample(top, scale, o.upsample ?? "bilinear"), laterals[i]);
   }

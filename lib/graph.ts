@@ -11,6 +11,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { InputError } from "./errors.ts";
 import type { Rng } from "./rng.ts";
 import { normal } from "./rng.ts";
 import { batchNormTrainKernel, type BnActivation, hasBatchNormKernels } from "./custom_ops.ts";
@@ -113,6 +114,39 @@ export interface ConvOptions {
 
 const pairOf = (v: number | [number, number]): [number, number] => typeof v === "number" ? [v, v] : v;
 
+/** A builder's batch-norm settings: epsilon, and the weight of the old moving average. */
+export interface BnOptions {
+  bnEps?: number;
+  bnMomentum?: number;
+}
+
+/** Batch-norm defaults of the sources the builders port; configs set `model.bn_eps` / `model.bn_momentum`. */
+export const BN_DEFAULTS = {
+  /** MindSpore `nn.BatchNorm2d`'s own defaults, kept by MobileNetV1's `conv_bn_relu` and the FPN neck. */
+  mindspore: { eps: 1e-5, momentum: 0.9 },
+  /** `_bn` of ModelZoo `src/ssd.py`: MobileNetV2, the heads and the weight-shared tower. */
+  modelzooSsd: { eps: 1e-3, momentum: 0.97 },
+  /** ModelZoo ResNet50 backbone of `ssd_resnet50_fpn` (`_bn` with momentum 0.997, as TF's ResNet). */
+  resnet: { eps: 1e-3, momentum: 0.997 },
+} as const;
+
+/**
+ * The `{ eps, momentum }` a builder passes to {@linkcode GraphBuilder.bn}: its options, else the defaults of
+ * the source it ports.
+ *
+ * @example
+ * ```ts
+ * import { deepStrictEqual as assertEquals } from "node:assert";
+ * assertEquals(bnSettings({ bnMomentum: 0.99 }, BN_DEFAULTS.modelzooSsd), { eps: 1e-3, momentum: 0.99 });
+ * ```
+ */
+export function bnSettings(
+  o: BnOptions,
+  defaults: { eps: number; momentum: number },
+): { eps: number; momentum: number } {
+  return { eps: o.bnEps ?? defaults.eps, momentum: o.bnMomentum ?? defaults.momentum };
+}
+
 /**
  * Builds a {@linkcode Graph} with shape inference.
  *
@@ -137,7 +171,7 @@ export class GraphBuilder {
   }
 
   #claim(name: string): void {
-    if (this.#names.has(name)) throw new Error(`duplicate layer name ${name}`);
+    if (this.#names.has(name)) throw new RangeError(`duplicate layer name ${name}`);
     this.#names.add(name);
   }
 
@@ -158,7 +192,7 @@ export class GraphBuilder {
     const pads = this.#resolvePads(o.pad ?? "same", x, ke, strides);
     const h = Math.floor((x.shape[0] + pads[0] + pads[1] - ke[0]) / strides[0]) + 1;
     const w = Math.floor((x.shape[1] + pads[2] + pads[3] - ke[1]) / strides[1]) + 1;
-    if (h < 1 || w < 1) throw new Error(`layer ${name}: input ${x.shape} is too small for its kernel`);
+    if (h < 1 || w < 1) throw new RangeError(`layer ${name}: input ${x.shape} is too small for its kernel`);
     const depthwise = o.depthwise ?? false;
     const cin = x.shape[2];
     const cout = depthwise ? cin * filters : filters;
@@ -170,9 +204,9 @@ export class GraphBuilder {
       // A shared layer declares no parameters: it must fit the owner's weight and bias exactly.
       const owner = this.params.find((p) => p.name === `${o.shareWith}.weight`);
       const ownerBias = this.params.some((p) => p.name === `${o.shareWith}.bias`);
-      if (!owner) throw new Error(`layer ${name}: shareWith ${o.shareWith} is not an earlier conv layer`);
+      if (!owner) throw new RangeError(`layer ${name}: shareWith ${o.shareWith} is not an earlier conv layer`);
       if (owner.shape.join() !== wShape.join() || ownerBias !== bias) {
-        throw new Error(`layer ${name}: weight ${wShape}${bias ? " + bias" : ""} does not fit ${o.shareWith}'s`);
+        throw new RangeError(`layer ${name}: weight ${wShape}${bias ? " + bias" : ""} does not fit ${o.shareWith}'s`);
       }
     }
     this.nodes.push({
@@ -200,7 +234,8 @@ export class GraphBuilder {
   bn(name: string, x: Sym, o: { eps?: number; momentum?: number } = {}): Sym {
     this.#claim(name);
     const id = this.#next++;
-    this.nodes.push({ op: "bn", id, input: x.id, name, eps: o.eps ?? 1e-5, momentum: o.momentum ?? 0.9 });
+    const { eps, momentum } = { ...BN_DEFAULTS.mindspore, ...o };
+    this.nodes.push({ op: "bn", id, input: x.id, name, eps, momentum });
     const c = x.shape[2];
     for (const kind of ["gamma", "beta", "moving_mean", "moving_variance"] as const) {
       this.params.push({ name: `${name}.${kind}`, shape: [c], kind, node: name, fanIn: 1 });
@@ -229,7 +264,9 @@ export class GraphBuilder {
   /** Element-wise sum of same-shaped tensors. */
   add(...xs: Sym[]): Sym {
     for (const x of xs) {
-      if (x.shape.join() !== xs[0].shape.join()) throw new Error(`add: shapes ${xs[0].shape} and ${x.shape} differ`);
+      if (x.shape.join() !== xs[0].shape.join()) {
+        throw new RangeError(`add: shapes ${xs[0].shape} and ${x.shape} differ`);
+      }
     }
     const id = this.#next++;
     this.nodes.push({ op: "add", id, inputs: xs.map((x) => x.id) });
@@ -238,7 +275,7 @@ export class GraphBuilder {
 
   /** Dropout with drop probability `rate` (training only). */
   dropout(x: Sym, rate: number): Sym {
-    if (!(rate >= 0 && rate < 1)) throw new Error(`dropout: rate ${rate} is not in [0, 1)`);
+    if (!(rate >= 0 && rate < 1)) throw new RangeError(`dropout: rate ${rate} is not in [0, 1)`);
     const id = this.#next++;
     this.nodes.push({ op: "dropout", id, input: x.id, rate });
     return { id, shape: x.shape };
@@ -255,7 +292,7 @@ export class GraphBuilder {
   /** A head output [H, W, k*v] seen as [H*W*k, v] (the shape's last two entries are kept as [A, v, 1]). */
   flattenHead(x: Sym, values: number): Sym {
     if (x.shape[2] % values !== 0) {
-      throw new Error(`flattenHead: ${x.shape[2]} channels is not a multiple of ${values}`);
+      throw new RangeError(`flattenHead: ${x.shape[2]} channels is not a multiple of ${values}`);
     }
     const id = this.#next++;
     this.nodes.push({ op: "flatten_head", id, input: x.id, values });
@@ -420,7 +457,7 @@ export function runNodes(
 ): void {
   const get = (name: string) => {
     const v = params.get(name);
-    if (!v) throw new Error(`missing parameter ${name}`);
+    if (!v) throw new RangeError(`missing parameter ${name}`);
     return v;
   };
   for (const node of nodes) {
@@ -620,7 +657,10 @@ export function batchNormTrain(
     return y;
   }
   if (activation && activation !== "linear") {
-    throw new Error(`batchNormTrain: fused ${activation} needs the batch-norm kernels (wasm or cpu backend)`);
+    throw new InputError(
+      `batch norm with a fused ${activation} needs the workbench's batch-norm kernels, which the ` +
+        `${tf.getBackend()} backend lacks: train this model with --backend wasm, onnxruntime or cpu`,
+    );
   }
   const f = tf.customGrad((...args) => {
     const [xi, g, b] = args as tf.Tensor[];

@@ -16,7 +16,7 @@
  *
  * @module
  */
-import type { GraphBuilder, PadArg, Sym } from "./graph.ts";
+import { BN_DEFAULTS, bnSettings, type GraphBuilder, type PadArg, type Sym } from "./graph.ts";
 
 /** One depthwise-separable block: stride of its depthwise conv, output channels of its pointwise conv. */
 export type SeparableBlock = readonly [stride: number, channels: number];
@@ -120,7 +120,7 @@ export function mobileNetV1(g: GraphBuilder, x: Sym, o: MobileNetV1Options = {})
       bias: kindNorm(depthwise) === undefined ? (o.bias ?? false) : kindNorm(depthwise) === "bias",
     });
     if (kindNorm(depthwise) === undefined ? batchNorm : kindNorm(depthwise) === "bn") {
-      y = g.bn(`${prefix}.${name}.bn`, y, { eps: o.bnEps ?? 1e-5, momentum: o.bnMomentum ?? 0.9 });
+      y = g.bn(`${prefix}.${name}.bn`, y, bnSettings(o, BN_DEFAULTS.mindspore));
     }
     y = g.act(y, o.activation ?? "relu6");
     layers.push(y), names.push(name);

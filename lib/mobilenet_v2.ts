@@ -13,7 +13,7 @@
  * @module
  */
 import { pyRound } from "./py_round.ts";
-import type { GraphBuilder, Sym } from "./graph.ts";
+import { BN_DEFAULTS, type BnOptions, bnSettings, type GraphBuilder, type Sym } from "./graph.ts";
 
 /** One stage of inverted residual blocks: expansion t, output channels c, repeats n, first stride s. */
 export type InvertedResidualStage = readonly [t: number, c: number, n: number, s: number];
@@ -45,14 +45,6 @@ export function makeDivisible(v: number, divisor: number, minValue: number = div
   return n;
 }
 
-/** BN settings shared by the blocks. */
-export interface BnOptions {
-  /** Default 1e-3 (`_bn` of `src/ssd.py`). */
-  bnEps?: number;
-  /** Default 0.97 (`_bn`), the weight of the old moving average. */
-  bnMomentum?: number;
-}
-
 /** Conv + BN + ReLU6 (`ConvBNReLU`): 3x3 or 1x1, "same" padding, no bias; `depthwise` for the grouped form. */
 export function convBnRelu6(
   g: GraphBuilder,
@@ -63,7 +55,7 @@ export function convBnRelu6(
 ): Sym {
   const depthwise = o.depthwise ?? false;
   const y = g.conv(`${name}.conv`, x, depthwise ? 1 : channels, { kernel: o.kernel ?? 3, stride: o.stride, depthwise });
-  return g.act(g.bn(`${name}.bn`, y, { eps: o.bnEps ?? 1e-3, momentum: o.bnMomentum ?? 0.97 }), "relu6");
+  return g.act(g.bn(`${name}.bn`, y, bnSettings(o, BN_DEFAULTS.modelzooSsd)), "relu6");
 }
 
 /**
@@ -93,7 +85,7 @@ export function invertedResidual(
   if (o.expandRatio !== 1) y = convBnRelu6(g, `${name}.expand`, y, hidden, { ...o, kernel: 1, stride: 1 });
   y = convBnRelu6(g, `${name}.dw`, y, hidden, { ...o, kernel: 3, stride: o.stride, depthwise: true });
   y = g.conv(`${name}.project.conv`, y, outChannels, { kernel: 1 });
-  y = g.bn(`${name}.project.bn`, y, { eps: o.bnEps ?? 1e-3, momentum: o.bnMomentum ?? 0.97 });
+  y = g.bn(`${name}.project.bn`, y, bnSettings(o, BN_DEFAULTS.modelzooSsd));
   if (o.stride === 1 && cin === outChannels) y = g.add(x, y);
   return o.lastRelu ? g.act(y, "relu6") : y;
 }

@@ -19,13 +19,14 @@ import { type AugmentConfig, type CropResult, imageBytes, randomSampleCrop } fro
 import { decodeBoxes } from "./box_coder.ts";
 import { readCheckpoint } from "./checkpoint.ts";
 import type { CocoEvalAccumulated } from "./coco_eval.ts";
-import { type DefaultBoxes, type DefaultBoxesConfig, ssdScales } from "./default_boxes.ts";
+import { type DefaultBoxes, type DefaultBoxesConfig, featureSizesOf, ssdScales } from "./default_boxes.ts";
 import type { DetectionRecord } from "./detection_record.ts";
 import { boxesSvg, type DrawBox, drawBoxes, imageGrid } from "./draw.ts";
 import { countParams, type Graph, layerTable } from "./graph.ts";
 import { focalLoss, smoothL1 } from "./loss.ts";
 import type { MatchResult } from "./matcher.ts";
 import { movingAverage, type Series } from "./plot.ts";
+import { InputError } from "./errors.ts";
 import { createRng } from "./rng.ts";
 import { anchorsOf, buildModel, type SsdConfig } from "./ssd_config.ts";
 import { latestCheckpoint, train, type TrainResult } from "./train.ts";
@@ -104,13 +105,6 @@ export interface AnchorLevel {
   boxes: number;
   /** Default boxes of this and all earlier levels. */
   cumulative: number;
-}
-
-/** Cells per side of each level: `feature_size`, or the input side over the step. */
-function featureSizesOf(cfg: Pick<DefaultBoxesConfig, "feature_size" | "steps" | "img_shape">): number[] {
-  if (cfg.feature_size) return cfg.feature_size;
-  if (!cfg.steps) throw new RangeError("the anchors section has neither feature_size nor steps");
-  return cfg.steps.map((s) => Math.round(cfg.img_shape[0] / s));
 }
 
 /**
@@ -701,6 +695,6 @@ export async function trainOrReuse(
   }
   fs.rmSync(path.join(outDir, "checkpoints"), { recursive: true, force: true });
   const run = await train(cfg, { outDir, quiet: o.quiet ?? true });
-  if (!run.checkpoint) throw new Error(`training wrote no checkpoint in ${outDir}`);
+  if (!run.checkpoint) throw new InputError(`training wrote no checkpoint in ${outDir}`);
   return { checkpoint: run.checkpoint, reused: false, run };
 }

@@ -12,7 +12,7 @@
  *
  * @module
  */
-import type { GraphBuilder, ParamSpec, Sym } from "./graph.ts";
+import { BN_DEFAULTS, bnSettings, type GraphBuilder, type ParamSpec, type Sym } from "./graph.ts";
 
 /** Options of {@linkcode resNet50}; defaults are `resnet50()`'s. */
 export interface ResNetOptions {
@@ -52,7 +52,7 @@ export function resNet50(g: GraphBuilder, x: Sym, o: ResNetOptions = {}): ResNet
   const layerNums = o.layerNums ?? [3, 4, 6, 3];
   const outChannels = o.outChannels ?? [256, 512, 1024, 2048];
   const strides = o.strides ?? [1, 2, 2, 2];
-  const bnOpts = { eps: o.bnEps ?? 1e-3, momentum: o.bnMomentum ?? 0.997 };
+  const bnOpts = bnSettings(o, BN_DEFAULTS.resnet);
   const convBn = (name: string, inp: Sym, c: number, kernel: number, stride: number) =>
     g.bn(`${name}.bn`, g.conv(`${name}.conv`, inp, c, { kernel, stride }), bnOpts);
   let y = g.act(convBn(`${prefix}.stem`, x, o.stemChannels ?? 64, 7, 2), "relu");

@@ -16,9 +16,10 @@ import {
   type DefaultBoxesConfig,
   defaultBoxesFromConfig,
   defaultBoxesSpec,
+  featureSizesOf,
 } from "./default_boxes.ts";
 import { ConfigError } from "./errors.ts";
-import type { Graph, ParamSpec } from "./graph.ts";
+import { BN_DEFAULTS, type Graph, type ParamSpec } from "./graph.ts";
 import { type LossConfig, lossSpec } from "./loss.ts";
 import { type LrScheduleConfig, lrScheduleSpec } from "./lr_schedule.ts";
 import { type MatcherConfig, matcherSpec } from "./matcher.ts";
@@ -196,8 +197,8 @@ export const ssdConfigSpec: Spec = {
         score_activation: { type: "string", enum: ["sigmoid", "softmax"], default: "sigmoid" },
         init: { type: "string", enum: ["truncated_normal", "he_normal"], default: "truncated_normal" },
         init_sigma: { type: "number", min: 0, default: 0.02 },
-        bn_eps: { type: "number", min: 0, default: 1e-3 },
-        bn_momentum: { type: "number", min: 0, max: 1, default: 0.97 },
+        bn_eps: { type: "number", min: 0, default: BN_DEFAULTS.modelzooSsd.eps },
+        bn_momentum: { type: "number", min: 0, max: 1, default: BN_DEFAULTS.modelzooSsd.momentum },
         extra_relu: { type: "boolean", default: false },
         dropout: { type: "number", min: 0, max: 0.99, default: 0 },
         channels: { type: "array", items: { type: "number", int: true, min: 1 }, nullable: true },
@@ -398,8 +399,14 @@ export function initOverridesOf(cfg: SsdConfig): Record<string, (spec: ParamSpec
 export function buildModel(cfg: SsdConfig, anchors: DefaultBoxes = anchorsOf(cfg)): Graph {
   const builder = MODEL_BUILDERS[cfg.model.arch];
   if (!builder) throw new ConfigError(`architecture ${cfg.model.arch} is not available`, { key: "model.arch" });
-  const sizes = cfg.anchors.feature_size ?? cfg.anchors.steps!.map((s) => Math.round(cfg.model.input_size / s));
+  const sizes = featureSizesOf(cfg.anchors);
   const perCell = anchors.perLayer.length === sizes.length ? boxesPerCell(anchors, sizes) : [];
-  const graph = builder(cfg, perCell);
-  return graph;
+  try {
+    return builder(cfg, perCell);
+  } catch (e) {
+    // A builder rejects shapes that do not fit together (a map too small, channels that disagree): in a
+    // config, that is the model section's doing.
+    if (e instanceof RangeError) throw new ConfigError(`${cfg.model.arch}: ${e.message}`, { key: "model", cause: e });
+    throw e;
+  }
 }

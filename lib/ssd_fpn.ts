@@ -16,7 +16,7 @@
  */
 import type { Spec } from "./config.ts";
 import { fpn } from "./fpn.ts";
-import { type Graph, GraphBuilder, type Sym } from "./graph.ts";
+import { BN_DEFAULTS, bnSettings, type Graph, GraphBuilder, type Sym } from "./graph.ts";
 import { mobileNetV1 } from "./mobilenet_v1.ts";
 import { resNet50 } from "./resnet50.ts";
 
@@ -66,11 +66,11 @@ export function weightSharedMultiBox(
 ): { loc: Sym; cls: Sym } {
   const p = o.prefix ?? "multibox";
   const depth = o.numAdditionLayers ?? 4;
-  const bnOpts = { eps: o.bnEps ?? 1e-3, momentum: o.bnMomentum ?? 0.97 };
+  const bnOpts = bnSettings(o, BN_DEFAULTS.modelzooSsd);
   const channels = features[0].shape[2];
   for (const f of features) {
     if (f.shape[2] !== channels) {
-      throw new Error(`weightSharedMultiBox: levels have ${channels} and ${f.shape[2]} channels`);
+      throw new RangeError(`weightSharedMultiBox: levels have ${channels} and ${f.shape[2]} channels`);
     }
   }
   // Level 0 owns each conv; level l > 0 names its copy `${owner}.level${l}` and reads the owner's weights.
@@ -169,7 +169,7 @@ export function ssdFpnConfigOptions(cfg: SsdFpnConfig): Partial<SsdFpnOptions> {
 
 function perCell(o: SsdFpnOptions, levels: number): number {
   if (o.boxesPerCell.length !== levels || o.boxesPerCell.some((k) => k !== o.boxesPerCell[0])) {
-    throw new Error(`boxesPerCell ${o.boxesPerCell}: the shared predictor needs ${levels} equal entries`);
+    throw new RangeError(`boxesPerCell ${o.boxesPerCell}: the shared predictor needs ${levels} equal entries`);
   }
   return o.boxesPerCell[0];
 }

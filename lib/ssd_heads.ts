@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { GraphBuilder, Sym } from "./graph.ts";
+import { BN_DEFAULTS, bnSettings, type GraphBuilder, type Sym } from "./graph.ts";
 
 /** Head styles. */
 export type HeadKind = "tutorial" | "conv3x3" | "conv1x1";
@@ -34,7 +34,7 @@ function head(g: GraphBuilder, name: string, x: Sym, outChannels: number, o: Hea
   if ((o.kind ?? "tutorial") === "conv3x3") return g.conv(name, x, outChannels, { kernel: 3, bias: true });
   if (o.kind === "conv1x1") return g.conv(name, x, outChannels, { kernel: 1, bias: true });
   let y = g.conv(`${name}.dw`, x, 1, { kernel: 3, depthwise: true });
-  y = g.bn(`${name}.bn`, y, { eps: o.bnEps ?? 1e-3, momentum: o.bnMomentum ?? 0.97 });
+  y = g.bn(`${name}.bn`, y, bnSettings(o, BN_DEFAULTS.modelzooSsd));
   y = g.act(y, "relu6");
   return g.conv(`${name}.pw`, y, outChannels, { kernel: 1, bias: true });
 }
@@ -54,7 +54,7 @@ function head(g: GraphBuilder, name: string, x: Sym, outChannels: number, o: Hea
  */
 export function multiBoxHeads(g: GraphBuilder, features: Sym[], o: HeadOptions): { loc: Sym; cls: Sym } {
   if (features.length !== o.boxesPerCell.length) {
-    throw new Error(`${features.length} feature maps but ${o.boxesPerCell.length} boxes-per-cell entries`);
+    throw new RangeError(`${features.length} feature maps but ${o.boxesPerCell.length} boxes-per-cell entries`);
   }
   const p = o.prefix ?? "multibox";
   const locs: Sym[] = [], clss: Sym[] = [];

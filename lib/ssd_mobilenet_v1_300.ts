@@ -50,7 +50,7 @@ export function ssdMobileNetV1300(o: SsdMobileNetV1300Options): Graph {
     lastLayer: Math.max(...taps),
   });
   const features: Sym[] = taps.map((i) => layers[i]);
-  const bn = { bnEps: o.bnEps ?? 1e-3, bnMomentum: o.bnMomentum ?? 0.97 };
+  const bn = { bnEps: o.bnEps, bnMomentum: o.bnMomentum }; // unset: `_bn`'s, as convBnRelu6 and the heads default
   extras.forEach((c, i) => {
     features.push(convBnRelu6(g, `multi_residual.${i}`, features.at(-1)!, c, { ...bn, kernel: 3, stride: 2 }));
   });

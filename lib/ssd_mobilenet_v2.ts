@@ -123,7 +123,7 @@ export function ssdMobileNetV2(o: SsdMobileNetV2Options): Graph {
   const strides = o.extrasStrides ?? SSD300_EXTRAS_STRIDES;
   const ratios = o.extrasRatio ?? SSD300_EXTRAS_RATIO;
   if (strides.length !== outChannels.length || ratios.length !== outChannels.length) {
-    throw new Error(`extras: ${outChannels.length} channels, ${strides.length} strides, ${ratios.length} ratios`);
+    throw new RangeError(`extras: ${outChannels.length} channels, ${strides.length} strides, ${ratios.length} ratios`);
   }
   const g = new GraphBuilder([o.inputSize, o.inputSize, 3]);
   const bn = { bnEps: o.bnEps, bnMomentum: o.bnMomentum };
@@ -131,7 +131,7 @@ export function ssdMobileNetV2(o: SsdMobileNetV2Options): Graph {
   const features: Sym[] = [tap!, out];
   features.forEach((f, i) => {
     if (f.shape[2] !== outChannels[i]) {
-      throw new Error(`feature map ${i} has ${f.shape[2]} channels, extras_out_channels says ${outChannels[i]}`);
+      throw new RangeError(`feature map ${i} has ${f.shape[2]} channels, extras_out_channels says ${outChannels[i]}`);
     }
   });
   // SSD300.__init__: for i in range(2, len(in_channels)): InvertedResidual(..., last_relu=True).
@@ -149,8 +149,8 @@ export function ssdMobileNetV2(o: SsdMobileNetV2Options): Graph {
     boxesPerCell: o.boxesPerCell,
     numClasses: o.numClasses,
     kind: "tutorial",
-    bnEps: o.bnEps ?? 1e-3,
-    bnMomentum: o.bnMomentum ?? 0.97,
+    bnEps: o.bnEps,
+    bnMomentum: o.bnMomentum,
   });
   return g.build({ loc, cls });
 }

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { type Graph, GraphBuilder, type Sym } from "./graph.ts";
+import { BN_DEFAULTS, bnSettings, type Graph, GraphBuilder, type Sym } from "./graph.ts";
 import { type HeadKind, multiBoxHeads } from "./ssd_heads.ts";
 
 /** Options of {@linkcode ssdTiny}. */
@@ -33,7 +33,7 @@ export function ssdTiny(o: SsdTinyOptions): Graph {
   const g = new GraphBuilder([o.inputSize, o.inputSize, 3]);
   const cbr = (name: string, x: Sym, c: number, stride: number) =>
     g.act(
-      g.bn(`${name}.bn`, g.conv(`${name}.conv`, x, c, { kernel: 3, stride }), { momentum: o.bnMomentum ?? 0.9 }),
+      g.bn(`${name}.bn`, g.conv(`${name}.conv`, x, c, { kernel: 3, stride }), bnSettings(o, BN_DEFAULTS.mindspore)),
       "relu",
     );
   let x = g.input;

@@ -15,17 +15,7 @@ import {
   pyFixed,
 } from "../lib/coco_eval.ts";
 import { InputError } from "../lib/errors.ts";
-
-/** Runs `fn`, asserts it throws an instance of `cls`, and returns the error. */
-function assertThrows<E extends Error>(fn: () => unknown, cls: new (...args: never[]) => E): E {
-  try {
-    fn();
-  } catch (e) {
-    assert(e instanceof cls, `expected ${cls.name}, got ${e}`);
-    return e;
-  }
-  throw new assert.AssertionError({ message: `expected ${cls.name} to be thrown` });
-}
+import { assertThrowsError } from "./asserts.ts";
 
 const FIXTURES = new URL("./fixtures/cocoeval/", import.meta.url);
 
@@ -135,7 +125,7 @@ Deno.test("loadDetections() names the entry of an unknown image id", () => {
     { image_id: 1, category_id: 1, bbox: [0, 0, 5, 5], score: 0.5 },
     { image_id: 99, category_id: 1, bbox: [0, 0, 5, 5], score: 0.5 },
   ];
-  const e = assertThrows(() => loadDetections(g, dt, { file: "r.json" }), DetectionError);
+  const e = assertThrowsError(() => loadDetections(g, dt, { file: "r.json" }), DetectionError);
   assertEquals([e.index, e.kind], [1, "unknown-image"]);
   assert(e.message.includes("entry 1") && e.message.includes("99") && e.message.startsWith("r.json"), e.message);
 });
@@ -143,7 +133,7 @@ Deno.test("loadDetections() names the entry of an unknown image id", () => {
 Deno.test("loadDetections() names the entry of an unknown category id", () => {
   const g = loadGroundTruth(fixture("tiny").gt);
   const dt = [{ image_id: 1, category_id: 7, bbox: [0, 0, 5, 5], score: 0.5 }];
-  const e = assertThrows(() => loadDetections(g, dt), DetectionError);
+  const e = assertThrowsError(() => loadDetections(g, dt), DetectionError);
   assertEquals([e.index, e.kind], [0, "unknown-category"]);
   assert(e instanceof InputError);
 });
@@ -159,18 +149,21 @@ Deno.test("loadDetections() rejects malformed entries by index", () => {
     null,
   ];
   for (const b of bad) {
-    const e = assertThrows(() => loadDetections(g, [good, good, b]), DetectionError);
+    const e = assertThrowsError(() => loadDetections(g, [good, good, b]), DetectionError);
     assertEquals([e.index, e.kind], [2, "malformed"], JSON.stringify(b));
   }
-  assertThrows(() => loadDetections(g, { detections: [] }), InputError);
+  assertThrowsError(() => loadDetections(g, { detections: [] }), InputError);
 });
 
 Deno.test("loadGroundTruth() rejects annotations without area or with duplicate ids, naming them", () => {
   const base = { images: [{ id: 1 }], categories: [{ id: 1 }] };
   const ann = { id: 1, image_id: 1, category_id: 1, bbox: [0, 0, 5, 5], area: 25, iscrowd: 0 };
-  const e1 = assertThrows(() => loadGroundTruth({ ...base, annotations: [{ ...ann, area: undefined }] }), InputError);
+  const e1 = assertThrowsError(
+    () => loadGroundTruth({ ...base, annotations: [{ ...ann, area: undefined }] }),
+    InputError,
+  );
   assert(e1.message.includes("annotations[0]"));
-  const e2 = assertThrows(() => loadGroundTruth({ ...base, annotations: [ann, ann] }), InputError);
+  const e2 = assertThrowsError(() => loadGroundTruth({ ...base, annotations: [ann, ann] }), InputError);
   assert(e2.message.includes("annotations[1]"));
 });
 

@@ -10,6 +10,7 @@ import * as path from "node:path";
 import { createTar, createZip } from "../lib/archive.ts";
 import { type DatasetEntry, downloadFile, fetchDataset, loadDatasets, parseContentRange } from "../lib/download.ts";
 import { InputError } from "../lib/errors.ts";
+import { assertRejectsError } from "./asserts.ts";
 
 // ---------------------------------------------------------------- helpers
 
@@ -150,21 +151,6 @@ function quietOpts(logs: string[] = []) {
   return { progress: { quiet: true }, backoffMs: 1, log: (s: string) => logs.push(s) };
 }
 
-async function assertRejects<E extends Error>(
-  fn: () => Promise<unknown>,
-  cls: new (...args: never[]) => E,
-  ...texts: string[]
-): Promise<E> {
-  try {
-    await fn();
-  } catch (e) {
-    assert(e instanceof cls, `expected ${cls.name}, got ${e}`);
-    for (const t of texts) assert(e.message.includes(t), `expected "${t}" in: ${e.message}`);
-    return e;
-  }
-  throw new Error(`expected ${cls.name}, but nothing was thrown`);
-}
-
 const DATA = payload(200_000);
 
 // ---------------------------------------------------------------- downloadFile
@@ -202,7 +188,7 @@ Deno.test("a connection dropped mid-transfer keeps the partial file, and the nex
   const dir = tempDir();
   try {
     const dest = `${dir}/data.bin`;
-    const err = await assertRejects(
+    const err = await assertRejectsError(
       () => downloadFile(server.url("/data.bin"), dest, { ...quietOpts(), tries: 1 }),
       InputError,
       "dropped after",
@@ -282,8 +268,8 @@ Deno.test("HTTP 500 names the URL and status, is retried a bounded number of tim
   const dir = tempDir();
   try {
     const url = server.url("/data.bin");
-    await assertRejects(() => downloadFile(url, `${dir}/data.bin`, { ...quietOpts(), tries: 1 }), InputError);
-    const err = await assertRejects(
+    await assertRejectsError(() => downloadFile(url, `${dir}/data.bin`, { ...quietOpts(), tries: 1 }), InputError);
+    const err = await assertRejectsError(
       () => downloadFile(url, `${dir}/data.bin`, { ...quietOpts(), tries: 3 }),
       InputError,
       "HTTP 500",
@@ -304,7 +290,7 @@ Deno.test("HTTP 404 fails at once without retrying and leaves no empty partial f
   const server = fileServer({});
   const dir = tempDir();
   try {
-    await assertRejects(
+    await assertRejectsError(
       () => downloadFile(server.url("/missing.zip"), `${dir}/m.zip`, quietOpts()),
       InputError,
       "HTTP 404",
@@ -321,7 +307,7 @@ Deno.test("a checksum mismatch names expected and actual hashes and does not pla
   const dir = tempDir();
   try {
     const wrong = "0".repeat(64);
-    await assertRejects(
+    await assertRejectsError(
       () => downloadFile(server.url("/data.bin"), `${dir}/data.bin`, { ...quietOpts(), sha256: wrong }),
       InputError,
       "checksum mismatch",
@@ -421,7 +407,7 @@ Deno.test("a downloaded archive with a ../ entry is rejected by name and nothing
   const server = fileServer({ "/bad.zip": zip });
   const dir = tempDir();
   try {
-    await assertRejects(
+    await assertRejectsError(
       () => fetchDataset(server.url("/bad.zip"), `${dir}/out`, quietOpts()),
       InputError,
       '"../evil.txt"',
@@ -442,7 +428,7 @@ Deno.test("an unknown dataset name is an error listing the known names", async (
       { name: "alpha", url: "http://127.0.0.1:9/a.zip" },
       { name: "beta", url: "http://127.0.0.1:9/b.zip" },
     ]);
-    await assertRejects(
+    await assertRejectsError(
       () => fetchDataset("gamma", dir, { ...quietOpts(), config }),
       InputError,
       '"gamma"',
