@@ -46,7 +46,43 @@ export * from "./lib/loss.ts";
 export * from "./lib/lr_schedule.ts";
 export * from "./lib/matcher.ts";
 export * from "./lib/engine/max_pool_grad.ts";
-export * from "./lib/mindrecord.ts";
+export * from "./lib/mindrecord_dump.ts";
+export {
+  type ArrayType,
+  blobFieldsOf,
+  DEFAULT_HEADER_SIZE,
+  DEFAULT_PAGE_SIZE,
+  type FieldSpec,
+  type FieldType,
+  type FieldValue,
+  hasIntArray,
+  isBlobField,
+  type MindRecordRow,
+  type MindRecordSchema,
+  type NdArray,
+  type SchemaEntry,
+  shardFileNames,
+} from "./lib/mindrecord_format.ts";
+export {
+  canonicalJson,
+  type MindRecordHeader,
+  type PageInfo,
+  parseHeader,
+  readHeader,
+  serializeHeader,
+} from "./lib/mindrecord_header.ts";
+export {
+  createIndexesSql,
+  indexDbQuotesStrings,
+  readIndexDb,
+  type RowLocation,
+  rowLocations,
+  verifyIndexDb,
+} from "./lib/mindrecord_index.ts";
+export { compressInt, decodeBlob, decompressInt, encodeBlob, encodeRaw, resolveShape } from "./lib/mindrecord_pages.ts";
+export * from "./lib/mindrecord_reader.ts";
+export * from "./lib/mindrecord_ssd.ts";
+export * from "./lib/mindrecord_writer.ts";
 export * from "./lib/mobilenet_v1.ts";
 export * from "./lib/mobilenet_v2.ts";
 export * from "./lib/msgpack.ts";

@@ -9,7 +9,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import sharp from "sharp";
-import { SSD_DESC, SSD_SCHEMA, writeMindRecord } from "../lib/mindrecord.ts";
+import { SSD_DESC, SSD_SCHEMA } from "../lib/mindrecord_ssd.ts";
+import { writeMindRecord } from "../lib/mindrecord_writer.ts";
 import type { BenchRow } from "./report.ts";
 
 /** A noise JPEG of about `bytes` bytes (noise does not compress, so size follows pixels). */

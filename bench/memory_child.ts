@@ -7,7 +7,7 @@
 import * as fs from "node:fs";
 import { imageBytes } from "../lib/augment.ts";
 import { loadSplit } from "../lib/dataset.ts";
-import { readDetectionRecords } from "../lib/mindrecord.ts";
+import { readDetectionRecords } from "../lib/mindrecord_ssd.ts";
 
 const [mode, file] = Deno.args;
 const t0 = performance.now();

@@ -37,23 +37,22 @@ import {
 } from "./coco_reader.ts";
 import { readVoc } from "./voc_reader.ts";
 import { readTxt } from "./txt_reader.ts";
+import type { MindRecordRow } from "./mindrecord_format.ts";
+import { detectFloatMode, openMindRecord } from "./mindrecord_reader.ts";
+import { MindRecordWriter } from "./mindrecord_writer.ts";
 import {
-  detectFloatMode,
   detectionSchemaOf,
   FULL_FORMAT,
   FULL_SCHEMA,
   fullDesc,
   fullRowFromRecord,
-  type MindRecordRow,
-  MindRecordWriter,
-  openMindRecord,
   recordFromFullRow,
   recordFromSsdRow,
   SSD_DESC,
   SSD_SCHEMA,
   type SsdLayout,
   ssdRowFromRecord,
-} from "./mindrecord.ts";
+} from "./mindrecord_ssd.ts";
 
 /** Options of {@linkcode convert}. */
 export interface ConvertOptions {

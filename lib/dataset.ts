@@ -15,7 +15,7 @@ import type { CocoGroundTruthJson } from "./coco_eval.ts";
 import { formatReport, parseJsonText, readCoco } from "./coco_reader.ts";
 import type { DetectionRecord } from "./detection_record.ts";
 import { InputError } from "./errors.ts";
-import { iterDetectionRecords } from "./mindrecord.ts";
+import { iterDetectionRecords } from "./mindrecord_ssd.ts";
 import { type DataConfig, resolveSplit, type SplitConfig } from "./ssd_config.ts";
 import { readTxt } from "./txt_reader.ts";
 import { readVoc } from "./voc_reader.ts";

@@ -2,7 +2,9 @@
 import * as fs from "node:fs";
 import { parseTaskArgs, runTask } from "./cli.ts";
 import { InputError } from "../lib/errors.ts";
-import { dumpMindRecord, openMindRecord, summarizeMindRecord, verifyIndexDb } from "../lib/mindrecord.ts";
+import { dumpMindRecord } from "../lib/mindrecord_dump.ts";
+import { verifyIndexDb } from "../lib/mindrecord_index.ts";
+import { openMindRecord, summarizeMindRecord } from "../lib/mindrecord_reader.ts";
 import { Progress } from "../lib/progress.ts";
 
 const spec = {

@@ -5,7 +5,9 @@ import * as path from "node:path";
 import { InputError } from "../lib/errors.ts";
 import { convert } from "../lib/convert.ts";
 import { guessCocoImages } from "../lib/coco_reader.ts";
-import { openMindRecord, readDetectionRecords, readHeader } from "../lib/mindrecord.ts";
+import { readHeader } from "../lib/mindrecord_header.ts";
+import { openMindRecord } from "../lib/mindrecord_reader.ts";
+import { readDetectionRecords } from "../lib/mindrecord_ssd.ts";
 import { pyRound } from "../lib/py_round.ts";
 
 const COCO = "tests/fixtures/coco/instances.json";

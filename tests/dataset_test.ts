@@ -5,7 +5,7 @@ import { imageBytes } from "../lib/augment.ts";
 import { COCO_TRAIN_CLS } from "../lib/class_maps.ts";
 import { loadSplit } from "../lib/dataset.ts";
 import { InputError } from "../lib/errors.ts";
-import { readDetectionRecords } from "../lib/mindrecord.ts";
+import { readDetectionRecords } from "../lib/mindrecord_ssd.ts";
 import type { DataConfig, SplitConfig } from "../lib/ssd_config.ts";
 
 const MR = "mindrecord/ssd_coco.mindrecord0"; // tests/fixtures/coco converted, 2 shards (see its SOURCES.md)

@@ -8,7 +8,9 @@ import { parseCoco } from "../lib/coco_reader.ts";
 import { parseVocXml } from "../lib/voc_reader.ts";
 import { readTxt } from "../lib/txt_reader.ts";
 import { convert } from "../lib/convert.ts";
-import { dumpMindRecord, dumpRow, openMindRecord, writeMindRecord } from "../lib/mindrecord.ts";
+import { dumpMindRecord, dumpRow } from "../lib/mindrecord_dump.ts";
+import { openMindRecord } from "../lib/mindrecord_reader.ts";
+import { writeMindRecord } from "../lib/mindrecord_writer.ts";
 import type { Policy } from "../lib/coco_reader.ts";
 
 const CASES = Number(Deno.env.get("FUZZ_CASES") ?? 1000); // raise for a longer campaign

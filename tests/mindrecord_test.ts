@@ -5,26 +5,13 @@ import { deepStrictEqual as assertEquals, ok as assert, throws } from "node:asse
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { InputError } from "../lib/errors.ts";
-import {
-  compressInt,
-  decompressInt,
-  detectFloatMode,
-  dumpMindRecord,
-  dumpRow,
-  formatFloat32,
-  indexDbQuotesStrings,
-  type MindRecordRow,
-  MindRecordWriter,
-  type NdArray,
-  openMindRecord,
-  parseHeader,
-  readHeader,
-  readIndexDb,
-  serializeHeader,
-  shardFileNames,
-  verifyIndexDb,
-  writeMindRecord,
-} from "../lib/mindrecord.ts";
+import { type MindRecordRow, type NdArray, shardFileNames } from "../lib/mindrecord_format.ts";
+import { parseHeader, readHeader, serializeHeader } from "../lib/mindrecord_header.ts";
+import { compressInt, decompressInt } from "../lib/mindrecord_pages.ts";
+import { indexDbQuotesStrings, readIndexDb, verifyIndexDb } from "../lib/mindrecord_index.ts";
+import { detectFloatMode, openMindRecord } from "../lib/mindrecord_reader.ts";
+import { MindRecordWriter, writeMindRecord } from "../lib/mindrecord_writer.ts";
+import { dumpMindRecord, dumpRow, formatFloat32 } from "../lib/mindrecord_dump.ts";
 
 const FX = "tests/fixtures/mindrecord";
 const FIXTURES = ["sns", "testdata", "aclImdb.mindrecord0", "twobytes.mindrecord"];

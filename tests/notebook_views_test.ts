@@ -21,7 +21,7 @@ import {
 } from "../lib/notebook_views.ts";
 import { anchorsOf, loadSsdConfig } from "../lib/ssd_config.ts";
 import { type SynthConfig, synthSpec, writeSynthDataset } from "../lib/synth.ts";
-import { readDetectionRecords } from "../lib/mindrecord.ts";
+import { readDetectionRecords } from "../lib/mindrecord_ssd.ts";
 
 const data = Deno.makeTempDirSync();
 const synth = loadConfig<SynthConfig>("configs/synth.yaml", synthSpec, {
