@@ -25,16 +25,8 @@ import { InputError } from "./errors.ts";
 import { writeFileAtomic } from "./fs_atomic.ts";
 import { Progress } from "./progress.ts";
 import { type ClassMap, classMapFromNames, cocoClassMap, loadClassMap } from "./class_maps.ts";
-import {
-  type CocoCategory,
-  cocoJson,
-  formatReport,
-  guessCocoImages,
-  newReport,
-  type Policy,
-  type PolicyReport,
-  readCoco,
-} from "./coco_reader.ts";
+import { type CocoCategory, cocoJson, guessCocoImages, readCoco } from "./coco_reader.ts";
+import { formatReport, newReport, type Policy, type PolicyReport } from "./input_policy.ts";
 import { readVoc } from "./voc_reader.ts";
 import { readTxt } from "./txt_reader.ts";
 import type { MindRecordRow } from "./mindrecord_format.ts";

@@ -12,7 +12,9 @@
 import * as fs from "node:fs";
 import { type ClassMap, classMapFromNames, cocoClassMap, vocClassMap } from "./class_maps.ts";
 import type { CocoGroundTruthJson } from "./coco_eval.ts";
-import { formatReport, parseJsonText, readCoco } from "./coco_reader.ts";
+import { readCoco } from "./coco_reader.ts";
+import { formatReport } from "./input_policy.ts";
+import { parseJsonText } from "./json_text.ts";
 import type { DetectionRecord } from "./detection_record.ts";
 import { InputError } from "./errors.ts";
 import { iterDetectionRecords } from "./mindrecord_ssd.ts";

@@ -12,7 +12,9 @@ import * as path from "node:path";
 import { InputError } from "./errors.ts";
 import type { DetectionRecord } from "./detection_record.ts";
 import type { ClassMap } from "./class_maps.ts";
-import { type CocoCategory, guessCocoImages, imageSize, type Policy, readCoco } from "./coco_reader.ts";
+import { type CocoCategory, guessCocoImages, readCoco } from "./coco_reader.ts";
+import { imageSize } from "./image_header.ts";
+import type { Policy } from "./input_policy.ts";
 import type { FieldValue, MindRecordRow, MindRecordSchema, NdArray, SchemaEntry } from "./mindrecord_format.ts";
 import { type FieldRef, openMindRecord } from "./mindrecord_reader.ts";
 

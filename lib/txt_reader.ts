@@ -12,7 +12,8 @@ import * as path from "node:path";
 import type { DetectionRecord } from "./detection_record.ts";
 import { InputError } from "./errors.ts";
 import { type ClassMap, cocoClassMap } from "./class_maps.ts";
-import { checkBox, imageSize, newReport, type Policy, type PolicyReport, rejectItem } from "./coco_reader.ts";
+import { imageSize } from "./image_header.ts";
+import { checkBox, newReport, type Policy, type PolicyReport, rejectItem } from "./input_policy.ts";
 
 /** One parsed line: the image path and its [x1, y1, x2, y2, cls] boxes. */
 export interface TxtLine {

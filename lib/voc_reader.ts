@@ -17,7 +17,8 @@ import * as path from "node:path";
 import type { DetectionRecord } from "./detection_record.ts";
 import { InputError } from "./errors.ts";
 import { type ClassMap, labelOf, vocClassMap } from "./class_maps.ts";
-import { checkBox, imageSize, newReport, type Policy, type PolicyReport, rejectItem } from "./coco_reader.ts";
+import { imageSize } from "./image_header.ts";
+import { checkBox, newReport, type Policy, type PolicyReport, rejectItem } from "./input_policy.ts";
 
 /** An XML element. Children are elements or text runs. */
 export interface XmlElement {

@@ -2,7 +2,7 @@
 import { intFlag, parseTaskArgs, runTask } from "./cli.ts";
 import { InputError } from "../lib/errors.ts";
 import { convert, type ConvertOptions } from "../lib/convert.ts";
-import { formatReport } from "../lib/coco_reader.ts";
+import { formatReport } from "../lib/input_policy.ts";
 
 const spec = {
   name: "convert",

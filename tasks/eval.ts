@@ -8,6 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { intFlag, parseTaskArgs, runTask, type TaskSpec } from "./cli.ts";
 import { InputError } from "../lib/errors.ts";
+import { parseJsonText } from "../lib/json_text.ts";
 import { writeJsonAtomic } from "../lib/fs_atomic.ts";
 import { Progress } from "../lib/progress.ts";
 import {
@@ -65,6 +66,7 @@ const spec: TaskSpec = {
   ].join("\n"),
 };
 
+/** A JSON file, read with the readers' errors: a missing file or a syntax error names the file (and line). */
 async function readJsonFile(file: string, what: string): Promise<unknown> {
   let text: string;
   try {
@@ -72,11 +74,7 @@ async function readJsonFile(file: string, what: string): Promise<unknown> {
   } catch (e) {
     throw new InputError(`cannot read ${what}: ${e instanceof Error ? e.message : e}`, { file, cause: e });
   }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new InputError(`not valid JSON: ${e instanceof Error ? e.message : e}`, { file, cause: e });
-  }
+  return parseJsonText(text, file);
 }
 
 /** Prints the summary and per-class table and writes the stats JSON. */

@@ -3,7 +3,8 @@ import { deepStrictEqual as assertEquals, ok as assert, throws } from "node:asse
 import * as fs from "node:fs";
 import { InputError } from "../lib/errors.ts";
 import { cocoClassMap, labelOf, loadClassMap, vocClassMap } from "../lib/class_maps.ts";
-import { cocoJson, imageSize, parseCoco, readCoco } from "../lib/coco_reader.ts";
+import { cocoJson, parseCoco, readCoco } from "../lib/coco_reader.ts";
+import { imageSize } from "../lib/image_header.ts";
 
 const JSON_FILE = "tests/fixtures/coco/instances.json";
 const IMAGES = "tests/fixtures/coco/images";

@@ -11,7 +11,7 @@ import { convert } from "../lib/convert.ts";
 import { dumpMindRecord, dumpRow } from "../lib/mindrecord_dump.ts";
 import { openMindRecord } from "../lib/mindrecord_reader.ts";
 import { writeMindRecord } from "../lib/mindrecord_writer.ts";
-import type { Policy } from "../lib/coco_reader.ts";
+import type { Policy } from "../lib/input_policy.ts";
 
 const CASES = Number(Deno.env.get("FUZZ_CASES") ?? 1000); // raise for a longer campaign
 const TOKENS = new TextEncoder().encode('{}[]",:0123456789-.eE+ \n\t<>/&;#x!?=abcnul\u00e9\\');
