@@ -3,6 +3,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert";
 import { setBackend } from "../lib/engine/backend.ts";
 import { caseName, convCases, convGrads, maxRelErr } from "./conv_cases.ts";
+import { convGradStep } from "./model_checks.ts";
 
 await setBackend("wasm");
 
@@ -22,15 +23,7 @@ Deno.test("the composed gradient kernels leak no tensors", async () => {
   const x = tf.randomNormal([1, 8, 8, 3]) as tf.Tensor4D;
   const w = tf.randomNormal([3, 3, 3, 4]) as tf.Tensor4D;
   const dw = tf.randomNormal([3, 3, 3, 2]) as tf.Tensor4D;
-  const step = () => {
-    const [a, b] = tf.grads((x: tf.Tensor, w: tf.Tensor) =>
-      tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 2, "same").sum()
-    )([x, w]);
-    const [c, d] = tf.grads((x: tf.Tensor, w: tf.Tensor) =>
-      tf.depthwiseConv2d(x as tf.Tensor4D, w as tf.Tensor4D, 2, "same").sum()
-    )([x, dw]);
-    tf.dispose([a, b, c, d]);
-  };
+  const step = () => convGradStep(x, w, dw, 2);
   step();
   const before = tf.memory().numTensors;
   const bytesBefore = tf.memory().numBytes;

@@ -13,6 +13,7 @@ import { ortKernelOptions, ortStats } from "../lib/engine/ort_kernels.ts";
 import { kernelThreads, loadSsdConfig } from "../lib/ssd_config.ts";
 import { type FilterGradVariant, shiftedLayout } from "../lib/engine/ort_graphs.ts";
 import { caseName, type ConvCase, convCases, convGrads, maxRelErr, randn } from "./conv_cases.ts";
+import { convGradStep } from "./model_checks.ts";
 
 // setBackend("onnxruntime") registers the kernels with the options set last. These tests take every
 // kernel onnxruntime can run, the depthwise ones too (training leaves those on wasm by default).
@@ -185,15 +186,7 @@ Deno.test("the onnxruntime kernels share the wasm heap, leak no tensors and coun
   const x = tf.randomNormal([2, 16, 16, 8]) as tf.Tensor4D;
   const w = tf.randomNormal([3, 3, 8, 8]) as tf.Tensor4D;
   const dw = tf.randomNormal([3, 3, 8, 2]) as tf.Tensor4D;
-  const step = () => {
-    const [a, b] = tf.grads((x: tf.Tensor, w: tf.Tensor) =>
-      tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 2, "same").sum()
-    )([x, w]);
-    const [c, d] = tf.grads((x: tf.Tensor, w: tf.Tensor) =>
-      tf.depthwiseConv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, "same").sum()
-    )([x, dw]);
-    tf.dispose([a, b, c, d]);
-  };
+  const step = () => convGradStep(x, w, dw, 1);
   step();
   const before = tf.memory().numTensors;
   const bytesBefore = tf.memory().numBytes;
