@@ -5,6 +5,26 @@
  * smallest form, and floats either always as float64 (nlohmann 3.6.1, MindSpore
  * 1.x) or as float32 when that is exact (nlohmann >= 3.9, MindSpore 2.x).
  *
+ * This codec stays hand-written: `@msgpack/msgpack` 3.1.3 (the maintained JS
+ * library) was tried and cannot write or read these bytes. Each point below is
+ * checked in tests/msgpack_test.ts:
+ * - A double 1.0 and an integer 1 are the same JS number, and it writes `01`
+ *   where nlohmann writes `cb 3f f0 00 00 00 00 00 00`. Its only switch,
+ *   `forceIntegerToFloat`, makes every integer a float (MindSpore's `{"id":0}`
+ *   becomes `81 a2 69 64 cb 00…` instead of `81 a2 69 64 00`), and an
+ *   `ExtensionCodec` can only write ext types (`d4`…`d8`, `c7`…`c9`), never a
+ *   bare `ca`/`cb`, so a {@linkcode MsgFloat} has no way out.
+ * - `forceFloat32` is all or nothing: 0.1 becomes `ca 3d cc cc cd` (lossy)
+ *   where compact nlohmann keeps `cb 3f b9 99 99 99 99 99 9a`.
+ * - A `Map` is written as an empty map `80` (it takes `Object.keys`), and
+ *   `sortKeys` orders by UTF-16 code units, not by UTF-8 bytes as std::map
+ *   does ("😀" before "！" U+FF01, the reverse of nlohmann).
+ * - `useBigInt64`, needed for integers past 2^53, writes every bigint in nine
+ *   bytes (`5n` as `cf 00 … 05`, not `05`) and numbers from 2^32 up as floats.
+ * - Decoding gives `ca 3f 80 00 00`, `cb 3f f0 …` and `01` all as the number
+ *   1, so float width and float-ness are lost and a MindRecord header could
+ *   not be written back byte-exact (see {@linkcode DecodeStats}).
+ *
  * @module
  */
 

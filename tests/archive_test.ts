@@ -19,24 +19,9 @@ import {
   safeEntryPath,
 } from "../lib/archive.ts";
 import { InputError } from "../lib/errors.ts";
+import { assertRejectsError } from "./asserts.ts";
 
 const quiet = { progress: { quiet: true } };
-
-/** Awaits `fn`, expecting it to throw `cls` with `text` in its message; returns the error. */
-async function assertRejects<E extends Error>(
-  fn: () => Promise<unknown>,
-  cls: new (...args: never[]) => E,
-  text = "",
-): Promise<E> {
-  try {
-    await fn();
-  } catch (e) {
-    assert(e instanceof cls, `expected ${cls.name}, got ${e}`);
-    assert(e.message.includes(text), `expected "${text}" in: ${e.message}`);
-    return e;
-  }
-  throw new Error(`expected ${cls.name}, but nothing was thrown`);
-}
 
 function tempDir(): string {
   return Deno.makeTempDirSync({ prefix: "archive_test_" });
@@ -157,7 +142,7 @@ async function expectRejected(bytes: Uint8Array, name: string, entry: string, ex
     const target = `${dir}/target`;
     fs.mkdirSync(target);
     Deno.writeFileSync(`${target}/${name}`, bytes);
-    const err = await assertRejects(() => extractArchive(`${target}/${name}`, `${target}/out`, quiet), InputError);
+    const err = await assertRejectsError(() => extractArchive(`${target}/${name}`, `${target}/out`, quiet), InputError);
     assert(err.message.includes(JSON.stringify(entry)), `error should name ${entry}: ${err.message}`);
     assert(extra.test(err.message), err.message);
     assertEquals(tree(dir), ["target/", `target/${name}`]);
@@ -221,7 +206,7 @@ Deno.test("extracting into an existing folder is refused", async () => {
   try {
     Deno.writeFileSync(`${dir}/a.zip`, createZip(SAMPLE));
     fs.mkdirSync(`${dir}/out`);
-    await assertRejects(() => extractArchive(`${dir}/a.zip`, `${dir}/out`, quiet), InputError, "already exists");
+    await assertRejectsError(() => extractArchive(`${dir}/a.zip`, `${dir}/out`, quiet), InputError, "already exists");
     assertEquals(tree(`${dir}/out`), []);
   } finally {
     Deno.removeSync(dir, { recursive: true });
@@ -233,8 +218,145 @@ Deno.test("a file that is no archive is reported as such", async () => {
   try {
     Deno.writeTextFileSync(`${dir}/a.zip`, "just text");
     assertEquals(await archiveKind(`${dir}/a.zip`), undefined);
-    await assertRejects(() => extractArchive(`${dir}/a.zip`, `${dir}/out`, quiet), InputError, "not a zip");
+    await assertRejectsError(() => extractArchive(`${dir}/a.zip`, `${dir}/out`, quiet), InputError, "not a zip");
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
+});
+
+// ---- The cases below check what the libraries (yauzl, tar-stream) now do for
+// this module: each archive is a writer's output patched into the hostile or
+// unusual shape, so the test needs no external tool.
+
+/** Offset of the `n`th central directory header of a zip written by createZip. */
+function centralHeader(zip: Uint8Array, n = 0): number {
+  let at = -1;
+  for (let i = 0; i <= n; i++) at = Buffer.from(zip).indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02]), at + 1);
+  return at;
+}
+
+/** Sets a tar header's type flag (and optionally its magic) and rewrites its checksum. */
+function retype(tar: Uint8Array, headerAt: number, type: string, magic?: string): Uint8Array {
+  const out = new Uint8Array(tar);
+  const h = Buffer.from(out.buffer, out.byteOffset + headerAt, 512);
+  h.write(type, 156, "latin1");
+  if (magic !== undefined) h.fill(0, 257, 265).write(magic, 257, "latin1");
+  h.write("        ", 148, "latin1");
+  let sum = 0;
+  for (const b of h) sum += b;
+  h.write(sum.toString(8).padStart(6, "0") + "\0 ", 148, "latin1");
+  return out;
+}
+
+Deno.test("a zip entry that inflates past its declared size (a bomb) is stopped and leaves nothing behind", async () => {
+  // Small entries are inflated in memory, large ones stream through yauzl: both paths stop at the declared size.
+  const cases: [number, number, RegExp][] = [
+    [1 << 20, 1000, /declared size of 1000/],
+    [12 << 20, 9 << 20, /too many bytes/],
+  ];
+  for (const [size, declared, why] of cases) {
+    const zip = createZip([{ name: "bomb.bin", data: new Uint8Array(size) }]);
+    const dv = new DataView(zip.buffer);
+    dv.setUint32(22, declared, true); // local header: uncompressed size
+    dv.setUint32(centralHeader(zip) + 24, declared, true); // central directory: uncompressed size
+    await expectRejected(zip, "bomb.zip", "bomb.bin", why);
+  }
+});
+
+Deno.test("a zip entry over 8 MiB streams through yauzl and is CRC-checked", async () => {
+  const big = new Uint8Array(9 << 20).map((_, i) => (i * 2654435761) >>> 24);
+  const zip = createZip([{ name: "big.bin", data: big }]);
+  const dir = tempDir();
+  try {
+    Deno.writeFileSync(`${dir}/a.zip`, zip);
+    const r = await extractArchive(`${dir}/a.zip`, `${dir}/out`, quiet);
+    assertEquals(r.bytes, big.length);
+    assert(Buffer.from(Deno.readFileSync(`${dir}/out/big.bin`)).equals(Buffer.from(big)));
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+  // The same entry with one byte of its CRC-32 changed.
+  new DataView(zip.buffer).setUint32(centralHeader(zip) + 16, crc32(big) ^ 1, true);
+  await expectRejected(zip, "crc.zip", "big.bin", /CRC-32 mismatch/);
+});
+
+Deno.test("zip entries that are encrypted or use another compression method are refused by name", async () => {
+  const enc = createZip([{ name: "secret.txt", data: "x" }]);
+  new DataView(enc.buffer).setUint16(6, 1, true); // general purpose flag bit 0: encrypted
+  new DataView(enc.buffer).setUint16(centralHeader(enc) + 8, 1, true);
+  await expectRejected(enc, "enc.zip", "secret.txt", /encrypted/);
+  const bz = createZip([{ name: "b.bin", data: "hello hello hello" }]);
+  new DataView(bz.buffer).setUint16(8, 12, true); // method 12 is bzip2
+  new DataView(bz.buffer).setUint16(centralHeader(bz) + 10, 12, true);
+  await expectRejected(bz, "bz.zip", "b.bin", /compression method 12/);
+});
+
+/** Extracts `bytes` expecting an InputError matching `re`, and checks nothing is left but the archive. */
+async function expectCorrupt(bytes: Uint8Array, name: string, re: RegExp): Promise<void> {
+  const dir = tempDir();
+  try {
+    Deno.writeFileSync(`${dir}/${name}`, bytes);
+    const err = await assertRejectsError(() => extractArchive(`${dir}/${name}`, `${dir}/out`, quiet), InputError);
+    assert(re.test(err.message), err.message);
+    assertEquals(tree(dir), [name]);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
+
+Deno.test("truncated tars and a tar with a bad header checksum are rejected and leave nothing behind", async () => {
+  const tar = createTar([{ name: "a.bin", data: new Uint8Array(100_000).map((_, i) => i * 7) }]);
+  const gz = gzipSync(tar);
+  await expectCorrupt(gz.subarray(0, gz.length >> 1), "cut.tar.gz", /corrupt tar: unexpected end of file/);
+  await expectCorrupt(tar.subarray(0, 50_000), "cut.tar", /corrupt tar/);
+  const two = createTar([{ name: "ok.txt", data: "fine" }, { name: "b.txt", data: "b" }]);
+  two[1024] ^= 0x01; // the second header's name
+  await expectCorrupt(two, "sum.tar", /corrupt tar: Invalid tar header/);
+});
+
+Deno.test("tar hard links copy an earlier file; links to a later, missing or outside file are refused", async () => {
+  // createTar writes symlinks; typeflag '1' turns its second entry into a hard link.
+  const good = retype(
+    createTar([{ name: "a.txt", data: "A" }, { name: "b.txt", type: "symlink", target: "a.txt" }]),
+    1024,
+    "1",
+  );
+  const dir = tempDir();
+  try {
+    Deno.writeFileSync(`${dir}/h.tar`, good);
+    const r = await extractArchive(`${dir}/h.tar`, `${dir}/out`, quiet);
+    assertEquals([r.files, r.links], [2, 0]);
+    assertEquals(Deno.readTextFileSync(`${dir}/out/b.txt`), "A");
+    assert(!Deno.lstatSync(`${dir}/out/b.txt`).isSymlink);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+  const missing = retype(createTar([{ name: "b.txt", type: "symlink", target: "a.txt" }]), 0, "1");
+  await expectRejected(missing, "h.tar", "b.txt", /not an earlier file/);
+  const outside = retype(createTar([{ name: "b.txt", type: "symlink", target: "../../etc/passwd" }]), 0, "1");
+  await expectRejected(outside, "h.tar", "../../etc/passwd", /escapes/);
+});
+
+Deno.test("a GNU long name (type L) and a pre-POSIX tar without magic are read; sparse members are refused", async () => {
+  const long = `data/${"y".repeat(150)}.txt`;
+  // A GNU long-name record is a header of type L whose data is the next entry's name.
+  const gnu = new Uint8Array([
+    ...retype(createTar([{ name: "././@LongLink", data: long + "\0" }]).subarray(0, 1024), 0, "L", "ustar  \0"),
+    ...createTar([{ name: long.slice(0, 100), data: "gnu" }]),
+  ]);
+  const v7 = retype(createTar([{ name: "old.txt", data: "v7" }]), 0, "0", "");
+  const dir = tempDir();
+  try {
+    Deno.writeFileSync(`${dir}/gnu.tar`, gnu);
+    await extractArchive(`${dir}/gnu.tar`, `${dir}/gnu`, quiet);
+    assertEquals(Deno.readTextFileSync(`${dir}/gnu/${long}`), "gnu");
+    Deno.writeFileSync(`${dir}/v7.tar`, v7);
+    assertEquals(await archiveKind(`${dir}/v7.tar`), "tar");
+    await extractArchive(`${dir}/v7.tar`, `${dir}/v7`, quiet);
+    assertEquals(Deno.readTextFileSync(`${dir}/v7/old.txt`), "v7");
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+  const sparse = retype(createTar([{ name: "s.bin", data: "x" }]), 0, "S");
+  await expectRejected(sparse, "sparse.tar", "s.bin", /sparse/);
 });
