@@ -71,6 +71,11 @@ export * from "./lib/optimizer.ts";
 export * from "./lib/checkpoint.ts";
 export * from "./lib/train.ts";
 
+// MindSpore checkpoints: the .ckpt format, the tutorial's and the ModelZoo's parameter names, conversion.
+export * from "./lib/mindspore_ckpt.ts";
+export * from "./lib/mindspore_names.ts";
+export * from "./lib/mindspore_convert.ts";
+
 // Evaluation, export and inference.
 export * from "./lib/evaluate.ts";
 export * from "./lib/coco_eval.ts";

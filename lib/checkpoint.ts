@@ -63,10 +63,27 @@ export interface Checkpoint {
   tensors: Map<string, { group: StoredTensor["group"]; shape: number[]; data: Float32Array }>;
 }
 
+/** Parameter values in the workbench's layout, by name: what a checkpoint holds, away from any backend. */
+export type ParamValues = Map<string, { shape: number[]; data: Float32Array }>;
+
+/** A tensor as {@linkcode encodeCheckpoint} reads it: a tfjs tensor, or plain values ({@linkcode valuesAsTensors}). */
+export interface TensorSource {
+  shape: number[];
+  size: number;
+  data(): Promise<unknown>;
+}
+
+/** Plain values as {@linkcode TensorSource}s, to save them without a backend. */
+export function valuesAsTensors(values: ParamValues): Map<string, TensorSource> {
+  return new Map(
+    [...values].map(([name, v]) => [name, { shape: v.shape, size: v.data.length, data: () => Promise.resolve(v.data) }]),
+  );
+}
+
 /** What {@linkcode saveCheckpoint} stores. */
 export interface SaveOptions {
-  params: ParamMap;
-  momentum?: Map<string, tf.Variable>;
+  params: ParamMap | Map<string, TensorSource>;
+  momentum?: Map<string, tf.Variable> | Map<string, TensorSource>;
   config: Record<string, unknown>;
   classNames: string[];
   epoch: number;
@@ -77,7 +94,7 @@ export interface SaveOptions {
 
 /** Serialises a checkpoint to bytes. Tensor values are read asynchronously (fast on wasm). */
 export async function encodeCheckpoint(o: SaveOptions): Promise<Uint8Array> {
-  const entries: { name: string; group: StoredTensor["group"]; t: tf.Tensor }[] = [];
+  const entries: { name: string; group: StoredTensor["group"]; t: TensorSource }[] = [];
   for (const [name, t] of o.params) entries.push({ name, group: "param", t });
   for (const [name, t] of o.momentum ?? []) entries.push({ name, group: "momentum", t });
   const tensors: StoredTensor[] = [];

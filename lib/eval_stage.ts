@@ -6,7 +6,8 @@
  * @module
  */
 import { setBackend } from "./engine/mod.ts";
-import { loadParams, readCheckpoint } from "./checkpoint.ts";
+import { loadParams } from "./checkpoint.ts";
+import { readAnyCheckpoint } from "./mindspore_convert.ts";
 import type { CocoEvalResult } from "./coco_eval.ts";
 import * as path from "node:path";
 import { applyOverrides, validate } from "./config.ts";
@@ -46,14 +47,22 @@ export async function loadModel(
   checkpoint: string,
   o: { configFile?: string; overrides?: Record<string, string> } = {},
 ): Promise<LoadedModel> {
-  const ckpt = readCheckpoint(checkpoint);
-  const cfg = o.configFile ? loadSsdConfig(o.configFile, o.overrides) : storedConfig(ckpt.header.config, checkpoint);
+  // A MindSpore .ckpt carries no config: `configFile` names its model.
+  const given = o.configFile ? loadSsdConfig(o.configFile, o.overrides) : undefined;
+  const ckpt = readAnyCheckpoint(checkpoint, given).checkpoint;
+  const cfg = given ?? storedConfig(ckpt.header.config, checkpoint);
   if (!o.configFile) checkConsistency(cfg, checkpoint);
   await setBackend(cfg.backend, { threads: cfg.threads ?? undefined });
   const graph = buildModel(cfg);
   const params = initParams(graph, createRng(0));
   loadParams(params, ckpt, { file: checkpoint });
-  return { cfg, graph, params, classNames: ckpt.header.class_names };
+  const classNames = ckpt.header.class_names.length ? ckpt.header.class_names : cfg.model.class_names;
+  if (!classNames?.length) {
+    throw new InputError("neither the checkpoint nor the config names the classes (model.class_names)", {
+      file: checkpoint,
+    });
+  }
+  return { cfg, graph, params, classNames };
 }
 
 /** What {@linkcode evaluateCheckpoint} returns. */

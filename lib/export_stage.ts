@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { readCheckpoint } from "./checkpoint.ts";
+import { readAnyCheckpoint } from "./mindspore_convert.ts";
 import { InputError } from "./errors.ts";
 import {
   exportModel,
@@ -39,9 +39,11 @@ export async function exportCheckpoint(
   checkpoint: string,
   o: ExportModelOptions & { configFile?: string },
 ): Promise<ExportResult> {
-  const ckpt = readCheckpoint(checkpoint);
+  // A MindSpore .ckpt carries no config: `configFile` names its model.
+  const given = o.configFile ? loadSsdConfig(o.configFile) : undefined;
+  const ckpt = readAnyCheckpoint(checkpoint, given).checkpoint;
   let cfg: SsdConfig;
-  if (o.configFile) cfg = loadSsdConfig(o.configFile);
+  if (given) cfg = given;
   else {
     cfg = storedConfig(ckpt.header.config, checkpoint);
     checkConsistency(cfg, checkpoint);

@@ -29,7 +29,7 @@ import * as path from "node:path";
 import YAML from "yaml";
 import type { AugmentConfig } from "./augment.ts";
 import type { BoxCoderConfig } from "./box_coder.ts";
-import type { Checkpoint } from "./checkpoint.ts";
+import type { Checkpoint, ParamValues } from "./checkpoint.ts";
 import type { Spec } from "./config.ts";
 import type { DefaultBoxesConfig } from "./default_boxes.ts";
 import { InputError } from "./errors.ts";
@@ -48,9 +48,6 @@ export const CONFIG_METADATA_KEY = "ssd_workbench_config";
 export const ONNX_CONFIG_FORMAT = "ssd-workbench onnx";
 /** Version of the config layout. */
 export const ONNX_CONFIG_VERSION = 1;
-
-/** Parameter values by name, as plain arrays (tfjs layout). */
-export type ParamValues = Map<string, { shape: number[]; data: Float32Array }>;
 
 /** Reads a tfjs parameter map into plain arrays. */
 export function paramValuesOf(params: ParamMap): ParamValues {

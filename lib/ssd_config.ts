@@ -92,6 +92,8 @@ export interface TrainConfig extends LrScheduleConfig {
   sens: number;
   /** Save a checkpoint every N epochs (and always at the end). */
   checkpoint_every: number;
+  /** Also write each checkpoint as a MindSpore `.ckpt` (OUT/mindspore/), with its Momentum state. */
+  save_mindspore: boolean;
   /** Evaluate on the val split every N epochs (0: only at the end). */
   eval_every: number;
   /** Parameter name patterns (regular expressions) that are not trained. */
@@ -222,6 +224,7 @@ export const ssdConfigSpec: Spec = {
         loss_scale: { type: "number", min: 0, default: 1 },
         sens: { type: "number", min: 0, default: 1 },
         checkpoint_every: { type: "number", int: true, min: 1, default: 1 },
+        save_mindspore: { type: "boolean", default: false },
         eval_every: { type: "number", int: true, min: 0, default: 0 },
         freeze: { type: "array", items: { type: "string" }, default: [] },
         prefetch: { type: "number", int: true, min: 1, default: 3 },

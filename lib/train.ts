@@ -22,6 +22,9 @@ import {
   trainableParams,
 } from "./engine/mod.ts";
 import { type Checkpoint, loadMomentum, loadParams, readCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { writeMsCheckpoint } from "./mindspore_ckpt.ts";
+import { mindsporeNames } from "./mindspore_names.ts";
+import { mindsporeNameOf, mindsporeTensors, readAnyCheckpoint } from "./mindspore_convert.ts";
 import { type Batch, batches, batchesPerEpoch } from "./data_loader.ts";
 import { loadSplit } from "./dataset.ts";
 import { configFrom } from "./config.ts";
@@ -53,8 +56,13 @@ export interface TrainOptions {
   outDir: string;
   /** Continue the run in `outDir` from its latest checkpoint. */
   resume?: boolean;
-  /** Start from these weights; class heads of another class count are re-initialised. */
+  /**
+   * Start from these weights (a workbench or MindSpore checkpoint, or a MindSpore backbone alone); class heads of
+   * another class count are re-initialised.
+   */
   init?: string;
+  /** With `init`: drop the tensors whose workbench or MindSpore name contains one of these (`filter_weight`). */
+  initFilter?: string[];
   /** Print nothing. */
   quiet?: boolean;
   /** Stop after this many optimiser steps (tests, benchmarks). */
@@ -172,6 +180,7 @@ export const RESUME_SAFE_KEYS: readonly string[] = [
   "train.epochs",
   "train.eval_every",
   "train.checkpoint_every",
+  "train.save_mindspore",
   "train.prefetch",
   "train.segments",
   "backend",
@@ -247,6 +256,8 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
   checkBackendPair(cfg, o.checkBackend);
   const { records, classNames } = loadTrainSplit(cfg);
   const model = buildTrainingModel(cfg, resume, o);
+  // A model with no MindSpore counterpart cannot save for it: say so before training, not at the first save.
+  if (cfg.train.save_mindspore) mindsporeNames(cfg, model.graph);
   const feed = trainingFeed(cfg, records.length, model.anchors);
   const logFile = await startLog(o.outDir, cfg, resume ? model.start.globalStep : null);
 
@@ -404,16 +415,26 @@ function buildTrainingModel(cfg: SsdConfig, resume: Resume | null, o: TrainOptio
     loadMomentum(state, resume.checkpoint);
     Object.assign(start, { epoch: h.epoch, batch: h.step_in_epoch, globalStep: h.global_step });
   } else if (o.init) {
-    const ckpt = readCheckpoint(o.init);
+    // A workbench or MindSpore checkpoint, whole or a backbone alone; `initFilter` drops tensors by name as the
+    // ModelZoo's `filter_weight` does.
+    const filter = o.initFilter ?? [];
+    const { checkpoint: ckpt, import: ms } = readAnyCheckpoint(o.init, cfg, { graph, partial: true, filter });
+    const msName = filter.length && !ms ? mindsporeNameOf(cfg, graph) : () => undefined;
+    const filtered = (n: string) => filter.some((f) => n.includes(f) || msName(n)?.includes(f));
     const stored = new Map([...ckpt.tensors].filter(([k]) => k.startsWith("param:")).map(([k, v]) => [k.slice(6), v]));
     // A different class count changes the class heads' shapes: those start fresh.
     const r = loadParams(params, ckpt, {
       file: o.init,
-      keep: (n) => stored.get(n)?.shape.join() === params.get(n)!.shape.join(),
+      keep: (n) => !filtered(n) && stored.get(n)?.shape.join() === params.get(n)!.shape.join(),
       allowMissing: true,
     });
     if (!o.quiet) {
-      console.log(`init: loaded ${r.loaded.length} tensors from ${o.init}, re-initialised ${r.skipped.length}`);
+      const from = ms ? ` (MindSpore${ms.backboneOnly ? ", backbone only" : ""})` : "";
+      const dropped = ms ? ms.filtered.length : [...stored.keys()].filter(filtered).length;
+      console.log(
+        `init: loaded ${r.loaded.length} tensors from ${o.init}${from}, re-initialised ${r.skipped.length}` +
+          (filter.length ? `, ${dropped} dropped by the filter` : ""),
+      );
     }
   }
   return { anchors, graph, params, state, trainable: trainableParams(params, cfg.train.freeze), start };
@@ -644,6 +665,23 @@ async function saveRun(
     metrics,
   });
   run.lastCkpt = file;
+  if (run.cfg.train.save_mindspore) {
+    // The same weights for MindSpore, beside the run's own checkpoints: OUT/mindspore/<name>.ckpt.
+    const values = async (m: Map<string, tf.Variable>) =>
+      new Map(
+        await Promise.all(
+          [...m].map(async ([n, v]) => [n, { shape: v.shape, data: await v.data() as Float32Array }] as const),
+        ),
+      );
+    const tensors = mindsporeTensors(await values(run.model.params), run.cfg, {
+      graph: run.model.graph,
+      momentum: await values(run.model.state),
+      globalStep: run.globalStep,
+    });
+    const msDir = path.join(run.o.outDir, "mindspore");
+    fs.mkdirSync(msDir, { recursive: true });
+    await writeMsCheckpoint(path.join(msDir, path.basename(file)), tensors);
+  }
 }
 
 /** After epoch `done` (1-based): eval every `train.eval_every` epochs, checkpoints, and `best.ckpt` by mAP. */

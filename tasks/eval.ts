@@ -36,11 +36,16 @@ const spec: TaskSpec = {
     },
     "stats-json": { type: "string", arg: "FILE", help: "also write the stats JSON here" },
     out: { type: "string", arg: "DIR", default: "runs/eval", help: "output folder; receives eval_stats.json" },
-    checkpoint: { type: "string", arg: "FILE", help: "evaluate a trained checkpoint (checkpoint mode)" },
+    checkpoint: {
+      type: "string",
+      arg: "FILE",
+      help: "evaluate a trained checkpoint (checkpoint mode): the workbench's, or MindSpore's with --config",
+    },
     config: {
       type: "string",
       arg: "FILE",
-      help: "run config (default: the one stored in the checkpoint; with --model, the config.yaml beside it)",
+      help: "run config (default: the one stored in a workbench checkpoint, required for a MindSpore one; with " +
+        "--model, the config.yaml beside it)",
     },
     model: { type: "string", arg: "FILE", help: "evaluate an exported ONNX model (model mode)" },
     data: {

@@ -15,8 +15,16 @@ const spec: TaskSpec = {
   summary: "Exports a checkpoint to ONNX (opset 13, dynamic batch, batch norm folded) with its inference config.",
   usage: "--checkpoint CKPT [--config CFG] --out DIR [--with-boxes] [--normalise-in-graph float32|uint8]",
   flags: {
-    checkpoint: { type: "string", arg: "CKPT", help: "trained checkpoint (.ckpt)" },
-    config: { type: "string", arg: "CFG", help: "run config; default: the one stored in the checkpoint" },
+    checkpoint: {
+      type: "string",
+      arg: "CKPT",
+      help: "trained checkpoint: the workbench's, or MindSpore's (.ckpt, with --config naming its model)",
+    },
+    config: {
+      type: "string",
+      arg: "CFG",
+      help: "run config; default: the one stored in a workbench checkpoint (a MindSpore one needs it)",
+    },
     out: { type: "string", arg: "DIR", help: "output folder: model.onnx and config.yaml" },
     "with-boxes": { type: "boolean", help: "add a decoded `boxes` output [N, A, 4] (y1, x1, y2, x2, normalised)" },
     "normalise-in-graph": {

@@ -1,13 +1,15 @@
 /** `deno task train`: trains an SSD as a config says. */
 import process from "node:process";
 import { intFlag, parseTaskArgs, runTask } from "./cli.ts";
+import { InputError } from "../lib/errors.ts";
 import { loadSsdConfig } from "../lib/ssd_config.ts";
 import { checkSummary, RESUME_SAFE_KEYS, resumeConfig, train } from "../lib/train.ts";
 
 const spec = {
   name: "train",
   summary: "Train an SSD (Momentum, warmup + cosine lr, focal + SmoothL1 loss) with checkpoints and exact resume.",
-  usage: "--config FILE [--out DIR] [--init CKPT] [--seed N] [--max-steps N] [--key=value ...] | --out DIR --resume",
+  usage:
+    "--config FILE [--out DIR] [--init CKPT [--init.filter NAMES]] [--seed N] [--max-steps N] [--key=value ...] | --out DIR --resume",
   overrides: true,
   flags: {
     config: {
@@ -25,7 +27,14 @@ const spec = {
     init: {
       type: "string",
       arg: "CKPT",
-      help: "start from these weights (other class counts re-initialise the class heads)",
+      help: "start from these weights: a workbench or MindSpore .ckpt, or a MindSpore backbone alone (other class " +
+        "counts re-initialise the class heads)",
+    },
+    "init.filter": {
+      type: "string",
+      arg: "NAMES",
+      help: "with --init: drop tensors whose name contains one of these (comma-separated), e.g. " +
+        "multi_loc_layers,multi_cls_layers (the ModelZoo's filter_weight)",
     },
     "max-steps": {
       type: "string",
@@ -50,6 +59,14 @@ const spec = {
   ].join("\n"),
 } as const;
 
+function initFilter(list: string | undefined, hasInit: boolean): string[] | undefined {
+  if (list === undefined) return undefined;
+  if (!hasInit) throw new InputError("--init.filter needs --init CKPT");
+  const names = list.split(",").map((s) => s.trim()).filter(Boolean);
+  if (names.length === 0) throw new InputError("--init.filter needs at least one name");
+  return names;
+}
+
 runTask(async () => {
   const { values, overrides } = parseTaskArgs(spec);
   if (values.seed !== undefined) overrides.seed = String(intFlag(values, "seed"));
@@ -65,6 +82,7 @@ runTask(async () => {
     outDir: values.out as string,
     resume: Boolean(values.resume),
     init: values.init as string | undefined,
+    initFilter: initFilter(values["init.filter"] as string | undefined, values.init !== undefined),
     maxSteps: intFlag(values, "max-steps"),
     checkBackend: values["check-backend"] as string | undefined,
     onSecondInterrupt: () => process.exit(130),
