@@ -80,6 +80,12 @@ export * from "./lib/mindspore_convert.ts";
 export * from "./lib/evaluate.ts";
 export * from "./lib/coco_eval.ts";
 export * from "./lib/eval_stage.ts";
+
+// Error analysis: TIDE, the confusion matrix, PR breakdown and worst images, and their pictures.
+export * from "./lib/tide.ts";
+export * from "./lib/error_analysis.ts";
+export * from "./lib/analysis_plots.ts";
+export * from "./lib/analysis_stage.ts";
 export * from "./lib/onnx_export.ts";
 export * from "./lib/export_stage.ts";
 export * from "./lib/onnx_infer.ts";

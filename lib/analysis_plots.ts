@@ -172,13 +172,13 @@ export function confusionSvg(classes: string[], counts: number[][], title = "Con
   const n = classes.length;
   const cell = Math.max(18, Math.min(48, Math.floor(720 / n)));
   const labelW = 110, top = 130;
-  const W = labelW + n * cell + 20, H = top + n * cell + 40;
+  const W = Math.max(labelW + n * cell + 20, 420), H = top + n * cell + 40;
   const font = Math.max(8, Math.min(12, cell / 3));
   const parts = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="DejaVu Sans, sans-serif">`,
     `<rect width="${W}" height="${H}" fill="#ffffff"/>`,
-    `<text x="${W / 2}" y="20" font-size="15" text-anchor="middle">${escapeXml(title)} (rows: ground truth, ` +
-    `columns: prediction)</text>`,
+    `<text x="${W / 2}" y="20" font-size="15" text-anchor="middle">${escapeXml(title)}</text>`,
+    `<text x="${W / 2}" y="38" font-size="11" text-anchor="middle">rows: ground truth, columns: prediction</text>`,
   ];
   for (let j = 0; j < n; j++) {
     const x = labelW + j * cell + cell / 2;
@@ -220,4 +220,20 @@ export function confusionSvg(classes: string[], counts: number[][], title = "Con
 /** {@linkcode confusionSvg} as PNG. */
 export function confusionPng(classes: string[], counts: number[][], title?: string): Promise<Uint8Array> {
   return svgToPng(confusionSvg(classes, counts, title));
+}
+
+/**
+ * Lays out equally sized PNG panels (plots) in a grid of `cols` columns on
+ * white, without resizing them.
+ */
+export async function panelGrid(panels: Uint8Array[], cols = 2): Promise<Uint8Array> {
+  if (panels.length === 0) throw new RangeError("panelGrid needs at least one panel");
+  const { width = 1, height = 1 } = await sharp(panels[0]).metadata();
+  const rows = Math.ceil(panels.length / cols);
+  const out = sharp({
+    create: { width: width * Math.min(cols, panels.length), height: height * rows, channels: 3, background: "#ffffff" },
+  }).composite(
+    panels.map((p, i) => ({ input: Buffer.from(p), left: (i % cols) * width, top: Math.floor(i / cols) * height })),
+  );
+  return new Uint8Array(await out.png().toBuffer());
 }

@@ -13,6 +13,7 @@ import { convert } from "./convert.ts";
 import { loadSplit } from "./dataset.ts";
 import { drawBoxes, imageGrid } from "./draw.ts";
 import { evaluateCheckpoint } from "./eval_stage.ts";
+import { analyzeDetections } from "./analysis_stage.ts";
 import { exportCheckpoint } from "./export_stage.ts";
 import { inferImages } from "./infer.ts";
 import type { NamedDetection } from "./evaluate.ts";
@@ -141,9 +142,16 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   await writeJsonAtomic(path.join(out, "eval_stats.json"), doc);
   await writeJsonAtomic(path.join(out, "eval", "eval_stats.json"), doc);
   await writeJsonAtomic(path.join(out, "eval", "detections.json"), ev.detections);
-  seconds.eval = since(t0);
   const summary = formatSummary(ev.result.stats);
   log(summary);
+  // Which errors remain: TIDE, the confusion matrix, PR breakdown and worst images (deno task analyze).
+  const analysis = await analyzeDetections(
+    ev.groundTruth,
+    ev.detections.map(({ image_id, category_id, bbox, score }) => ({ image_id, category_id, bbox, score })),
+    { out: path.join(out, "analysis"), imageDir: path.join(dataDir, "images", "val") },
+  );
+  log(analysis.summary);
+  seconds.eval = since(t0);
 
   // 5) export to ONNX
   t0 = performance.now();
@@ -182,6 +190,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       seconds,
       summary,
       perClass: formatPerClassTable(ev.result.perClass),
+      analysis: analysis.summary,
       losses: { first: mean(first), last: mean(last), steps: losses.length },
       synth,
       total: since(tAll),
@@ -207,6 +216,7 @@ function renderReport(r: {
   seconds: Record<string, number>;
   summary: string;
   perClass: string;
+  analysis: string;
   losses: { first: number; last: number; steps: number };
   synth: { images: number; objects: number };
   total: number;
@@ -238,6 +248,21 @@ function renderReport(r: {
     "```",
     r.perClass,
     "```",
+    "",
+    "## Error analysis",
+    "",
+    "What the remaining errors are: TIDE's breakdown (the AP50 each error type costs, in percentage points, as tidecv",
+    "computes it) and the confusion matrix at score 0.3 (mmdetection's). `analysis/` also has the PR breakdown per",
+    "object size (`pr_curves.png`), the worst images with every error labelled (`worst_images.png`) and",
+    "`analysis.json`; `deno task analyze` writes the same for any model.",
+    "",
+    "```",
+    r.analysis,
+    "```",
+    "",
+    "![TIDE summary](analysis/tide_summary.png)",
+    "",
+    "![confusion matrix](analysis/confusion_matrix.png)",
     "",
     "## Detections (score >= 0.5) on val images, from the exported ONNX model in onnxruntime",
     "",

@@ -8,7 +8,7 @@
 import { setBackend } from "./engine/mod.ts";
 import { loadParams } from "./checkpoint.ts";
 import { readAnyCheckpoint } from "./mindspore_convert.ts";
-import type { CocoEvalResult } from "./coco_eval.ts";
+import type { CocoEvalResult, CocoGroundTruthJson } from "./coco_eval.ts";
 import * as path from "node:path";
 import { applyOverrides, validate } from "./config.ts";
 import { InputError } from "./errors.ts";
@@ -72,6 +72,10 @@ export interface EvalRun {
   images: number;
   /** Category id -> name, from the ground truth. */
   categoryNames: Map<number, string>;
+  /** The ground truth the detections were scored against (COCO instances). */
+  groundTruth: CocoGroundTruthJson;
+  /** The folder of the split's image files (a COCO split), or null (MindRecord: the images are inside). */
+  imageDir: string | null;
 }
 
 /** A detector over records: the tfjs checkpoint path or the ONNX path, same output. */
@@ -96,6 +100,8 @@ async function scoreSplit(data: LoadedSplit, classNames: string[], detect: Detec
     detections,
     images: data.records.length,
     categoryNames: new Map(gt.categories.map((c) => [Number(c.id), c.name ?? String(c.id)])),
+    groundTruth: gt,
+    imageDir: data.split.format === "coco" ? data.split.images : null,
   };
 }
 

@@ -103,3 +103,18 @@ export function parseJsonText(text: string, file: string): unknown {
     throw new InputError(`malformed JSON: ${msg}`, { file, where });
   }
 }
+
+/**
+ * Reads and parses a JSON file; a missing file or a syntax error is an
+ * {@linkcode InputError} naming the file (and the line and column). `what`
+ * names the file's role in the message, e.g. "ground truth".
+ */
+export async function readJsonFile(file: string, what: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (e) {
+    throw new InputError(`cannot read ${what}: ${e instanceof Error ? e.message : e}`, { file, cause: e });
+  }
+  return parseJsonText(text, file);
+}

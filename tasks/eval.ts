@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { intFlag, parseTaskArgs, runTask, type TaskSpec } from "./cli.ts";
 import { InputError } from "../lib/errors.ts";
-import { parseJsonText } from "../lib/json_text.ts";
+import { readJsonFile } from "../lib/json_text.ts";
 import { writeJsonAtomic } from "../lib/fs_atomic.ts";
 import { Progress } from "../lib/progress.ts";
 import {
@@ -70,17 +70,6 @@ const spec: TaskSpec = {
     "  deno task eval --gt data/coco/annotations/instances_val2017.json --detections runs/infer/results.json",
   ].join("\n"),
 };
-
-/** A JSON file, read with the readers' errors: a missing file or a syntax error names the file (and line). */
-async function readJsonFile(file: string, what: string): Promise<unknown> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(file);
-  } catch (e) {
-    throw new InputError(`cannot read ${what}: ${e instanceof Error ? e.message : e}`, { file, cause: e });
-  }
-  return parseJsonText(text, file);
-}
 
 /** Prints the summary and per-class table and writes the stats JSON. */
 async function report(res: CocoEvalResult, out: string, statsJson: string | undefined): Promise<void> {

@@ -26,6 +26,10 @@ Deno.test("runDemo() runs every stage on a tiny dataset and writes its report an
       "export/model.onnx",
       "export/config.yaml",
       "infer/detections.json",
+      "analysis/analysis.json",
+      "analysis/tide_summary.png",
+      "analysis/confusion_matrix.png",
+      "analysis/pr_curves.png",
     ]
   ) {
     assert.ok(fs.existsSync(`${out}/${f}`), f);
@@ -33,6 +37,17 @@ Deno.test("runDemo() runs every stage on a tiny dataset and writes its report an
   assert.strictEqual(fs.readdirSync(`${out}/mindrecord`).filter((f) => /^ssd\.mindrecord\d$/.test(f)).length, 8);
   const report = fs.readFileSync(`${out}/report.md`, "utf8");
   assert.ok(report.includes("Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]"));
+  assert.ok(report.includes("![TIDE summary](analysis/tide_summary.png)") && report.includes("TIDE (AP50 "));
+  // deno task analyze --checkpoint runs the model on the run's val split first: the demo's analysis again.
+  const cmd = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "tasks/analyze.ts", "--checkpoint", r.checkpoint, "--out", `${out}/analyze`],
+    env: { NO_COLOR: "1" },
+  }).output();
+  assert.ok(cmd.success, new TextDecoder().decode(cmd.stderr));
+  assert.deepStrictEqual(
+    JSON.parse(fs.readFileSync(`${out}/analyze/analysis.json`, "utf8")),
+    JSON.parse(fs.readFileSync(`${out}/analysis/analysis.json`, "utf8")),
+  );
 });
 
 // The README's quick start, whole: the demo's own config and dataset, seed 1 (`deno task demo`'s default). The bar
