@@ -7,6 +7,7 @@ import * as path from "node:path";
 import { parseTaskArgs, runTask } from "../tasks/cli.ts";
 import { InputError } from "../lib/errors.ts";
 import { writeJsonAtomic } from "../lib/fs_atomic.ts";
+import { benchAnalyze } from "./analyze_bench.ts";
 import { benchCocoEval, RECORDED_PYCOCOTOOLS_SECONDS } from "./coco_eval_bench.ts";
 import { benchConv, benchMemoryKernels } from "./conv_bench.ts";
 import { benchInfer } from "./infer_bench.ts";
@@ -49,6 +50,7 @@ async function cocoevalSection(o: { quick: boolean }): Promise<BenchRow[]> {
 const SECTIONS: Record<string, (o: { quick: boolean }) => Promise<BenchRow[]>> = {
   conv: async (o) => [...await benchConv(o), ...await benchMemoryKernels(o)],
   cocoeval: cocoevalSection,
+  analyze: benchAnalyze,
   loader: benchLoader,
   memory: benchMemory,
   replicas: benchReplicas,
