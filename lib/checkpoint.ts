@@ -76,7 +76,9 @@ export interface TensorSource {
 /** Plain values as {@linkcode TensorSource}s, to save them without a backend. */
 export function valuesAsTensors(values: ParamValues): Map<string, TensorSource> {
   return new Map(
-    [...values].map(([name, v]) => [name, { shape: v.shape, size: v.data.length, data: () => Promise.resolve(v.data) }]),
+    [...values].map((
+      [name, v],
+    ) => [name, { shape: v.shape, size: v.data.length, data: () => Promise.resolve(v.data) }]),
   );
 }
 

@@ -250,12 +250,19 @@ Deno.test("every model config runs the seeds' path: download ssd_datasets -> tra
         // exactly, so the eval is the same to the last digit. The MindSpore file names no model: the run's config.
         const msCkpt = path.join(cwd, run, "mindspore", "step-2.ckpt");
         const runConfig = path.join(cwd, run, "config.yaml");
-        const m = (await evaluateCheckpoint(msCkpt, { configFile: runConfig, data: data2, quiet: true })).result.stats;
+        // In a child process, as a user runs it (and so this process's wasm heap, which only grows, holds one
+        // model's eval per config).
+        const dataFlags = [`--data.root=${path.resolve(cwd, stored.root)}`, `--data.val.annotations=${own}`];
+        const msEval = path.join(run, "eval_mindspore");
+        await task(cwd, "eval.ts", ["--checkpoint", msCkpt, "--config", runConfig, ...dataFlags, "--out", msEval]);
+        const m = stats(path.join(cwd, msEval, "eval_stats.json"));
         assert.deepStrictEqual(m, c, `${name}: the MindSpore checkpoint evaluates differently`);
         // Exported from the MindSpore file, the ONNX model scores as the one exported from the workbench's.
         const msExport = path.join(cwd, run, "export_mindspore");
         await task(cwd, "export.ts", ["--checkpoint", msCkpt, "--config", runConfig, "--out", msExport]);
-        const mo = (await evaluateOnnx(path.join(msExport, "model.onnx"), { data: data2, quiet: true })).result.stats;
+        const msOnnxEval = path.join(run, "eval_onnx_mindspore");
+        await task(cwd, "eval.ts", ["--model", path.join(msExport, "model.onnx"), ...dataFlags, "--out", msOnnxEval]);
+        const mo = stats(path.join(cwd, msOnnxEval, "eval_stats.json"));
         assert.deepStrictEqual(mo, o, `${name}: the ONNX model exported from the MindSpore checkpoint differs`);
       });
     }
