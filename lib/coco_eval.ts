@@ -449,8 +449,11 @@ export function loadDetections(gt: CocoGroundTruth, json: unknown, options: { fi
   return { cellStart, boxes, scores, area, count: n };
 }
 
-/** Sorts `idx[lo..hi)` by descending `key[idx]`, ties by ascending index (a stable sort of file order). */
-function sortByScoreStable(idx: Int32Array, lo: number, hi: number, key: Float64Array): void {
+/**
+ * Sorts `idx[lo..hi)` by descending `key[idx]`, ties by ascending index (a stable sort of file order, as
+ * numpy's `argsort(-scores, kind="mergesort")` and Python's `sorted`). Insertion sort on short runs.
+ */
+export function sortByScoreStable(idx: Int32Array, lo: number, hi: number, key: Float64Array): void {
   if (hi - lo < 2) return;
   if (hi - lo <= 32) {
     for (let a = lo + 1; a < hi; a++) {

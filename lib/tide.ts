@@ -46,7 +46,14 @@
  *
  * @module
  */
-import { bboxIou, type CocoDetection, type CocoGroundTruthJson, type CocoId, DetectionError } from "./coco_eval.ts";
+import {
+  bboxIou,
+  type CocoDetection,
+  type CocoGroundTruthJson,
+  type CocoId,
+  DetectionError,
+  sortByScoreStable,
+} from "./coco_eval.ts";
 import { InputError } from "./errors.ts";
 
 export type { CocoDetection, CocoGroundTruthJson };
@@ -300,7 +307,7 @@ function loadTideInput(gtJson: unknown, dtJson: unknown, gtFile?: string, dtFile
   const dFill = dtStart.slice(0, I);
   for (let e = 0; e < N; e++) dtOrder[dFill[dtImg[e]]++] = e;
   // TIDEExample._run: preds.sort(key=lambda pred: -pred['score']), a stable sort of file order.
-  for (let i = 0; i < I; i++) sortByScore(dtOrder, dtStart[i], dtStart[i + 1], dtScore);
+  for (let i = 0; i < I; i++) sortByScoreStable(dtOrder, dtStart[i], dtStart[i + 1], dtScore);
   return {
     numImages: I,
     numClasses: clsIndex.size,
@@ -316,24 +323,6 @@ function loadTideInput(gtJson: unknown, dtJson: unknown, gtFile?: string, dtFile
     dtScore,
     dtCls,
   };
-}
-
-/** Sorts `idx[lo..hi)` by descending `key[idx]`, ties by ascending index (a stable sort of ascending indices). */
-function sortByScore(idx: Int32Array, lo: number, hi: number, key: Float64Array): void {
-  if (hi - lo < 2) return;
-  if (hi - lo <= 32) {
-    for (let a = lo + 1; a < hi; a++) {
-      const v = idx[a], s = key[v];
-      let b = a - 1;
-      while (b >= lo && (key[idx[b]] < s || (key[idx[b]] === s && idx[b] > v))) {
-        idx[b + 1] = idx[b];
-        b--;
-      }
-      idx[b + 1] = v;
-    }
-    return;
-  }
-  idx.subarray(lo, hi).sort((a, b) => (key[a] > key[b] ? -1 : key[a] < key[b] ? 1 : a - b));
 }
 
 // ---------------------------------------------------------------------------
@@ -740,7 +729,7 @@ class RunMap {
     const K = score.length;
     this.order = new Int32Array(K);
     for (let q = 0; q < K; q++) this.order[q] = q;
-    sortByScore(this.order, 0, K, score);
+    sortByScoreStable(this.order, 0, K, score);
     this.bucket = new Int32Array(K);
     this.start = new Int32Array(C + 1);
     this.seq = new Uint8Array(K);
