@@ -183,20 +183,43 @@ export function importMindSpore(ms: MsCheckpointFile, cfg: SsdConfig, o: ImportO
   };
 }
 
-/** Matches a backbone-only checkpoint: the prefix of {@linkcode BACKBONE_PREFIXES} under which most names are found. */
+/**
+ * ImageNet VGG16 names of the SSD's VGG convs (ModelZoo `src/vgg16.py` `_get_key_mapper`, with `ssd_vgg_bn: False`,
+ * the only SSD variant here): `layers.<i>.weight` of the classification network, with or without batch norm
+ * (`pretrain_vgg_bn`), is `backbone.b<n>.<k>.weight` of the SSD.
+ */
+function vggImageNetNames(bn: boolean): Map<string, string> {
+  const block = [1, 1, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5];
+  const pretrain = bn
+    ? [0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40]
+    : [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28];
+  const ssd = [0, 2, 0, 2, 0, 2, 4, 0, 2, 4, 0, 2, 4];
+  return new Map(block.map((b, i) => [`backbone.b${b}.${ssd[i]}.weight`, `layers.${pretrain[i]}.weight`]));
+}
+
+/**
+ * Matches a backbone-only checkpoint: under the prefix of {@linkcode BACKBONE_PREFIXES}, or the ImageNet VGG16
+ * names, that finds the most names.
+ */
 function matchBackbone(
   names: ReadonlySet<string>,
   entries: readonly NameMapEntry[],
 ): { prefix: string; found: Map<string, string> } | null {
   let best: { prefix: string; found: Map<string, string> } | null = null;
-  for (const prefix of BACKBONE_PREFIXES) {
+  const consider = (prefix: string, nameOf: (e: NameMapEntry) => string | undefined) => {
     const found = new Map<string, string>();
     for (const e of entries) {
-      if (e.mindspore.startsWith(prefix) && names.has(e.mindspore.slice(prefix.length))) {
-        found.set(e.workbench, e.mindspore.slice(prefix.length));
-      }
+      const n = nameOf(e);
+      if (n !== undefined && names.has(n)) found.set(e.workbench, n);
     }
     if (found.size > (best?.found.size ?? 0)) best = { prefix, found };
+  };
+  for (const prefix of BACKBONE_PREFIXES) {
+    consider(prefix, (e) => e.mindspore.startsWith(prefix) ? e.mindspore.slice(prefix.length) : undefined);
+  }
+  for (const bn of [false, true]) {
+    const vgg = vggImageNetNames(bn);
+    consider(`ImageNet VGG16${bn ? " with batch norm" : ""} (ssd_vgg_key_mapper)`, (e) => vgg.get(e.mindspore));
   }
   return best;
 }

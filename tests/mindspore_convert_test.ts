@@ -9,9 +9,15 @@ import { loadConfig } from "../lib/config.ts";
 import { setBackend } from "../lib/engine/mod.ts";
 import { InputError } from "../lib/errors.ts";
 import { initParams } from "../lib/graph.ts";
-import { type MsTensor, readMsCheckpoint, writeMsCheckpoint } from "../lib/mindspore_ckpt.ts";
+import {
+  float32ToMsTensor,
+  type MsTensor,
+  msTensorToFloat32,
+  readMsCheckpoint,
+  writeMsCheckpoint,
+} from "../lib/mindspore_ckpt.ts";
 import { importMindSpore, matchConfigs, mindsporeTensors, readAnyCheckpoint } from "../lib/mindspore_convert.ts";
-import { mindsporeNames } from "../lib/mindspore_names.ts";
+import { fromMsLayout, mindsporeNames } from "../lib/mindspore_names.ts";
 import { createRng } from "../lib/rng.ts";
 import { buildModel, loadSsdConfig, type SsdConfig } from "../lib/ssd_config.ts";
 import { type SynthConfig, synthSpec, writeSynthDataset } from "../lib/synth.ts";
@@ -248,4 +254,32 @@ Deno.test("deno task ckpt --dump and --rewrite on the mindarmour fixture: sha256
   assert.match(summary, /tensors: 18 \(8 parameters, 10 optimizer state\)/);
   assert.match(summary, /dtypes: Float32 16, Float64 2/);
   fs.rmSync(dir, { recursive: true });
+});
+
+Deno.test("an ImageNet VGG16 checkpoint fills the SSD's VGG convs through the ModelZoo's ssd_vgg_key_mapper", () => {
+  const cfg = loadSsdConfig("configs/ssd_vgg16.yaml");
+  const byMs = new Map(mindsporeNames(cfg).map((e) => [e.mindspore, e]));
+  // src/vgg16.py: ImageNet `layers.<i>` (no batch norm) are the SSD's b1.0, b1.2, b2.0, ..., b5.4.
+  const pairs: [string, string][] = [
+    ["layers.0.weight", "backbone.b1.0.weight"],
+    ["layers.2.weight", "backbone.b1.2.weight"],
+    ["layers.14.weight", "backbone.b3.4.weight"],
+    ["layers.28.weight", "backbone.b5.4.weight"],
+  ];
+  const rng = createRng(5);
+  const tensors = pairs.map(([imagenet, ssd]) => {
+    const e = byMs.get(ssd)!;
+    const n = e.msShape.reduce((a, b) => a * b, 1);
+    return float32ToMsTensor(imagenet, e.msShape, Float32Array.from({ length: n }, () => rng() - 0.5));
+  });
+  tensors.push(float32ToMsTensor("classifier.6.weight", [10, 4], new Float32Array(40)));
+  const r = importMindSpore({ tensors, crc: false }, cfg, { partial: true });
+  assert.ok(r.backboneOnly);
+  assert.match(r.prefix, /ImageNet VGG16/);
+  assert.strictEqual(r.params.size, pairs.length);
+  pairs.forEach(([, ssd], i) => {
+    const e = byMs.get(ssd)!;
+    assert.deepStrictEqual(r.params.get(e.workbench)!.data, fromMsLayout(msTensorToFloat32(tensors[i]), e), ssd);
+  });
+  assert.deepStrictEqual(r.unused, ["classifier.6.weight"]);
 });
