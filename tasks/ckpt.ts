@@ -64,7 +64,7 @@ const spec = {
     "Examples:",
     "  deno task ckpt ssd-60_9.ckpt",
     "  deno task ckpt --to workbench --config configs/ssd300_vgg16.yaml --out runs/imported ssd-60_9.ckpt",
-    "  deno task ckpt --to mindspore --out runs/demo/ssd.ckpt runs/mv2/checkpoints/epoch-60.ckpt",
+    "  deno task ckpt --to mindspore --out runs/mv2/ssd.ckpt runs/mv2/checkpoints/epoch-60.ckpt",
     "A converted MindSpore checkpoint loads with mindspore.load_checkpoint / load_param_into_net: ModelZoo models'",
     "names carry the network. prefix that its train.py and eval.py use, the tutorial's do not.",
   ].join("\n"),
