@@ -21,7 +21,15 @@ import {
   splitBatch,
   trainableParams,
 } from "./engine/mod.ts";
-import { type Checkpoint, loadMomentum, loadParams, readCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import {
+  type Checkpoint,
+  loadMomentum,
+  loadParams,
+  type ParamValues,
+  readCheckpoint,
+  saveCheckpoint,
+  valuesAsTensors,
+} from "./checkpoint.ts";
 import { writeMsCheckpoint } from "./mindspore_ckpt.ts";
 import { mindsporeNames } from "./mindspore_names.ts";
 import { mindsporeNameOf, mindsporeTensors, readAnyCheckpoint } from "./mindspore_convert.ts";
@@ -654,9 +662,17 @@ async function saveRun(
   stepInEpoch: number,
   metrics: Record<string, number> = {},
 ): Promise<void> {
+  // The weights are read out of the backend once, for the workbench's file and, when asked, MindSpore's.
+  const values = async (m: Map<string, tf.Variable>): Promise<ParamValues> =>
+    new Map(
+      await Promise.all(
+        [...m].map(async ([n, v]) => [n, { shape: v.shape, data: await v.data() as Float32Array }] as const),
+      ),
+    );
+  const [params, momentum] = [await values(run.model.params), await values(run.model.state)];
   await saveCheckpoint(file, {
-    params: run.model.params,
-    momentum: run.model.state,
+    params: valuesAsTensors(params),
+    momentum: valuesAsTensors(momentum),
     config: run.cfg as unknown as Record<string, unknown>,
     classNames: run.classNames,
     epoch,
@@ -667,17 +683,7 @@ async function saveRun(
   run.lastCkpt = file;
   if (run.cfg.train.save_mindspore) {
     // The same weights for MindSpore, beside the run's own checkpoints: OUT/mindspore/<name>.ckpt.
-    const values = async (m: Map<string, tf.Variable>) =>
-      new Map(
-        await Promise.all(
-          [...m].map(async ([n, v]) => [n, { shape: v.shape, data: await v.data() as Float32Array }] as const),
-        ),
-      );
-    const tensors = mindsporeTensors(await values(run.model.params), run.cfg, {
-      graph: run.model.graph,
-      momentum: await values(run.model.state),
-      globalStep: run.globalStep,
-    });
+    const tensors = mindsporeTensors(params, run.cfg, { graph: run.model.graph, momentum, globalStep: run.globalStep });
     const msDir = path.join(run.o.outDir, "mindspore");
     fs.mkdirSync(msDir, { recursive: true });
     await writeMsCheckpoint(path.join(msDir, path.basename(file)), tensors);

@@ -19,7 +19,6 @@ import {
   writeMsCheckpoint,
 } from "../lib/mindspore_ckpt.ts";
 import {
-  checkpointFromImport,
   checkpointKind,
   checkpointValues,
   importMindSpore,
@@ -149,20 +148,19 @@ runTask(async () => {
       if (!config) throw new ConfigError("--to workbench needs --config CFG: a MindSpore checkpoint names no model");
       const cfg = loadSsdConfig(config);
       const r = importMindSpore(ms, cfg, { file });
-      const ckpt = checkpointFromImport(r, cfg);
-      const { params, momentum } = checkpointValues(ckpt);
       const out = outputFile(values.out, file);
       await writeFileAtomic(
         out,
         await encodeCheckpoint({
-          params: valuesAsTensors(params),
-          momentum: valuesAsTensors(momentum),
-          config: ckpt.header.config,
-          classNames: ckpt.header.class_names,
+          params: valuesAsTensors(r.params),
+          momentum: valuesAsTensors(r.momentum),
+          config: cfg as unknown as Record<string, unknown>,
+          classNames: cfg.model.class_names ?? [],
           epoch: 0,
-          globalStep: ckpt.header.global_step,
+          globalStep: r.globalStep ?? 0,
         }),
       );
+      const { params, momentum } = r;
       console.log(`wrote ${out}: ${params.size} parameters, ${momentum.size} momentum buffers (${cfg.model.arch})`);
     } else if (values.to === "mindspore") {
       if (kind !== "workbench") throw new InputError("--to mindspore reads workbench checkpoints", { file });
