@@ -130,7 +130,7 @@ export async function benchReplicas(o: { quick?: boolean } = {}): Promise<BenchR
   // The single step is timed before the worker exists, so nothing else runs beside it.
   const t1 = await time(single);
   await setBackend(cfg.backend, { threads: kernelThreads(cfg) });
-  const worker = await GradReplica.start(cfg);
+  const worker = await GradReplica.start(cfg, kernelThreads(cfg));
   const t2 = await time(double);
   worker.close();
   tf.dispose([...params.values()]);

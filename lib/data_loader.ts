@@ -26,6 +26,10 @@ export interface Batch {
   imgIds: number[];
   /** Position of this batch in its epoch. */
   index: number;
+  /** Images in the global batch this one is a share of (equals `size` in one process). */
+  globalSize: number;
+  /** Position of this share's first image in the global batch (0 in one process). */
+  offset: number;
 }
 
 /** Options of {@linkcode batches}. */
@@ -44,6 +48,11 @@ export interface LoaderOptions {
   dropRemainder?: boolean;
   /** Batches prepared ahead (default 2). */
   prefetch?: number;
+  /**
+   * Data-parallel ranks: `batchSize` is the global batch, and this process
+   * loads only the images `share(size)` picks out of each (see `data_parallel.ts`).
+   */
+  share?: (size: number) => { start: number; end: number };
 }
 
 /** Turns a record into a sample (augmentation), with a generator private to that sample. */
@@ -106,7 +115,9 @@ export async function* batches(
   const nb = batchesPerEpoch(records.length, o);
   const s = o.inputSize, a = o.numAnchors;
   const make = async (b: number): Promise<Batch> => {
-    const idx = order.slice(b * o.batchSize, (b + 1) * o.batchSize);
+    const global = order.slice(b * o.batchSize, (b + 1) * o.batchSize);
+    const { start, end } = o.share?.(global.length) ?? { start: 0, end: global.length };
+    const idx = global.slice(start, end);
     const samples = await Promise.all(idx.map((i) => transform(records[i], createRng(mix(o.seed, epoch, i, 0xa06)))));
     const batch: Batch = {
       images: new Float32Array(idx.length * s * s * 3),
@@ -116,6 +127,8 @@ export async function* batches(
       size: idx.length,
       imgIds: idx.map((i) => records[i].imgId),
       index: b,
+      globalSize: global.length,
+      offset: start,
     };
     samples.forEach((sample, k) => {
       batch.images.set(sample.image, k * s * s * 3);

@@ -395,6 +395,11 @@ export interface RunOptions {
    * backend see the same masks. Default seed 0, offset 0.
    */
   dropout?: { seed: number; offset: number };
+  /**
+   * Synchronised batch norm in training mode: sums per-channel statistics over all data-parallel ranks
+   * (`train.sync_bn`). Gets this part's sums, returns the global ones.
+   */
+  syncBn?: (sums: Float64Array) => Float64Array;
 }
 
 const fusionCache = new WeakMap<Graph, Map<number, BnActivation>>();
@@ -480,11 +485,14 @@ export function runNodes(
         const inp = values.get(node.input)!;
         const gamma = get(`${node.name}.gamma`), beta = get(`${node.name}.beta`);
         if (options.training) {
-          const stats: { mean?: tf.Tensor1D; variance?: tf.Tensor1D } = {};
-          y = batchNormTrain(inp, gamma, beta, node.eps, stats, options.fusions?.get(node.id));
+          const stats: { mean?: tf.Tensor1D; variance?: tf.Tensor1D; count?: number } = {};
+          const act = options.fusions?.get(node.id);
+          y = options.syncBn
+            ? syncBatchNormTrain(inp, gamma, beta, node.eps, stats, options.syncBn, act)
+            : batchNormTrain(inp, gamma, beta, node.eps, stats, act);
           if (options.bnUpdates) {
             // Moving variance uses the unbiased estimate, as TF's and PyTorch's batch norms do.
-            const count = inp.size / inp.shape[3]!;
+            const count = stats.count ?? inp.size / inp.shape[3]!;
             options.bnUpdates.push({
               name: node.name,
               mean: stats.mean!,
@@ -693,6 +701,71 @@ export function batchNormTrain(
     };
   });
   return f(x, gamma, beta);
+}
+
+/**
+ * Batch norm with statistics over the global batch of all data-parallel ranks
+ * (SyncBatchNorm): `reduce` sums per-channel values over the ranks. Forward:
+ * the global mean, then the global biased variance (two passes, as
+ * {@linkcode batchNormTrain}). Backward: `dx` uses the global means of `dy`
+ * and `dy * xhat`; `dgamma`, `dbeta` stay this rank's sums, which the
+ * gradient all-reduce adds up. `stats.count` is the global count.
+ */
+export function syncBatchNormTrain(
+  x: tf.Tensor,
+  gamma: tf.Tensor,
+  beta: tf.Tensor,
+  eps: number,
+  stats: { mean?: tf.Tensor1D; variance?: tf.Tensor1D; count?: number },
+  reduce: (sums: Float64Array) => Float64Array,
+  activation: BnActivation = "linear",
+): tf.Tensor {
+  const c = x.shape[x.rank - 1]!;
+  // This rank's per-channel sums, summed over all ranks; `extra` rides along (the element count).
+  const globalSums = (t: tf.Tensor, extra: number[] = []): Float64Array => {
+    const local = t.dataSync();
+    const packed = new Float64Array(local.length + extra.length);
+    packed.set(local);
+    packed.set(extra, local.length);
+    return reduce(packed);
+  };
+  const f = tf.customGrad((...args) => {
+    const [xi, g, b] = args as tf.Tensor[];
+    const save = args[3] as (t: tf.Tensor[]) => void;
+    const n = xi.size / c;
+    const { mean, variance, invstd, xhat, y, count } = tf.tidy(() => {
+      const s1 = globalSums(tf.mul(channelMean(xi), n), [n]);
+      const count = s1[c];
+      const mean = tf.tensor1d(Float32Array.from(s1.subarray(0, c), (v) => v / count));
+      const xc = tf.sub(xi, mean);
+      const s2 = globalSums(tf.mul(channelMean(tf.square(xc)), n));
+      const variance = tf.tensor1d(Float32Array.from(s2.subarray(0, c), (v) => v / count));
+      const invstd = tf.rsqrt(tf.add(variance, eps));
+      const xhat = tf.mul(xc, invstd);
+      return { mean, variance, invstd, xhat, y: tf.add(tf.mul(xhat, g), b), count };
+    });
+    stats.mean = tf.keep(mean);
+    stats.variance = tf.keep(variance);
+    stats.count = count;
+    save([xhat, invstd, g]);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+        const [xh, inv, gm] = saved;
+        const d = dy as tf.Tensor;
+        const n = d.size / c;
+        const sumDy = tf.mul(channelMean(d), n), sumDyX = tf.mul(channelMean(tf.mul(d, xh)), n);
+        const both = globalSums(tf.concat([sumDy, sumDyX]));
+        const mean = (k: number) => tf.tensor1d(Float32Array.from(both.subarray(k * c, (k + 1) * c), (v) => v / count));
+        const dx = tf.mul(tf.mul(gm, inv), tf.sub(tf.sub(d, mean(0)), tf.mul(xh, mean(1))));
+        return [dx, sumDyX, sumDy];
+      },
+    };
+  });
+  const y = f(x, gamma, beta);
+  if (activation === "relu") return tf.relu(y);
+  if (activation === "relu6") return tf.relu6(y);
+  return y;
 }
 
 /** Applies recorded batch-norm updates to the moving averages and disposes them. */

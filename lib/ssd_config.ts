@@ -100,8 +100,16 @@ export interface TrainConfig extends LrScheduleConfig {
   freeze: string[];
   /** Batches prepared ahead of the model. */
   prefetch: number;
-  /** Gradient replicas: 1 trains on this thread; N > 1 adds N - 1 workers, one per extra core. */
+  /**
+   * Gradient replicas: 1 trains on this thread; N > 1 adds N - 1 workers, one per extra core. Under MPI, each
+   * rank runs this many.
+   */
   replicas: number;
+  /**
+   * Under MPI: batch norm normalises by the global batch's statistics, summed over the ranks each layer
+   * (SyncBatchNorm), instead of each part's own. Needs `replicas: 1`.
+   */
+  sync_bn: boolean;
   /**
    * Gradient checkpointing: run the network in this many segments and recompute each in the backward pass
    * (lib/engine/recompute.ts). 1 is off; more segments trade one extra forward pass for a much lower memory peak.
@@ -229,6 +237,7 @@ export const ssdConfigSpec: Spec = {
         freeze: { type: "array", items: { type: "string" }, default: [] },
         prefetch: { type: "number", int: true, min: 1, default: 3 },
         replicas: { type: "number", int: true, min: 1, default: 1 },
+        sync_bn: { type: "boolean", default: false },
         segments: { type: "number", int: true, min: 1, default: 1 },
       },
     },
@@ -238,10 +247,11 @@ export const ssdConfigSpec: Spec = {
 
 /**
  * Kernel threads per replica (the `onnxruntime` sessions', and the SIMD kernels' on `wasm` too): `threads`, or the
- * cores shared among the replicas.
+ * cores shared among the replicas of all `localRanks` MPI ranks on this machine, so `mpirun -np 2` on two cores
+ * does not oversubscribe them.
  */
-export function kernelThreads(cfg: SsdConfig, cores = navigator.hardwareConcurrency): number {
-  return cfg.threads ?? Math.max(1, Math.floor(cores / cfg.train.replicas));
+export function kernelThreads(cfg: SsdConfig, cores = navigator.hardwareConcurrency, localRanks = 1): number {
+  return cfg.threads ?? Math.max(1, Math.floor(cores / (cfg.train.replicas * localRanks)));
 }
 
 /** Keys that earlier versions wrote into checkpoints' configs and this one no longer has. */

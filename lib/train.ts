@@ -17,6 +17,7 @@ import {
   type GradOutputs,
   GradReplica,
   gradStep,
+  type Mpi,
   setBackend,
   splitBatch,
   trainableParams,
@@ -34,6 +35,7 @@ import { writeMsCheckpoint } from "./mindspore_ckpt.ts";
 import { mindsporeNames } from "./mindspore_names.ts";
 import { mindsporeNameOf, mindsporeTensors, readAnyCheckpoint } from "./mindspore_convert.ts";
 import { type Batch, batches, batchesPerEpoch } from "./data_loader.ts";
+import { allreduceGrads, bnStatNames, broadcastVariables, rankShare, syncBnReducer } from "./data_parallel.ts";
 import { loadSplit } from "./dataset.ts";
 import { configFrom } from "./config.ts";
 import { ConfigError, InputError } from "./errors.ts";
@@ -87,6 +89,12 @@ export interface TrainOptions {
   checkBackend?: string;
   /** Called on a second Ctrl-C while the first waits for the step to end (the train task exits with 130). */
   onSecondInterrupt?: () => void;
+  /**
+   * Train data-parallel over these MPI ranks (lib/data_parallel.ts): each rank computes its share of every
+   * batch, and rank 0 alone writes the log, checkpoints and plots and evaluates. On the other ranks `init`
+   * and `resume` files are not read (rank 0's weights are broadcast) and nothing is printed.
+   */
+  mpi?: Mpi;
 }
 
 /** One line of `train_log.jsonl`. */
@@ -257,21 +265,28 @@ export function resumeConfig(outDir: string, overrides: Record<string, string> =
  * gradients, a Momentum update, a log line; each epoch: eval and checkpoints as
  * configured), and draw the loss curve.
  */
-export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResult> {
-  await setBackend(cfg.backend, { threads: kernelThreads(cfg) });
-  fs.mkdirSync(path.join(o.outDir, "checkpoints"), { recursive: true });
-  const resume = o.resume ? openResume(o.outDir, cfg) : null;
+export async function train(cfg: SsdConfig, options: TrainOptions): Promise<TrainResult> {
+  const mpi = options.mpi;
+  const lead = !mpi || mpi.rank === 0;
+  // Ranks other than 0 stay quiet and read no weights: rank 0's arrive by broadcast.
+  const o: TrainOptions = lead ? options : { ...options, quiet: true, init: undefined, onStep: undefined };
+  await setBackend(cfg.backend, { threads: kernelThreads(cfg, undefined, mpi?.localSize) });
   checkBackendPair(cfg, o.checkBackend);
+  checkDataParallel(cfg, mpi, o.checkBackend);
+  if (lead) fs.mkdirSync(path.join(o.outDir, "checkpoints"), { recursive: true });
+  const resume = o.resume && lead ? openResume(o.outDir, cfg) : null;
   const { records, classNames } = loadTrainSplit(cfg);
   const model = buildTrainingModel(cfg, resume, o);
+  if (mpi) startTogether(mpi, model);
   // A model with no MindSpore counterpart cannot save for it: say so before training, not at the first save.
   if (cfg.train.save_mindspore) mindsporeNames(cfg, model.graph);
-  const feed = trainingFeed(cfg, records.length, model.anchors);
-  const logFile = await startLog(o.outDir, cfg, resume ? model.start.globalStep : null);
+  const feed = trainingFeed(cfg, records.length, model.anchors, mpi);
+  const logFile = lead ? await startLog(o.outDir, cfg, o.resume ? model.start.globalStep : null) : null;
 
   const run: Run = {
     cfg,
     o,
+    mpi,
     model,
     classNames,
     replicas: [],
@@ -285,9 +300,10 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
     interrupted: false,
   };
   // Data-parallel replicas: part 0 of each batch runs here, the other parts in workers.
-  for (let k = 1; k < cfg.train.replicas; k++) run.replicas.push(await GradReplica.start(cfg));
+  const threads = kernelThreads(cfg, undefined, mpi?.localSize);
+  for (let k = 1; k < cfg.train.replicas; k++) run.replicas.push(await GradReplica.start(cfg, threads));
   const stopListening = listenForInterrupt(run);
-  const log = fs.openSync(logFile, "a");
+  const log = logFile ? fs.openSync(logFile, "a") : null;
   const bar = new Progress("train", feed.stepsPerEpoch * cfg.train.epochs, { unit: "step", quiet: o.quiet });
   bar.update(run.globalStep);
   const transform = (r: (typeof records)[number], rng: () => number) =>
@@ -299,7 +315,7 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
       const skip = epoch === model.start.epoch ? model.start.batch : 0;
       for await (const batch of batches(records, transform, feed.encode, epoch, feed.loaderOpts, skip)) {
         const entry = await trainStep(run, batch, epoch, feed, clock);
-        fs.writeSync(log, JSON.stringify(entry) + "\n");
+        if (log !== null) fs.writeSync(log, JSON.stringify(entry) + "\n");
         o.onStep?.(entry);
         bar.update(
           run.globalStep,
@@ -312,19 +328,26 @@ export async function train(cfg: SsdConfig, o: TrainOptions): Promise<TrainResul
           ? `step-${run.globalStep}.ckpt`
           : null;
         if (stopAt) {
-          await saveRun(run, path.join(o.outDir, "checkpoints", stopAt), epoch, batch.index + 1, { loss: entry.loss });
+          if (lead) {
+            await saveRun(run, path.join(o.outDir, "checkpoints", stopAt), epoch, batch.index + 1, {
+              loss: entry.loss,
+            });
+          }
           break outer;
         }
       }
       await endOfEpoch(run, epoch + 1);
+      // The other ranks wait for rank 0's eval and checkpoint asleep, not spinning in the next all-reduce.
+      await mpi?.quietBarrier();
     }
   } finally {
     bar.done();
-    fs.closeSync(log);
+    if (log !== null) fs.closeSync(log);
     for (const w of run.replicas) w.close();
     stopListening();
   }
-  await writeLossCurve(path.join(o.outDir, "loss_curve.png"), logFile);
+  await mpi?.quietBarrier();
+  if (logFile) await writeLossCurve(path.join(o.outDir, "loss_curve.png"), logFile);
   return {
     outDir: o.outDir,
     checkpoint: run.lastCkpt,
@@ -354,6 +377,38 @@ function openResume(outDir: string, cfg: SsdConfig): Resume {
   const checkpoint = readCheckpoint(file);
   checkResumeChanges(storedConfig(checkpoint.header.config, file), cfg, file);
   return { file, checkpoint };
+}
+
+/** What data-parallel training needs of the config, checked before any work. */
+function checkDataParallel(cfg: SsdConfig, mpi: Mpi | undefined, checkBackend: string | undefined): void {
+  if (cfg.train.sync_bn && cfg.train.replicas !== 1) {
+    throw new ConfigError(
+      `train.sync_bn sums batch statistics over MPI ranks and needs train.replicas: 1 (it is ${cfg.train.replicas})`,
+      { key: "train.sync_bn" },
+    );
+  }
+  if (!mpi) return;
+  if (checkBackend !== undefined) throw new InputError("--check-backend runs in one process, not under MPI");
+  const parts = mpi.size * cfg.train.replicas;
+  if (cfg.train.batch_size < parts) {
+    throw new ConfigError(
+      `train.batch_size ${cfg.train.batch_size} is the global batch and must give each of the ${mpi.size} ranks x ` +
+        `${cfg.train.replicas} replicas at least one image`,
+      { key: "train.batch_size" },
+    );
+  }
+}
+
+/**
+ * Every rank starts from rank 0's weights, Momentum state and place in the run (fresh, `--init` or resume):
+ * one broadcast, as DDP does at construction.
+ */
+function startTogether(mpi: Mpi, model: TrainingModel): void {
+  const s = model.start;
+  const at = new Float64Array([s.epoch, s.batch, s.globalStep]);
+  mpi.bcast(at);
+  Object.assign(s, { epoch: at[0], batch: at[1], globalStep: at[2] });
+  broadcastVariables(mpi, [model.params, model.state]);
 }
 
 /** A check backend shares the training backend's tensors: both must be wasm or onnxruntime, on one replica. */
@@ -456,7 +511,8 @@ interface Feed {
   encode: (smp: { boxes: Float32Array; labels: Int32Array }) => ReturnType<typeof matchAndEncode>;
 }
 
-function trainingFeed(cfg: SsdConfig, images: number, anchors: ReturnType<typeof anchorsOf>): Feed {
+function trainingFeed(cfg: SsdConfig, images: number, anchors: ReturnType<typeof anchorsOf>, mpi?: Mpi): Feed {
+  const replicas = cfg.train.replicas;
   const loaderOpts = {
     batchSize: cfg.train.batch_size,
     inputSize: cfg.model.input_size,
@@ -464,6 +520,8 @@ function trainingFeed(cfg: SsdConfig, images: number, anchors: ReturnType<typeof
     seed: cfg.seed,
     prefetch: cfg.train.prefetch,
     dropRemainder: true,
+    // Under MPI the batch is global: each rank loads its own share of it (lib/data_parallel.ts).
+    share: mpi ? (n: number) => rankShare(n, { rank: mpi.rank, ranks: mpi.size, replicas }) : undefined,
   };
   const stepsPerEpoch = batchesPerEpoch(images, loaderOpts);
   const sf = scaleFactorsOf(cfg);
@@ -506,6 +564,7 @@ async function startLog(outDir: string, cfg: SsdConfig, resumeStep: number | nul
 interface Run {
   cfg: SsdConfig;
   o: TrainOptions;
+  mpi: Mpi | undefined;
   model: TrainingModel;
   classNames: string[];
   replicas: GradReplica[];
@@ -555,15 +614,19 @@ async function trainStep(
   feed: Feed,
   clock: { t0: number; last: number },
 ): Promise<StepLog> {
-  const { cfg, o, model } = run;
+  const { cfg, o, model, mpi } = run;
   const lr = lrAtStep(run.globalStep, feed.lrOpts);
   const stepOpts = {
     inputSize: cfg.model.input_size,
     numAnchors: model.anchors.count,
     loss: cfg.loss,
     segments: cfg.train.segments,
-    // Dropout masks of this step: from the run's seed and the step (a resume draws the same ones).
-    dropout: { seed: dropoutSeed(cfg.seed, run.globalStep), offset: 0 },
+    // Dropout masks of this step: from the run's seed, the step (a resume draws the same ones) and each image's
+    // place in the global batch.
+    dropout: { seed: dropoutSeed(cfg.seed, run.globalStep), offset: batch.offset },
+    // Every part's loss is normalised by the global batch's matched boxes, so the parts' gradients add up.
+    normalizer: mpi ? mpi.allreduceSum(new Float64Array([batch.numMatch]))[0] : undefined,
+    syncBn: mpi && cfg.train.sync_bn ? syncBnReducer(mpi) : undefined,
   };
   const trainable = model.trainable.map(([, v]) => v);
   let r: GradOutputs, extra: PartLosses = { loss: 0, loc: 0, cls: 0 };
@@ -573,9 +636,17 @@ async function trainStep(
   } catch (e) {
     throw explainOutOfMemory(e, { batchSize: cfg.train.batch_size, what: "training", segments: cfg.train.segments });
   }
-  const [loss, loc, cls] = (await Promise.all([r.loss.data(), r.loc.data(), r.cls.data()])).map((d, k) =>
+  let [loss, loc, cls] = (await Promise.all([r.loss.data(), r.loc.data(), r.cls.data()])).map((d, k) =>
     d[0] + [extra.loss, extra.loc, extra.cls][k]
   );
+  if (mpi) {
+    // One all-reduce for the gradients, one for the losses and whether any rank was interrupted, so all
+    // ranks apply the same update and stop at the same step.
+    r.grads = allreduceGrads(mpi, r.grads, trainable);
+    const sums = mpi.allreduceSum(new Float64Array([loss, loc, cls, run.interrupted ? 1 : 0]));
+    [loss, loc, cls] = sums;
+    run.interrupted = sums[3] > 0;
+  }
   if (!Number.isFinite(loss)) {
     tf.dispose([r.loss, r.loc, r.cls, ...Object.values(r.grads)]);
     for (const u of r.bn) tf.dispose([u.mean, u.variance]);
@@ -594,7 +665,10 @@ async function trainStep(
     lossScale: cfg.train.loss_scale,
     sens: cfg.train.sens,
   });
+  const bnStats = mpi ? bnStatNames(r.bn) : null;
   applyBnUpdates(model.params, r.bn);
+  // Running statistics: rank 0's, as DDP's broadcast_buffers (the ranks' own differ without sync_bn).
+  if (mpi && bnStats!.size > 0) broadcastVariables(mpi, [model.params], (n) => bnStats!.has(n));
   tf.dispose([r.loss, r.loc, r.cls, ...Object.values(r.grads)]);
   run.globalStep++;
   run.steps++;
@@ -607,7 +681,7 @@ async function trainStep(
     loc,
     cls,
     lr,
-    images_per_s: batch.size / ((now - clock.last) / 1000),
+    images_per_s: batch.globalSize / ((now - clock.last) / 1000),
     time: Math.round(now - clock.t0),
     ...check,
   };
@@ -632,8 +706,8 @@ async function replicatedGradStep(
   const parts = splitBatch(batch, run.replicas.length + 1, cfg.model.input_size, model.anchors.count);
   const values: Record<string, Float32Array> = {};
   for (const [name, v] of model.trainable) values[name] = await v.data() as Float32Array;
-  const normalizer = batch.numMatch;
-  const offsets = parts.map((_, k) => parts.slice(0, k).reduce((a, p) => a + p.size, 0));
+  const normalizer = stepOpts.normalizer ?? batch.numMatch;
+  const offsets = parts.map((_, k) => batch.offset + parts.slice(0, k).reduce((a, p) => a + p.size, 0));
   const seed = stepOpts.dropout?.seed ?? 0;
   const remote = parts.slice(1).map((p, k) =>
     run.replicas[k].compute(values, p, normalizer, { seed, offset: offsets[k + 1] })
@@ -693,6 +767,7 @@ async function saveRun(
 /** After epoch `done` (1-based): eval every `train.eval_every` epochs, checkpoints, and `best.ckpt` by mAP. */
 async function endOfEpoch(run: Run, done: number): Promise<void> {
   const { cfg, o, model } = run;
+  if (run.mpi && run.mpi.rank !== 0) return; // rank 0 alone evaluates and writes
   const last = done === cfg.train.epochs;
   let metrics: Record<string, number> = { loss: run.losses.at(-1)?.loss ?? NaN };
   if (cfg.train.eval_every > 0 && (done % cfg.train.eval_every === 0 || last) && cfg.data.val.path) {

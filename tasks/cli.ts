@@ -146,17 +146,23 @@ export function numberFlag(values: ParsedArgs["values"], name: string): number |
 /**
  * Runs a task's main function: input errors print one line and exit 1;
  * unexpected errors print their stack. Set SSD_DEBUG=1 for stacks always.
+ * `o.prefix` goes before the message (an MPI rank), and `o.exit` ends the
+ * process instead of `process.exit` (MPI_Abort, so the other ranks stop too).
  */
-export async function runTask(main: () => Promise<void> | void): Promise<void> {
+export async function runTask(
+  main: () => Promise<void> | void,
+  o: { prefix?: () => string; exit?: (code: number) => void } = {},
+): Promise<void> {
   try {
     await main();
   } catch (e) {
     const debug = Deno.env.get("SSD_DEBUG") === "1";
+    const prefix = o.prefix?.() ?? "";
     if (e instanceof InputError && !debug) {
-      console.error(`error: ${e.message}`);
+      console.error(`${prefix}error: ${e.message}`);
     } else {
-      console.error(e instanceof Error ? (e.stack ?? e.message) : String(e));
+      console.error(prefix + (e instanceof Error ? (e.stack ?? e.message) : String(e)));
     }
-    process.exit(1);
+    (o.exit ?? process.exit)(1);
   }
 }

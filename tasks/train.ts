@@ -2,7 +2,9 @@
 import process from "node:process";
 import { intFlag, parseTaskArgs, runTask } from "./cli.ts";
 import { InputError } from "../lib/errors.ts";
-import { loadSsdConfig } from "../lib/ssd_config.ts";
+import { DIST_MODES, openDataParallel } from "../lib/data_parallel.ts";
+import type { Mpi } from "../lib/engine/mod.ts";
+import { loadSsdConfig, type SsdConfig, storedConfig } from "../lib/ssd_config.ts";
 import { checkSummary, RESUME_SAFE_KEYS, resumeConfig, train } from "../lib/train.ts";
 
 const spec = {
@@ -41,6 +43,13 @@ const spec = {
       arg: "N",
       help: "stop after N steps, saving OUT/checkpoints/step-<global step>.ckpt",
     },
+    dist: {
+      type: "string",
+      arg: "MODE",
+      default: "auto",
+      help: `data-parallel over MPI ranks: ${DIST_MODES.join(", ")} (auto: when mpirun, mpiexec or srun launched ` +
+        "this process; MPI_LIB=PATH picks the libmpi)",
+    },
     "check-backend": {
       type: "string",
       arg: "NAME",
@@ -55,6 +64,8 @@ const spec = {
     "augmentation draws and optimizer state. An override given with --resume that would change the run is an error",
     "naming the key; these may change: " + RESUME_SAFE_KEYS.join(", ") + " (train.epochs only longer).",
     "Relative dataset paths resolve against data.root (default runs/data): --data.root=DIR relocates them.",
+    "Under MPI (mpirun -np N deno task train ..., srun ...), train.batch_size is the global batch: each rank trains",
+    "its share, gradients are summed with MPI_Allreduce, and rank 0 alone writes OUT (see README, Data-parallel training).",
     "Example: deno task train --config configs/demo.yaml --out runs/demo/train --train.epochs=4",
   ].join("\n"),
 } as const;
@@ -67,17 +78,37 @@ function initFilter(list: string | undefined, hasInit: boolean): string[] | unde
   return names;
 }
 
+let mpi: Mpi | undefined;
+
+/** The run's config: rank 0 resolves it (from --config, or the run's checkpoint with --resume) and sends it on. */
+function resolveConfig(values: Record<string, unknown>, overrides: Record<string, string>): SsdConfig {
+  let cfg: SsdConfig | undefined;
+  if (!mpi || mpi.rank === 0) {
+    if (values.resume) {
+      if (values.config !== undefined) {
+        console.error(`note: --resume continues with the config stored in the run; ${values.config} is not read`);
+      }
+      cfg = resumeConfig(values.out as string, overrides);
+    } else cfg = loadSsdConfig((values.config as string | undefined) ?? "configs/demo.yaml", overrides);
+  }
+  if (!mpi) return cfg!;
+  return storedConfig(JSON.parse(mpi.bcastString(cfg ? JSON.stringify(cfg) : "")));
+}
+
 runTask(async () => {
   const { values, overrides } = parseTaskArgs(spec);
   if (values.seed !== undefined) overrides.seed = String(intFlag(values, "seed"));
   if (values.backend !== undefined) overrides.backend = values.backend as string;
-  let cfg;
-  if (values.resume) {
-    if (values.config !== undefined) {
-      console.error(`note: --resume continues with the config stored in the run; ${values.config} is not read`);
-    }
-    cfg = resumeConfig(values.out as string, overrides);
-  } else cfg = loadSsdConfig((values.config as string | undefined) ?? "configs/demo.yaml", overrides);
+  mpi = openDataParallel(values.dist as string, Deno.env.toObject());
+  const lead = !mpi || mpi.rank === 0;
+  const cfg = resolveConfig(values, overrides);
+  if (mpi && lead) {
+    const b = cfg.train.batch_size;
+    console.log(
+      `MPI: ${mpi.size} ranks (${mpi.version.split(",")[0]}, ${mpi.localSize} on this machine), ` +
+        `${cfg.train.replicas} replica(s) each; global batch ${b}, ~${Math.round(b / mpi.size)} images per rank`,
+    );
+  }
   const r = await train(cfg, {
     outDir: values.out as string,
     resume: Boolean(values.resume),
@@ -85,8 +116,11 @@ runTask(async () => {
     initFilter: initFilter(values["init.filter"] as string | undefined, values.init !== undefined),
     maxSteps: intFlag(values, "max-steps"),
     checkBackend: values["check-backend"] as string | undefined,
-    onSecondInterrupt: () => process.exit(130),
+    onSecondInterrupt: () => mpi ? mpi.abort(130) : process.exit(130),
+    mpi,
   });
+  mpi?.finalize();
+  if (!lead) return;
   const last = r.losses.at(-1);
   const check = checkSummary(r.losses);
   if (check) {
@@ -101,4 +135,8 @@ runTask(async () => {
   console.log(
     `checkpoint: ${r.checkpoint}${r.best ? `, best: ${r.best}` : ""}; loss curve: ${r.outDir}/loss_curve.png`,
   );
+}, {
+  // Under MPI a failing rank takes the job down (MPI_Abort) instead of leaving the others waiting in a collective.
+  prefix: () => mpi ? `rank ${mpi.rank}/${mpi.size}: ` : "",
+  exit: (code) => mpi ? mpi.abort(code) : process.exit(code),
 });

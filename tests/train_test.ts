@@ -2,41 +2,21 @@ import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert";
 import * as fs from "node:fs";
 import { decodeCheckpoint, encodeCheckpoint, readCheckpoint } from "../lib/checkpoint.ts";
-import { loadConfig } from "../lib/config.ts";
 import { evaluateCheckpoint } from "../lib/eval_stage.ts";
 import { InputError } from "../lib/errors.ts";
 import { initParams } from "../lib/graph.ts";
 import { createRng } from "../lib/rng.ts";
 import { buildModel, loadSsdConfig, type SsdConfig } from "../lib/ssd_config.ts";
-import { type SynthConfig, synthSpec, writeSynthDataset } from "../lib/synth.ts";
 import { checkSummary, resumeConfig, train, writeLossCurve } from "../lib/train.ts";
 import { Binner } from "../lib/plot.ts";
+import { dataOverrides, synthData, TINY_CONFIG } from "./tiny_run.ts";
 import sharp from "sharp";
 
-/** A synthetic dataset of 64 px images in a new folder. */
-async function synthData(train: number, val: number, seed: number): Promise<string> {
-  const dir = Deno.makeTempDirSync();
-  const synth = loadConfig<SynthConfig>("configs/synth.yaml", synthSpec, {
-    image_size: "64",
-    "splits.train": String(train),
-    "splits.val": String(val),
-  });
-  await writeSynthDataset(dir, synth, { seed, quiet: true });
-  return dir;
-}
-
 const data = await synthData(24, 8, 2);
-/** The tiny config's splits pointed at `data` (COCO json + images). */
-const DATA_OVERRIDES = {
-  "data.train.format": "coco",
-  "data.train.path": `${data}/annotations/instances_train.json`,
-  "data.train.images": `${data}/images/train`,
-  "data.val.path": `${data}/annotations/instances_val.json`,
-  "data.val.images": `${data}/images/val`,
-};
+const DATA_OVERRIDES = dataOverrides(data);
 
 function config(overrides: Record<string, string> = {}): SsdConfig {
-  return loadSsdConfig("tests/fixtures/configs/tiny_train.yaml", { ...DATA_OVERRIDES, ...overrides });
+  return loadSsdConfig(TINY_CONFIG, { ...DATA_OVERRIDES, ...overrides });
 }
 
 Deno.test("train() writes checkpoints, a log and a loss curve, and evaluates", async () => {
@@ -218,7 +198,7 @@ Deno.test("deno task train killed with -9 and resumed with --resume continues th
   const out = Deno.makeTempDirSync();
   // 24 images, batch 4: 6 steps an epoch; 3 epochs, a checkpoint after each.
   const flags = Object.entries({ ...DATA_OVERRIDES, "train.epochs": "3" }).map(([k, v]) => `--${k}=${v}`);
-  const args = ["run", "-A", "tasks/train.ts", "--config", "tests/fixtures/configs/tiny_train.yaml", "--out", out];
+  const args = ["run", "-A", "tasks/train.ts", "--config", TINY_CONFIG, "--out", out];
   const child = new Deno.Command(Deno.execPath(), { args: [...args, ...flags], stdout: "null", stderr: "null" })
     .spawn();
   // Kill it mid-epoch 2: after the epoch-1 checkpoint, once a step of epoch 2 is logged.
@@ -276,7 +256,7 @@ Deno.test("training learns: 100 epochs on 16 synthetic images reach mAP@0.5 >= 0
   // run reaches here (mAP 0.649, mAP@0.5 0.888 on 2026-12-06), with room for other CPUs' rounding.
   const dir = await synthData(16, 0, 5);
   const split = { format: "coco", path: "annotations/instances_train.json", images: "images/train" };
-  const cfg = loadSsdConfig("tests/fixtures/configs/tiny_train.yaml", {
+  const cfg = loadSsdConfig(TINY_CONFIG, {
     "data.root": dir,
     ...Object.fromEntries(Object.entries(split).flatMap(([k, v]) => [[`data.train.${k}`, v], [`data.val.${k}`, v]])),
     "train.epochs": "100",

@@ -48,6 +48,8 @@ export function gradStep(
     segments?: number;
     /** Dropout masks: the step's seed and this part's first image in the whole batch (see RunOptions). */
     dropout?: { seed: number; offset: number };
+    /** Synchronised batch norm across MPI ranks (see RunOptions). */
+    syncBn?: (sums: Float64Array) => Float64Array;
   },
 ): GradOutputs {
   const s = o.inputSize, b = part.size, a = o.numAnchors;
@@ -62,9 +64,12 @@ export function gradStep(
     return l.total;
   };
   const { value, grads } = (o.segments ?? 1) > 1
-    ? segmentedGradients(graph, params, trainable, x, segmentsOf(graph, o.segments!), loss, bn, o.dropout)
+    ? segmentedGradients(graph, params, trainable, x, segmentsOf(graph, o.segments!), loss, bn, {
+      dropout: o.dropout,
+      syncBn: o.syncBn,
+    })
     : tf.variableGrads(
-      () => loss(runGraph(graph, params, x, { training: true, bnUpdates: bn, dropout: o.dropout })),
+      () => loss(runGraph(graph, params, x, { training: true, bnUpdates: bn, dropout: o.dropout, syncBn: o.syncBn })),
       trainable,
     );
   tf.dispose([x, locT, labels]);

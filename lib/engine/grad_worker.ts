@@ -3,7 +3,7 @@
  * current parameter values and a part of each batch, and returns that part's
  * gradients. The trainer sums them with its own, so two cores train one batch.
  *
- * Messages: {type: "init", cfg} -> {type: "ready"};
+ * Messages: {type: "init", cfg, threads} -> {type: "ready"};
  * {type: "step", values, part, normalizer} -> {type: "grads", grads, loss, loc, cls} | {type: "error", message}.
  *
  * @module
@@ -14,7 +14,7 @@ import { setBackend } from "./backend.ts";
 import { type GradInputs, gradStep, trainableParams } from "./grad_step.ts";
 import { type Graph, initParams, type ParamMap } from "../graph.ts";
 import { createRng } from "../rng.ts";
-import { anchorsOf, buildModel, kernelThreads, type SsdConfig } from "../ssd_config.ts";
+import { anchorsOf, buildModel, type SsdConfig } from "../ssd_config.ts";
 
 let state:
   | { cfg: SsdConfig; graph: Graph; params: ParamMap; trainable: [string, tf.Variable][]; anchors: number }
@@ -25,7 +25,7 @@ self.onmessage = async (e: MessageEvent) => {
   try {
     if (msg.type === "init") {
       const cfg = msg.cfg as SsdConfig;
-      await setBackend(cfg.backend, { threads: kernelThreads(cfg) });
+      await setBackend(cfg.backend, { threads: msg.threads });
       const anchors = anchorsOf(cfg);
       const graph = buildModel(cfg, anchors);
       const params = initParams(graph, createRng(0));

@@ -15,6 +15,7 @@
  * - One training step: loss and gradients of a batch (`grad_step.ts`), in
  *   recomputed segments (`recompute.ts`), or split over worker replicas
  *   (`replicas.ts`, `grad_worker.ts`).
+ * - Across processes and machines: MPI through FFI (`mpi.ts`).
  *
  * The model reaches the engine's own ops by name (`../custom_ops.ts`), so the
  * engine depends on the model, never the reverse.
@@ -38,6 +39,15 @@ export {
 } from "./backend.ts";
 export { type GradInputs, type GradOutputs, gradStep, trainableParams } from "./grad_step.ts";
 export { planSegments, type Segment, segmentedGradients, type SegmentedResult } from "./recompute.ts";
+export {
+  type Launch,
+  launcherFromEnv,
+  Mpi,
+  MPI_INSTALL_HINT,
+  MPI_LIBRARIES,
+  openMpi,
+  slurmTasksPerNode,
+} from "./mpi.ts";
 export { GradReplica, type RemoteGrads, splitBatch } from "./replicas.ts";
 export { simdKernelsUnavailable } from "./simd_kernels.ts";
 export { KernelThreads, splitRange } from "./simd_threads.ts";

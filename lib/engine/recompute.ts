@@ -20,6 +20,7 @@ import {
   nodeParams,
   type ParamMap,
   runNodes,
+  type RunOptions,
 } from "../graph.ts";
 
 /** One segment of a graph: its nodes, what it reads from earlier segments and what later ones read from it. */
@@ -101,8 +102,9 @@ export function segmentedGradients(
   segments: Segment[],
   loss: (outputs: Record<string, tf.Tensor>) => tf.Scalar,
   bnUpdates?: BnUpdate[],
-  dropout?: { seed: number; offset: number },
+  run: Pick<RunOptions, "dropout" | "syncBn"> = {},
 ): SegmentedResult {
+  const { dropout, syncBn } = run;
   const kept = new Map<number, tf.Tensor>([[graph.input.id, x]]);
   // A segment's values start from what it reads (the first segment reads the input node itself).
   const inputsOf = (seg: Segment) =>
@@ -111,7 +113,7 @@ export function segmentedGradients(
   for (const seg of segments) {
     const out = tf.tidy(() => {
       const local = inputsOf(seg);
-      runNodes(seg.nodes, params, local, { training: true, bnUpdates, dropout });
+      runNodes(seg.nodes, params, local, { training: true, bnUpdates, dropout, syncBn });
       return seg.exports.map((id) => local.get(id)!);
     });
     seg.exports.forEach((id, k) => kept.set(id, out[k]));
@@ -135,8 +137,9 @@ export function segmentedGradients(
       const r = tf.engine().gradients(
         () => {
           const local = inputsOf(seg);
-          // The same dropout masks as the first pass: they derive from (seed, node, image) alone.
-          runNodes(seg.nodes, params, local, { training: true, dropout });
+          // The same dropout masks as the first pass: they derive from (seed, node, image) alone. Synced batch
+          // norm sums over the ranks again; every rank recomputes the same segments in the same order.
+          runNodes(seg.nodes, params, local, { training: true, dropout, syncBn });
           // The vector-Jacobian product of the segment: sum of outputs times their incoming gradients.
           return live.map((id) => tf.sum(tf.mul(local.get(id)!, dy.get(id)!))).reduce((a, b) => tf.add(a, b));
         },

@@ -39,8 +39,8 @@ export class GradReplica {
     };
   }
 
-  /** Starts a worker holding the network of `cfg`. */
-  static async start(cfg: SsdConfig): Promise<GradReplica> {
+  /** Starts a worker holding the network of `cfg`, its kernels on `threads` threads. */
+  static async start(cfg: SsdConfig, threads: number): Promise<GradReplica> {
     const worker = new Worker(new URL("./grad_worker.ts", import.meta.url).href, { type: "module" });
     const ready = new Promise<void>((resolve, reject) => {
       worker.onmessage = (e) => e.data.type === "ready" ? resolve() : reject(new Error(e.data.message));
@@ -49,7 +49,7 @@ export class GradReplica {
         reject(new Error(`gradient worker failed to start: ${e.message}`));
       };
     });
-    worker.postMessage({ type: "init", cfg });
+    worker.postMessage({ type: "init", cfg, threads });
     await ready;
     return new GradReplica(worker);
   }
