@@ -13,6 +13,7 @@ import { benchConv, benchMemoryKernels } from "./conv_bench.ts";
 import { benchInfer } from "./infer_bench.ts";
 import { benchLoader } from "./loader_bench.ts";
 import { benchMemory } from "./memory_bench.ts";
+import { benchMpi } from "./mpi_bench.ts";
 import { benchOrt } from "./ort_bench.ts";
 import { benchReplicas, benchTrain } from "./train_bench.ts";
 import { type BenchRow, formatTable } from "./report.ts";
@@ -57,6 +58,7 @@ const SECTIONS: Record<string, (o: { quick: boolean }) => Promise<BenchRow[]>> =
   train: benchTrain,
   infer: benchInfer,
   ort: benchOrt,
+  mpi: benchMpi,
 };
 
 const spec = {

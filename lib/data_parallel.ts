@@ -60,6 +60,16 @@ export function rankShare(n: number, share: Share): { start: number; end: number
   return { start, end };
 }
 
+// The gradient buffers, kept from step to step: fresh pages for 100 MB cost as much as the all-reduce itself.
+const buffers = new WeakMap<Mpi, { flat: Float32Array; sum: Float32Array }>();
+function stepBuffers(mpi: Mpi, total: number): { flat: Float32Array; sum: Float32Array } {
+  let b = buffers.get(mpi);
+  if (!b || b.flat.length !== total) {
+    buffers.set(mpi, b = { flat: new Float32Array(total), sum: new Float32Array(total) });
+  }
+  return b;
+}
+
 /**
  * Sums `grads` (tensors by tfjs variable name) over all ranks in one
  * all-reduce and returns the sums by the same names; the inputs are disposed.
@@ -72,14 +82,15 @@ export function allreduceGrads(
   vars: readonly tf.Variable[],
 ): Record<string, tf.Tensor> {
   const total = vars.reduce((a, v) => a + v.size, 0);
-  const flat = new Float32Array(total);
+  const { flat, sum } = stepBuffers(mpi, total);
   let o = 0;
   for (const v of vars) {
     const g = grads[v.name];
     if (g) flat.set(g.dataSync() as Float32Array, o);
+    else flat.fill(0, o, o + v.size);
     o += v.size;
   }
-  const sum = mpi.allreduceSum(flat);
+  mpi.allreduceSum(flat, sum);
   const out: Record<string, tf.Tensor> = {};
   o = 0;
   for (const v of vars) {
@@ -149,4 +160,42 @@ export function openDataParallel(mode: string, env: Record<string, string | unde
   const launch = launcherFromEnv(env);
   if (mode === "none" || (mode === "auto" && !launch)) return undefined;
   return openMpi({ library: env.MPI_LIB, localSize: launch?.localSize ?? 1 });
+}
+
+/** A network, for {@linkcode ringAllreduceSeconds}: bandwidth in bytes/s each way per link, latency in s per message. */
+export interface Link {
+  bandwidth: number;
+  latency: number;
+}
+
+/**
+ * Seconds a ring all-reduce of `bytes` takes over `ranks` ranks: a
+ * reduce-scatter then an all-gather, 2 (N - 1) steps that each move 1/N of
+ * the buffer over every link at once (Patarasuk and Yuan, "Bandwidth optimal
+ * all-reduce algorithms", 2009; the cost NCCL's "bus bandwidth" assumes).
+ *
+ * @example
+ * ```ts
+ * // 100 MB over 8 ranks on 10 Gbit/s links: 2 * 7/8 * 100e6 / 1.25e9 = 0.14 s, plus 14 latencies of 50 us.
+ * const s = ringAllreduceSeconds(100e6, 8, { bandwidth: 1.25e9, latency: 50e-6 });
+ * if (Math.abs(s - 0.1407) > 1e-9) throw new Error(`got ${s}`);
+ * ```
+ */
+export function ringAllreduceSeconds(bytes: number, ranks: number, link: Link): number {
+  if (ranks <= 1) return 0;
+  return (2 * (ranks - 1) / ranks) * bytes / link.bandwidth + 2 * (ranks - 1) * link.latency;
+}
+
+/**
+ * Images per second of `ranks` ranks training `perRank` images each per step
+ * (weak scaling, as the ModelZoo's per-device batch): compute that takes
+ * `computePerImage` seconds, then the gradient all-reduce, not overlapped.
+ */
+export function dataParallelThroughput(
+  o: { ranks: number; perRank: number; computePerImage: number; gradBytes: number; link: Link },
+): { imagesPerSecond: number; efficiency: number; allreduceSeconds: number } {
+  const compute = o.perRank * o.computePerImage;
+  const allreduceSeconds = ringAllreduceSeconds(o.gradBytes, o.ranks, o.link);
+  const imagesPerSecond = o.ranks * o.perRank / (compute + allreduceSeconds);
+  return { imagesPerSecond, efficiency: compute / (compute + allreduceSeconds), allreduceSeconds };
 }

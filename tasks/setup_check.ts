@@ -1,6 +1,6 @@
 /**
  * Checks for, and where possible installs, the Debian packages a task needs
- * (the notebook runner needs python3-nbclient). Stops with the exact command
+ * (the notebook runner needs python3-nbclient, the MPI tests openmpi-bin). Stops with the exact command
  * when it cannot install them itself.
  *
  * @module
@@ -14,6 +14,12 @@ export const DEBIAN_PYTHON = "/usr/bin/python3";
 /** True when `module` imports under Debian's python. */
 export function hasPythonModule(module: string): boolean {
   const r = spawnSync(DEBIAN_PYTHON, ["-c", `import ${module}`], { stdio: "ignore" });
+  return r.status === 0;
+}
+
+/** True when `command --version` runs (e.g. `mpirun`). */
+export function hasCommand(command: string): boolean {
+  const r = spawnSync(command, ["--version"], { stdio: "ignore" });
   return r.status === 0;
 }
 

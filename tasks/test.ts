@@ -4,6 +4,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { parseTaskArgs, runTask } from "./cli.ts";
+import { ensureDebianPackages, hasCommand } from "./setup_check.ts";
 
 const spec = {
   name: "test",
@@ -42,6 +43,8 @@ async function denoTest(args: string[]): Promise<{ passed: number; failed: numbe
 runTask(async () => {
   const { values } = parseTaskArgs(spec);
   const filter = values.filter ? ["--filter", values.filter as string] : [];
+  // The data-parallel tests run 2 ranks under Open MPI's mpirun on loopback.
+  ensureDebianPackages(["openmpi-bin"], () => hasCommand("mpirun"), "the MPI data-parallel tests");
   // The task helpers' own JSDoc examples run too (the other tasks/ files are scripts, not modules to test).
   const unit = await denoTest([...filter, "tests/", "lib/", "tasks/cli.ts", "tasks/setup_check.ts"]);
   let passed = unit.passed, failed = unit.failed + (unit.ok || unit.failed > 0 ? 0 : 1);
