@@ -2,8 +2,10 @@
  * Data-parallel training on one machine: the wasm backend runs on one thread,
  * so the trainer splits each batch and hands parts to gradient workers
  * (lib/engine/grad_worker.ts), one per extra core. Each part's loss is normalised by
- * the whole batch's matched count, so the summed gradients equal those of the
- * whole batch (batch-norm statistics are per part, as in multi-GPU training).
+ * the whole batch's matched count, so the summed gradients are those of the
+ * whole batch's loss with batch norm computed per part (each part normalised by
+ * its own statistics, as multi-GPU training without SyncBatchNorm): equal to
+ * one process on the whole batch where no batch norm is involved.
  *
  * @module
  */
