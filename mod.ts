@@ -70,6 +70,7 @@ export * from "./lib/lr_schedule.ts";
 export * from "./lib/optimizer.ts";
 export * from "./lib/checkpoint.ts";
 export * from "./lib/train.ts";
+export * from "./lib/data_parallel.ts";
 
 // MindSpore checkpoints: the .ckpt format, the tutorial's and the ModelZoo's parameter names, conversion.
 export * from "./lib/mindspore_ckpt.ts";

@@ -597,7 +597,14 @@ function listenForInterrupt(run: Run): () => void {
   };
   if (typeof Deno === "undefined" || Deno.build.os === "windows") return () => {};
   Deno.addSignalListener("SIGINT", onSigint);
-  return () => Deno.removeSignalListener("SIGINT", onSigint);
+  // Under MPI: mpirun ends the job on Ctrl-C, but forwards SIGUSR1 to every rank. Any rank's interrupt reaches the
+  // others through the step's all-reduce, so all stop after the same step and rank 0 saves.
+  const onUsr1 = () => void (run.interrupted || onSigint());
+  if (run.mpi) Deno.addSignalListener("SIGUSR1", onUsr1);
+  return () => {
+    Deno.removeSignalListener("SIGINT", onSigint);
+    if (run.mpi) Deno.removeSignalListener("SIGUSR1", onUsr1);
+  };
 }
 
 /** Losses of the parts that replicas computed, added to this process's. */

@@ -66,6 +66,7 @@ const spec = {
     "Relative dataset paths resolve against data.root (default runs/data): --data.root=DIR relocates them.",
     "Under MPI (mpirun -np N deno task train ..., srun ...), train.batch_size is the global batch: each rank trains",
     "its share, gradients are summed with MPI_Allreduce, and rank 0 alone writes OUT (see README, Data-parallel training).",
+    "kill -USR1 <mpirun pid> stops every rank after the same step and saves interrupted.ckpt.",
     "Example: deno task train --config configs/demo.yaml --out runs/demo/train --train.epochs=4",
   ].join("\n"),
 } as const;

@@ -237,6 +237,25 @@ Deno.test("a killed rank stops the job within seconds; the last checkpoint is in
   assert.strictEqual(log.at(-1).global_step, header.global_step + 2);
 });
 
+Deno.test("SIGUSR1 to mpirun stops every rank after the same step; rank 0 saves interrupted.ckpt", async () => {
+  const out = Deno.makeTempDirSync();
+  const child = mpirun(2, ["tasks/train.ts", "--config", TINY_CONFIG, "--out", out, ...FLAGS, "--train.epochs=100"]);
+  const done = finished(child);
+  const t0 = Date.now();
+  while (!fs.existsSync(`${out}/checkpoints/epoch-1.ckpt`)) {
+    if (Date.now() - t0 > 120_000) throw new Error("the 2-rank run made no progress in 120 s");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  child.kill("SIGUSR1");
+  const r = await done;
+  assert.strictEqual(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^interrupted: /m);
+  const header = readCheckpoint(`${out}/checkpoints/interrupted.ckpt`).header;
+  const log = fs.readFileSync(`${out}/train_log.jsonl`, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  assert.strictEqual(header.global_step, log.at(-1).global_step);
+  assert.ok(header.epoch < 100);
+});
+
 Deno.test("a rank that fails takes the others down at once (MPI_Abort), naming the rank and the cause", async () => {
   // Rank 0 finds nothing to resume while rank 1 waits for the config it would send.
   const out = Deno.makeTempDirSync();
