@@ -11,7 +11,6 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { InputError } from "./errors.ts";
 import type { Rng } from "./rng.ts";
 import { normal } from "./rng.ts";
 import { batchNormTrainKernel, type BnActivation, hasBatchNormKernels } from "./custom_ops.ts";
@@ -487,9 +486,7 @@ export function runNodes(
         if (options.training) {
           const stats: { mean?: tf.Tensor1D; variance?: tf.Tensor1D; count?: number } = {};
           const act = options.fusions?.get(node.id);
-          y = options.syncBn
-            ? syncBatchNormTrain(inp, gamma, beta, node.eps, stats, options.syncBn, act)
-            : batchNormTrain(inp, gamma, beta, node.eps, stats, act);
+          y = batchNormTrain(inp, gamma, beta, node.eps, stats, act, options.syncBn);
           if (options.bnUpdates) {
             // Moving variance uses the unbiased estimate, as TF's and PyTorch's batch norms do.
             const count = stats.count ?? inp.size / inp.shape[3]!;
@@ -647,122 +644,77 @@ export function channelMean(x: tf.Tensor): tf.Tensor1D {
  * shape, which on wasm took longer than all convolutions of a step together.
  * The batch mean and (biased) variance are handed out through `stats` (kept).
  * On wasm and cpu it runs the two-pass kernels of `batch_norm_kernel.ts`, with
- * `activation` fused; elsewhere these ops.
+ * `activation` fused; elsewhere, or with `reduce`, these ops.
+ *
+ * `reduce` makes it SyncBatchNorm: it sums per-channel values over all
+ * data-parallel ranks, so the statistics are the global batch's (`stats.count`
+ * is the global count). In the backward pass `dx` then uses the global means
+ * of `dy` and `dy * xhat`, while `dgamma` and `dbeta` stay this rank's sums,
+ * which the gradient all-reduce adds up.
  */
 export function batchNormTrain(
   x: tf.Tensor,
   gamma: tf.Tensor,
   beta: tf.Tensor,
   eps: number,
-  stats: { mean?: tf.Tensor1D; variance?: tf.Tensor1D },
+  stats: { mean?: tf.Tensor1D; variance?: tf.Tensor1D; count?: number },
   activation?: BnActivation,
+  reduce?: (sums: Float64Array) => Float64Array,
 ): tf.Tensor {
-  if (hasBatchNormKernels()) {
+  if (hasBatchNormKernels() && !reduce) {
     const [y, mean, variance, invstd] = batchNormTrainKernel(x, gamma, beta, eps, activation);
     invstd.dispose(); // the gradient keeps its own copy
     stats.mean = tf.keep(mean);
     stats.variance = tf.keep(variance);
     return y;
   }
-  if (activation && activation !== "linear") {
-    throw new InputError(
-      `batch norm with a fused ${activation} needs the workbench's batch-norm kernels, which the ` +
-        `${tf.getBackend()} backend lacks: train this model with --backend wasm, onnxruntime or cpu`,
-    );
-  }
+  const c = x.shape[x.rank - 1]!, n = x.size / c;
+  let count = n;
+  // Per-channel means of `ts` over this batch, or with `reduce` over all ranks' (sums and the count travel together).
+  const meansOf = (ts: tf.Tensor[]): tf.Tensor1D[] => {
+    const local = ts.map(channelMean);
+    if (!reduce) return local;
+    const packed = new Float64Array(ts.length * c + 1);
+    local.forEach((m, k) => m.dataSync().forEach((v, j) => (packed[k * c + j] = v * n)));
+    packed[ts.length * c] = n;
+    const sums = reduce(packed);
+    count = sums[ts.length * c];
+    return ts.map((_, k) => tf.tensor1d(Float32Array.from(sums.subarray(k * c, (k + 1) * c), (v) => v / count)));
+  };
   const f = tf.customGrad((...args) => {
     const [xi, g, b] = args as tf.Tensor[];
     const save = args[3] as (t: tf.Tensor[]) => void;
     // Intermediates die here rather than at the end of the training step: at 640 px they
     // would otherwise hold several input-sized tensors per layer until the step ends.
     const { mean, variance, invstd, xhat, y } = tf.tidy(() => {
-      const mean = channelMean(xi);
+      const [mean] = meansOf([xi]);
       const xc = tf.sub(xi, mean);
-      const variance = channelMean(tf.square(xc));
+      const [variance] = meansOf([tf.square(xc)]);
       const invstd = tf.rsqrt(tf.add(variance, eps));
       const xhat = tf.mul(xc, invstd);
       return { mean, variance, invstd, xhat, y: tf.add(tf.mul(xhat, g), b) };
     });
     stats.mean = tf.keep(mean) as tf.Tensor1D;
     stats.variance = tf.keep(variance) as tf.Tensor1D;
+    if (reduce) stats.count = count;
     save([xhat, invstd, g]);
     return {
       value: y,
       gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
         const [xh, inv, gm] = saved;
         const d = dy as tf.Tensor;
-        const n = d.size / d.shape[3]!;
-        const meanDy = channelMean(d);
-        const meanDyX = channelMean(tf.mul(d, xh));
+        const dyX = tf.mul(d, xh);
+        const [meanDy, meanDyX] = meansOf([d, dyX]);
         // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
         const dx = tf.mul(tf.mul(gm, inv), tf.sub(tf.sub(d, meanDy), tf.mul(xh, meanDyX)));
-        return [dx, tf.mul(meanDyX, n), tf.mul(meanDy, n)];
-      },
-    };
-  });
-  return f(x, gamma, beta);
-}
-
-/**
- * Batch norm with statistics over the global batch of all data-parallel ranks
- * (SyncBatchNorm): `reduce` sums per-channel values over the ranks. Forward:
- * the global mean, then the global biased variance (two passes, as
- * {@linkcode batchNormTrain}). Backward: `dx` uses the global means of `dy`
- * and `dy * xhat`; `dgamma`, `dbeta` stay this rank's sums, which the
- * gradient all-reduce adds up. `stats.count` is the global count.
- */
-export function syncBatchNormTrain(
-  x: tf.Tensor,
-  gamma: tf.Tensor,
-  beta: tf.Tensor,
-  eps: number,
-  stats: { mean?: tf.Tensor1D; variance?: tf.Tensor1D; count?: number },
-  reduce: (sums: Float64Array) => Float64Array,
-  activation: BnActivation = "linear",
-): tf.Tensor {
-  const c = x.shape[x.rank - 1]!;
-  // This rank's per-channel sums, summed over all ranks; `extra` rides along (the element count).
-  const globalSums = (t: tf.Tensor, extra: number[] = []): Float64Array => {
-    const local = t.dataSync();
-    const packed = new Float64Array(local.length + extra.length);
-    packed.set(local);
-    packed.set(extra, local.length);
-    return reduce(packed);
-  };
-  const f = tf.customGrad((...args) => {
-    const [xi, g, b] = args as tf.Tensor[];
-    const save = args[3] as (t: tf.Tensor[]) => void;
-    const n = xi.size / c;
-    const { mean, variance, invstd, xhat, y, count } = tf.tidy(() => {
-      const s1 = globalSums(tf.mul(channelMean(xi), n), [n]);
-      const count = s1[c];
-      const mean = tf.tensor1d(Float32Array.from(s1.subarray(0, c), (v) => v / count));
-      const xc = tf.sub(xi, mean);
-      const s2 = globalSums(tf.mul(channelMean(tf.square(xc)), n));
-      const variance = tf.tensor1d(Float32Array.from(s2.subarray(0, c), (v) => v / count));
-      const invstd = tf.rsqrt(tf.add(variance, eps));
-      const xhat = tf.mul(xc, invstd);
-      return { mean, variance, invstd, xhat, y: tf.add(tf.mul(xhat, g), b), count };
-    });
-    stats.mean = tf.keep(mean);
-    stats.variance = tf.keep(variance);
-    stats.count = count;
-    save([xhat, invstd, g]);
-    return {
-      value: y,
-      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
-        const [xh, inv, gm] = saved;
-        const d = dy as tf.Tensor;
-        const n = d.size / c;
-        const sumDy = tf.mul(channelMean(d), n), sumDyX = tf.mul(channelMean(tf.mul(d, xh)), n);
-        const both = globalSums(tf.concat([sumDy, sumDyX]));
-        const mean = (k: number) => tf.tensor1d(Float32Array.from(both.subarray(k * c, (k + 1) * c), (v) => v / count));
-        const dx = tf.mul(tf.mul(gm, inv), tf.sub(tf.sub(d, mean(0)), tf.mul(xh, mean(1))));
-        return [dx, sumDyX, sumDy];
+        // dgamma, dbeta: this batch's sums
+        const sum = (t: tf.Tensor, m: tf.Tensor) => reduce ? tf.mul(channelMean(t), n) : tf.mul(m, n);
+        return [dx, sum(dyX, meanDyX), sum(d, meanDy)];
       },
     };
   });
   const y = f(x, gamma, beta);
+  // Where no kernel fuses the activation, it follows as an op of its own.
   if (activation === "relu") return tf.relu(y);
   if (activation === "relu6") return tf.relu6(y);
   return y;

@@ -190,6 +190,15 @@ Deno.test("train.sync_bn on 2 ranks normalises by the global batch, as one proce
   );
 });
 
+/** Resolves once `file` exists (the 2-rank run got that far). */
+async function waitFor(file: string): Promise<void> {
+  const t0 = Date.now();
+  while (!fs.existsSync(file)) {
+    if (Date.now() - t0 > 120_000) throw new Error(`the 2-rank run wrote no ${file} in 120 s`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 /** Pids of the processes whose environment says they are MPI rank `rank` of a command line containing `text`. */
 function rankPid(rank: number, text: string): number | undefined {
   for (const e of fs.readdirSync("/proc")) {
@@ -209,11 +218,7 @@ Deno.test("a killed rank stops the job within seconds; the last checkpoint is in
   const out = Deno.makeTempDirSync();
   const child = mpirun(2, ["tasks/train.ts", "--config", TINY_CONFIG, "--out", out, ...FLAGS, "--train.epochs=100"]);
   const done = finished(child);
-  const t0 = Date.now();
-  while (!fs.existsSync(`${out}/checkpoints/epoch-2.ckpt`)) {
-    if (Date.now() - t0 > 120_000) throw new Error("the 2-rank run made no progress in 120 s");
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await waitFor(`${out}/checkpoints/epoch-2.ckpt`);
   const pid = rankPid(1, out);
   assert.ok(pid, "rank 1's process not found");
   const killedAt = performance.now();
@@ -241,11 +246,7 @@ Deno.test("SIGUSR1 to mpirun stops every rank after the same step; rank 0 saves 
   const out = Deno.makeTempDirSync();
   const child = mpirun(2, ["tasks/train.ts", "--config", TINY_CONFIG, "--out", out, ...FLAGS, "--train.epochs=100"]);
   const done = finished(child);
-  const t0 = Date.now();
-  while (!fs.existsSync(`${out}/checkpoints/epoch-1.ckpt`)) {
-    if (Date.now() - t0 > 120_000) throw new Error("the 2-rank run made no progress in 120 s");
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await waitFor(`${out}/checkpoints/epoch-1.ckpt`);
   child.kill("SIGUSR1");
   const r = await done;
   assert.strictEqual(r.code, 0, r.stderr);
