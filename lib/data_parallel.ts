@@ -159,7 +159,7 @@ export function openDataParallel(mode: string, env: Record<string, string | unde
   }
   const launch = launcherFromEnv(env);
   if (mode === "none" || (mode === "auto" && !launch)) return undefined;
-  return openMpi({ library: env.MPI_LIB, localSize: launch?.localSize ?? 1 });
+  return openMpi({ library: env.MPI_LIB, launch });
 }
 
 /** A network, for {@linkcode ringAllreduceSeconds}: bandwidth in bytes/s each way per link, latency in s per message. */

@@ -43,8 +43,12 @@ async function denoTest(args: string[]): Promise<{ passed: number; failed: numbe
 runTask(async () => {
   const { values } = parseTaskArgs(spec);
   const filter = values.filter ? ["--filter", values.filter as string] : [];
-  // The data-parallel tests run 2 ranks under Open MPI's mpirun on loopback.
-  ensureDebianPackages(["openmpi-bin"], () => hasCommand("mpirun"), "the MPI data-parallel tests");
+  // The data-parallel tests run 2 ranks on loopback under Open MPI's mpirun and MPICH's mpiexec (its handles differ).
+  ensureDebianPackages(
+    ["openmpi-bin", "mpich"],
+    () => hasCommand("mpirun") && hasCommand("mpiexec.mpich"),
+    "the MPI data-parallel tests",
+  );
   // The task helpers' own JSDoc examples run too (the other tasks/ files are scripts, not modules to test).
   const unit = await denoTest([...filter, "tests/", "lib/", "tasks/cli.ts", "tasks/setup_check.ts"]);
   let passed = unit.passed, failed = unit.failed + (unit.ok || unit.failed > 0 ? 0 : 1);

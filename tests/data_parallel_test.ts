@@ -82,10 +82,14 @@ const MPI_ENV = {
   OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: "1",
 };
 
-/** `mpirun -np N deno run -A ARGS...`; resolves with the exit, the output and the seconds it took. */
-function mpirun(np: number, args: string[], o: { env?: Record<string, string> } = {}) {
-  const cmd = new Deno.Command("mpirun", {
-    args: ["--oversubscribe", "-np", String(np), Deno.execPath(), "run", "-A", ...args],
+/**
+ * `mpirun -np N deno run -A ARGS...` (Open MPI), or with `o.mpich` MPICH's `mpiexec.mpich -n N ...`; resolves with
+ * the exit, the output and the seconds it took.
+ */
+function mpirun(np: number, args: string[], o: { env?: Record<string, string>; mpich?: boolean } = {}) {
+  const launch = o.mpich ? ["mpiexec.mpich", "-n"] : ["mpirun", "--oversubscribe", "-np"];
+  const cmd = new Deno.Command(launch[0], {
+    args: [...launch.slice(1), String(np), Deno.execPath(), "run", "-A", ...args],
     env: { ...MPI_ENV, ...o.env },
     stdout: "piped",
     stderr: "piped",
@@ -105,11 +109,39 @@ async function finished(child: Deno.ChildProcess) {
   };
 }
 
-Deno.test("the MPI binding's collectives agree on 2 ranks: chunked float32 sums, float64, odd-length broadcasts", async () => {
-  const r = await finished(mpirun(2, ["tests/mpi_child.ts"]));
-  assert.strictEqual(r.code, 0, r.stderr);
-  const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l)).sort((a, b) => a.rank - b.rank);
-  assert.deepStrictEqual(lines.map((l) => l.rank), [0, 1]);
+for (const mpich of [false, true]) {
+  const name = mpich ? "MPICH's mpiexec" : "Open MPI's mpirun";
+  Deno.test(`collectives agree on 2 ranks under ${name}: chunked float32 sums, float64, odd-length broadcasts`, async () => {
+    const r = await finished(mpirun(2, ["tests/mpi_child.ts"], { mpich }));
+    assert.strictEqual(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l) as ChildLine).sort((a, b) => a.rank - b.rank);
+    assert.deepStrictEqual(lines.map((l) => l.rank), [0, 1]);
+    assert.match(lines[0].version, mpich ? /^MPICH/ : /^Open MPI/);
+    checkCollectives(lines);
+  });
+}
+
+Deno.test("a libmpi of another implementation than the launcher's is named in a clear error", async () => {
+  const r = await finished(mpirun(2, ["tests/mpi_child.ts"], { mpich: true, env: { MPI_LIB: "libmpi.so.40" } }));
+  assert.notStrictEqual(r.code, 0);
+  assert.match(r.stderr, /MPICH's launcher started 2 ranks, but libmpi\.so\.40 \(Open MPI [^)]*\) sees 1/);
+});
+
+/** What tests/mpi_child.ts prints. */
+interface ChildLine {
+  rank: number;
+  size: number;
+  localSize: number;
+  version: string;
+  sumFirst: number[];
+  sumLast: number[];
+  sumBad: number;
+  f64: number[];
+  odd: number[];
+  text: string;
+}
+
+function checkCollectives(lines: ChildLine[]): void {
   for (const l of lines) {
     assert.strictEqual(l.size, 2);
     assert.strictEqual(l.localSize, 2);
@@ -118,7 +150,7 @@ Deno.test("the MPI binding's collectives agree on 2 ranks: chunked float32 sums,
     assert.deepStrictEqual(l.odd, [1, 2, 3, 250, 5, 6, 7]);
     assert.strictEqual(l.text, "rank zero sagt grüß dich");
   }
-});
+}
 
 const data = await synthData(24, 8, 2);
 const FLAGS = Object.entries(dataOverrides(data)).map(([k, v]) => `--${k}=${v}`);

@@ -20,6 +20,7 @@ await mpi.quietBarrier();
 console.log(JSON.stringify({
   rank: mpi.rank,
   size: mpi.size,
+  version: mpi.version,
   localSize: mpi.localSize,
   sumFirst: [sum[0], sum[1]],
   sumLast: [sum[n - 2], sum[n - 1]],

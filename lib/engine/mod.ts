@@ -42,6 +42,7 @@ export { planSegments, type Segment, segmentedGradients, type SegmentedResult } 
 export {
   type Launch,
   launcherFromEnv,
+  librariesFor,
   Mpi,
   MPI_INSTALL_HINT,
   MPI_LIBRARIES,

@@ -7,7 +7,9 @@
  * values differ between implementations: Open MPI's are addresses of globals,
  * MPICH's integer constants. Their Fortran handles are plain integers that each
  * implementation fixes in its `mpif.h`, and `MPI_Comm_f2c` / `MPI_Type_f2c` /
- * `MPI_Op_f2c` turn them into the C handles of the library at hand. C code
+ * `MPI_Op_f2c` turn them into the C handles of the library at hand (MPICH,
+ * whose C handles are its Fortran ones, defines them as macros and exports no
+ * such symbols: there the value is the handle). C code
  * may use the Fortran types: `MPI_REAL` and `MPI_DOUBLE_PRECISION` are
  * float32 and float64 in both.
  *
@@ -123,9 +125,9 @@ function symbols(h: "pointer" | "i32") {
   return {
     MPI_Init_thread: { parameters: ["pointer", "pointer", "i32", "buffer"], result: "i32" },
     MPI_Initialized: { parameters: ["buffer"], result: "i32" },
-    MPI_Comm_f2c: { parameters: ["i32"], result: h },
-    MPI_Type_f2c: { parameters: ["i32"], result: h },
-    MPI_Op_f2c: { parameters: ["i32"], result: h },
+    MPI_Comm_f2c: { parameters: ["i32"], result: h, optional: true },
+    MPI_Type_f2c: { parameters: ["i32"], result: h, optional: true },
+    MPI_Op_f2c: { parameters: ["i32"], result: h, optional: true },
     MPI_Comm_rank: { parameters: [h, "buffer"], result: "i32" },
     MPI_Comm_size: { parameters: [h, "buffer"], result: "i32" },
     MPI_Allreduce: { parameters: ["buffer", "buffer", "i32", h, h, h], result: "i32" },
@@ -147,9 +149,9 @@ type Buf = ArrayBufferView;
 interface MpiCalls {
   MPI_Init_thread(argc: null, argv: null, required: number, provided: Buf): number;
   MPI_Initialized(flag: Buf): number;
-  MPI_Comm_f2c(f: number): Handle;
-  MPI_Type_f2c(f: number): Handle;
-  MPI_Op_f2c(f: number): Handle;
+  MPI_Comm_f2c: ((f: number) => Handle) | null;
+  MPI_Type_f2c: ((f: number) => Handle) | null;
+  MPI_Op_f2c: ((f: number) => Handle) | null;
   MPI_Comm_rank(comm: Handle, rank: Buf): number;
   MPI_Comm_size(comm: Handle, size: Buf): number;
   MPI_Allreduce(send: Buf, recv: Buf, count: number, type: Handle, op: Handle, comm: Handle): number;
@@ -221,11 +223,13 @@ export class Mpi {
     const provided = new Int32Array(1), flag = new Int32Array(1);
     s.MPI_Initialized(flag);
     if (!flag[0]) this.#check(s.MPI_Init_thread(null, null, MPI_THREAD_FUNNELED, provided), "MPI_Init_thread");
-    this.#comm = s.MPI_Comm_f2c(flavour.commWorld);
-    this.#f32 = s.MPI_Type_f2c(flavour.real);
-    this.#f64 = s.MPI_Type_f2c(flavour.doublePrecision);
-    this.#byte = s.MPI_Type_f2c(flavour.byte);
-    this.#sum = s.MPI_Op_f2c(flavour.sum);
+    // A missing conversion is a macro for the identity (MPICH).
+    const f2c = (fn: ((f: number) => Handle) | null, f: number): Handle => fn ? fn(f) : f;
+    this.#comm = f2c(s.MPI_Comm_f2c, flavour.commWorld);
+    this.#f32 = f2c(s.MPI_Type_f2c, flavour.real);
+    this.#f64 = f2c(s.MPI_Type_f2c, flavour.doublePrecision);
+    this.#byte = f2c(s.MPI_Type_f2c, flavour.byte);
+    this.#sum = f2c(s.MPI_Op_f2c, flavour.sum);
     const v = new Int32Array(1);
     this.#check(s.MPI_Comm_rank(this.#comm, v), "MPI_Comm_rank");
     this.rank = v[0];
@@ -337,16 +341,25 @@ export class Mpi {
   }
 }
 
+/** Library names to try for a launch: the launcher's own implementation first (Hydra is MPICH's). */
+export function librariesFor(launcher: Launch["launcher"] | undefined): string[] {
+  const mpich = ["libmpich.so.12", "libmpi.so.12"];
+  return launcher === "MPICH" ? [...mpich, ...MPI_LIBRARIES.filter((n) => !mpich.includes(n))] : MPI_LIBRARIES;
+}
+
 /**
- * Opens `libmpi` (from `MPI_LIB`, else the usual names of Open MPI and MPICH)
- * and initialises MPI. `localSize` is the launcher's count of ranks on this
- * machine. Throws an {@linkcode InputError} with the apt line when no library
- * opens or the implementation is unknown.
+ * Opens `libmpi` (from `o.library`, `MPI_LIB`, else the usual names of Open
+ * MPI and MPICH, the launcher's first) and initialises MPI. `o.launch` is what
+ * the launcher said (see {@linkcode launcherFromEnv}): its count of ranks on
+ * this machine, and a check that the library sees the same world (a library
+ * of another implementation than the launcher's starts alone). Throws an
+ * {@linkcode InputError} with the apt line when no library opens or the
+ * implementation is unknown.
  */
-export function openMpi(o: { library?: string; localSize?: number } = {}): Mpi {
+export function openMpi(o: { library?: string; launch?: Launch | null } = {}): Mpi {
   const wanted = o.library ?? Deno.env.get("MPI_LIB");
   const [probe, name] = openFirst(
-    wanted ? [wanted] : MPI_LIBRARIES,
+    wanted ? [wanted] : librariesFor(o.launch?.launcher),
     {
       MPI_Get_library_version: { parameters: ["buffer", "buffer"], result: "i32" },
     } as const,
@@ -361,5 +374,18 @@ export function openMpi(o: { library?: string; localSize?: number } = {}): Mpi {
     );
   }
   const lib = Deno.dlopen(name, symbols(flavour.handle));
-  return new Mpi(lib.symbols as unknown as MpiCalls, name, version.split("\n")[0], flavour, o.localSize ?? 1);
+  const mpi = new Mpi(
+    lib.symbols as unknown as MpiCalls,
+    name,
+    version.split("\n")[0],
+    flavour,
+    o.launch?.localSize ?? 1,
+  );
+  if (o.launch && mpi.size !== o.launch.size) {
+    throw new InputError(
+      `${o.launch.launcher}'s launcher started ${o.launch.size} ranks, but ${name} (${mpi.version.split(",")[0]}) ` +
+        `sees ${mpi.size}: the library is not the launcher's. Set MPI_LIB to the launcher's libmpi`,
+    );
+  }
+  return mpi;
 }
