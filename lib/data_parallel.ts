@@ -76,20 +76,22 @@ function stepBuffers(mpi: Mpi, total: number): { flat: Float32Array; sum: Float3
  * `vars` fixes the packing order, the same on every rank; a variable with no
  * gradient here packs zeros, so all ranks pack the same layout.
  */
-export function allreduceGrads(
+export async function allreduceGrads(
   mpi: Mpi,
   grads: Record<string, tf.Tensor>,
   vars: readonly tf.Variable[],
-): Record<string, tf.Tensor> {
+): Promise<Record<string, tf.Tensor>> {
   const total = vars.reduce((a, v) => a + v.size, 0);
   const { flat, sum } = stepBuffers(mpi, total);
+  // Asynchronous reads: a device backend (webgpu) has no synchronous one.
+  const values = await Promise.all(vars.map((v) => grads[v.name]?.data()));
   let o = 0;
-  for (const v of vars) {
-    const g = grads[v.name];
-    if (g) flat.set(g.dataSync() as Float32Array, o);
+  vars.forEach((v, k) => {
+    const g = values[k];
+    if (g) flat.set(g as Float32Array, o);
     else flat.fill(0, o, o + v.size);
     o += v.size;
-  }
+  });
   mpi.allreduceSum(flat, sum);
   const out: Record<string, tf.Tensor> = {};
   o = 0;
@@ -102,7 +104,11 @@ export function allreduceGrads(
 }
 
 /** Overwrites the variables of every map with rank 0's values (one broadcast for all). */
-export function broadcastVariables(mpi: Mpi, maps: ParamMap[], only?: (name: string) => boolean): void {
+export async function broadcastVariables(
+  mpi: Mpi,
+  maps: ParamMap[],
+  only?: (name: string) => boolean,
+): Promise<void> {
   const vars: tf.Variable[] = [];
   for (const m of maps) {
     for (const [name, v] of [...m].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)) {
@@ -112,8 +118,9 @@ export function broadcastVariables(mpi: Mpi, maps: ParamMap[], only?: (name: str
   const total = vars.reduce((a, v) => a + v.size, 0);
   const flat = new Float32Array(total);
   if (mpi.rank === 0) {
+    const values = await Promise.all(vars.map((v) => v.data()));
     let o = 0;
-    for (const v of vars) flat.set(v.dataSync() as Float32Array, o), o += v.size;
+    values.forEach((d, k) => (flat.set(d as Float32Array, o), o += vars[k].size));
   }
   mpi.bcast(flat);
   if (mpi.rank === 0) return;

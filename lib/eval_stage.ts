@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { setBackend } from "./engine/mod.ts";
+import { type BackendName, deviceDescription, deviceWarning, setBackend } from "./engine/mod.ts";
 import { loadParams } from "./checkpoint.ts";
 import { readAnyCheckpoint } from "./mindspore_convert.ts";
 import type { CocoEvalResult, CocoGroundTruthJson } from "./coco_eval.ts";
@@ -15,7 +15,7 @@ import { InputError } from "./errors.ts";
 import { type LoadedSplit, loadSplit } from "./dataset.ts";
 import { detectRecords, labelToCategoryOf, type NamedDetection, scoreDetections } from "./evaluate.ts";
 import { type Graph, initParams, type ParamMap } from "./graph.ts";
-import { detectWithOnnx, loadOnnxModel } from "./onnx_infer.ts";
+import { detectWithOnnx, loadOnnxModel, type OnnxProvider } from "./onnx_infer.ts";
 import { Progress } from "./progress.ts";
 import { createRng } from "./rng.ts";
 import {
@@ -45,14 +45,15 @@ export interface LoadedModel {
  */
 export async function loadModel(
   checkpoint: string,
-  o: { configFile?: string; overrides?: Record<string, string> } = {},
+  o: { configFile?: string; overrides?: Record<string, string>; backend?: BackendName } = {},
 ): Promise<LoadedModel> {
   // A MindSpore .ckpt carries no config: `configFile` names its model.
   const given = o.configFile ? loadSsdConfig(o.configFile, o.overrides) : undefined;
   const ckpt = readAnyCheckpoint(checkpoint, given).checkpoint;
   const cfg = given ?? storedConfig(ckpt.header.config, checkpoint);
   if (!o.configFile) checkConsistency(cfg, checkpoint);
-  await setBackend(cfg.backend, { threads: cfg.threads ?? undefined });
+  // `backend` runs the model elsewhere than it trained (the config keeps its own).
+  await setBackend(o.backend ?? cfg.backend, { threads: cfg.threads ?? undefined });
   const graph = buildModel(cfg);
   const params = initParams(graph, createRng(0));
   loadParams(params, ckpt, { file: checkpoint });
@@ -76,6 +77,8 @@ export interface EvalRun {
   groundTruth: CocoGroundTruthJson;
   /** The folder of the split's image files (a COCO split), or null (MindRecord: the images are inside). */
   imageDir: string | null;
+  /** Checkpoint mode: what the model ran on ({@linkcode deviceDescription}). */
+  device?: string;
 }
 
 /** A detector over records: the tfjs checkpoint path or the ONNX path, same output. */
@@ -170,6 +173,8 @@ export async function evaluateCheckpoint(
     /** Or the model config's own `data`, changed by {@linkcode evalDataConfig} (`--data`, `--data.*` flags). */
     dataOptions?: EvalDataOptions;
     batchSize?: number;
+    /** The backend to run on (default: the config's). */
+    backend?: BackendName;
     quiet?: boolean;
   } = {},
 ): Promise<EvalRun> {
@@ -178,7 +183,13 @@ export async function evaluateCheckpoint(
     ? splitOnly(o.split, model.cfg.data.policy)
     : o.data ?? (o.dataOptions ? evalDataConfig(model.cfg.data, o.dataOptions) : model.cfg.data);
   const data = loadSplit(dataCfg, "val", { classNames: model.classNames });
-  return scoreSplit(
+  const backend = o.backend ?? model.cfg.backend;
+  if (!o.quiet) {
+    console.error(`backend: ${deviceDescription(backend)}`);
+    const warning = deviceWarning(backend);
+    if (warning) console.error(warning);
+  }
+  const run = await scoreSplit(
     data,
     model.classNames,
     (records, labelToCategory, onProgress) =>
@@ -195,6 +206,7 @@ export async function evaluateCheckpoint(
       }),
     o.quiet,
   );
+  return { ...run, device: deviceDescription(backend) };
 }
 
 function splitOnly(split: Partial<SplitConfig>, policy: DataConfig["policy"]): DataConfig {
@@ -218,10 +230,12 @@ export async function evaluateOnnx(
     dataOptions?: EvalDataOptions;
     batchSize?: number;
     threads?: number;
+    /** onnxruntime's execution provider (default cpu). */
+    provider?: OnnxProvider;
     quiet?: boolean;
   } = {},
 ): Promise<EvalRun> {
-  const model = await loadOnnxModel(modelFile, { config: o.configFile, threads: o.threads });
+  const model = await loadOnnxModel(modelFile, { config: o.configFile, threads: o.threads, provider: o.provider });
   const dataCfg = o.split
     ? splitOnly(o.split, "error")
     : o.data ?? (o.dataOptions ? evalDataConfig(model.config.data, o.dataOptions) : model.config.data);

@@ -628,11 +628,14 @@ export function nodeParams(node: GraphNode): string[] {
 /**
  * Per-channel mean over [N, H, W] of an NHWC tensor. An average pool over the
  * whole map runs 15-20x faster on wasm than `tf.mean` over axes [0, 1, 2],
- * which transposes the channels to the front first.
+ * which transposes the channels to the front first. On webgpu the pool adds
+ * a whole map in one f32 accumulator (4096 terms at 64x64), which put 1e-3
+ * relative errors into batch-norm gradients; its reduction adds in a tree.
  */
 export function channelMean(x: tf.Tensor): tf.Tensor1D {
   return tf.tidy(() => {
     const [n, h, w, c] = x.shape as [number, number, number, number];
+    if (tf.getBackend() === "webgpu") return tf.mean(tf.reshape(x, [n * h * w, c]), 0) as tf.Tensor1D;
     const pooled = tf.avgPool(x as tf.Tensor4D, [h, w], 1, "valid"); // [N, 1, 1, C]
     return tf.mean(tf.reshape(pooled, [n, c]), 0) as tf.Tensor1D;
   });

@@ -135,11 +135,14 @@ export function focalLossSum(logits: tf.Tensor, onehot: tf.Tensor, o: { gamma: n
   const f = tf.customGrad((...args) => {
     const [x, z] = args as tf.Tensor[];
     const save = args[2] as (t: tf.Tensor[]) => void;
-    const { sum, grad } = focalLossAndGrad(x.dataSync(), z.dataSync(), o);
-    const g = tf.tensor(grad, x.shape); // [..., C] dL/dx
+    let value: tf.Scalar, g: tf.Tensor; // g: [..., C] dL/dx
+    if (HOST_BACKENDS.has(tf.getBackend())) {
+      const { sum, grad } = focalLossAndGrad(x.dataSync(), z.dataSync(), o);
+      [value, g] = [tf.scalar(sum), tf.tensor(grad, x.shape)];
+    } else [value, g] = focalLossAndGradOps(x, z, o);
     save([g]);
     return {
-      value: tf.scalar(sum),
+      value,
       gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => [
         tf.mul(saved[0], dy as tf.Tensor),
         tf.zerosLike(z),
@@ -147,6 +150,36 @@ export function focalLossSum(logits: tf.Tensor, onehot: tf.Tensor, o: { gamma: n
     };
   });
   return tf.tidy(() => f(logits, onehot) as tf.Scalar);
+}
+
+/**
+ * Backends whose tensors live in host memory, where one pass over plain arrays
+ * is cheapest. Elsewhere (webgpu) reading the logits back would stall the
+ * device every step, so {@linkcode focalLossAndGradOps} computes the same on it.
+ */
+const HOST_BACKENDS = new Set(["wasm", "cpu", "tensorflow"]);
+
+/**
+ * {@linkcode focalLossAndGrad} composed from tfjs ops, for backends that keep
+ * tensors on a device: the sum (in float32) and dL/dx, same shape as `x`.
+ */
+export function focalLossAndGradOps(
+  x: tf.Tensor,
+  z: tf.Tensor,
+  o: { gamma: number; alpha: number },
+): [tf.Scalar, tf.Tensor] {
+  return tf.tidy(() => {
+    const bce = tf.add(tf.sub(tf.relu(x), tf.mul(x, z)), tf.log1p(tf.exp(tf.neg(tf.abs(x)))));
+    const p = tf.sigmoid(x);
+    const q = tf.add(tf.mul(z, tf.sub(1, p)), tf.mul(tf.sub(1, z), p)); // 1 - p_t
+    const modulating = o.gamma === 2 ? tf.square(q) : tf.pow(q, o.gamma);
+    const alphaT = tf.add(tf.mul(z, o.alpha), tf.mul(tf.sub(1, z), 1 - o.alpha));
+    const sum = tf.sum(tf.mul(tf.mul(modulating, alphaT), bce)) as tf.Scalar;
+    // alpha_t (2z - 1) = z - (1 - alpha); p_t = 1 - q
+    const inner = tf.sub(tf.mul(tf.mul(tf.sub(1, q), bce), -o.gamma), q);
+    const grad = tf.mul(tf.mul(tf.sub(z, 1 - o.alpha), modulating), inner);
+    return [sum, grad];
+  });
 }
 
 /** The loss parts of one batch. */

@@ -698,3 +698,22 @@ export async function trainOrReuse(
   if (!run.checkpoint) throw new InputError(`training wrote no checkpoint in ${outDir}`);
   return { checkpoint: run.checkpoint, reused: false, run };
 }
+
+/**
+ * The backend the notebooks run on: `SSD_BACKEND` (which `deno task notebooks
+ * --backend NAME` sets), else `fallback`.
+ *
+ * @example
+ * ```ts
+ * if (!Deno.env.get("SSD_BACKEND") && notebookBackend("wasm") !== "wasm") throw new Error("fallback");
+ * ```
+ */
+export function notebookBackend(fallback = "wasm"): string {
+  return Deno.env.get("SSD_BACKEND") || fallback;
+}
+
+/** `{ backend }` for `loadSsdConfig` overrides when `SSD_BACKEND` is set, else nothing (the config's own). */
+export function backendOverride(): Record<string, string> {
+  const b = Deno.env.get("SSD_BACKEND");
+  return b ? { backend: b } : {};
+}

@@ -21,6 +21,7 @@ import {
 import type { DetectionRecord } from "./detection_record.ts";
 import { preparedBatches } from "./data_loader.ts";
 import { InputError } from "./errors.ts";
+import { ensureRuntimeDir } from "./engine/mod.ts";
 import { type DataConfig, dataSpec } from "./ssd_config.ts";
 import { type NamedDetection, toCocoResults } from "./evaluate.ts";
 import {
@@ -46,6 +47,32 @@ export interface SessionOptions {
   optimization?: ort.InferenceSession.SessionOptions["graphOptimizationLevel"];
   /** Operator scheduling (default `sequential`). */
   executionMode?: "sequential" | "parallel";
+  /**
+   * Where onnxruntime runs the network: `cpu` (default) or `webgpu`, its
+   * WebGPU execution provider (Dawn over Vulkan/Metal/DX12, bundled in
+   * onnxruntime-node's Linux x64, macOS and Windows builds).
+   */
+  provider?: OnnxProvider;
+}
+
+/** onnxruntime execution providers the workbench offers. */
+export const ONNX_PROVIDERS = ["cpu", "webgpu"] as const;
+/** An onnxruntime execution provider. */
+export type OnnxProvider = (typeof ONNX_PROVIDERS)[number];
+
+/**
+ * Why onnxruntime's WebGPU provider could not start, as an error that says
+ * what to do. Its Dawn refuses adapters that lack Vulkan features it needs,
+ * Mesa's lavapipe among them ("No supported adapters").
+ */
+function webgpuProviderError(e: unknown, file: string): InputError {
+  const msg = (e as Error).message ?? String(e);
+  return new InputError(
+    `onnxruntime's WebGPU provider could not start: ${msg.split("\n")[0]}\n` +
+      "It needs a GPU whose Vulkan (Linux), Metal or DX12 driver Dawn accepts; Mesa's software lavapipe is " +
+      "refused. Use --backend onnxruntime (CPU) here, or see README, GPU.",
+    { file, cause: e },
+  );
 }
 
 /** A loaded model: session, config, anchors and coder. */
@@ -131,12 +158,15 @@ export async function loadOnnxModel(
   const where = o.config ?? "its metadata";
   let session: ort.InferenceSession;
   try {
+    if (o.provider === "webgpu") ensureRuntimeDir();
     session = await ort.InferenceSession.create(bytes, {
       graphOptimizationLevel: o.optimization ?? "all",
       executionMode: o.executionMode ?? "sequential",
+      executionProviders: [o.provider ?? "cpu"],
       ...(o.threads ? { intraOpNumThreads: o.threads, interOpNumThreads: 1 } : {}),
     });
   } catch (e) {
+    if (o.provider === "webgpu") throw webgpuProviderError(e, file);
     throw new InputError(`onnxruntime cannot load the model: ${(e as Error).message}`, { file });
   }
   const s = config.preprocess.input_size;

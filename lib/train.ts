@@ -13,6 +13,9 @@ import * as readline from "node:readline";
 import YAML from "yaml";
 import { augmentSample } from "./augment.ts";
 import {
+  BACKENDS,
+  deviceDescription,
+  deviceWarning,
   explainOutOfMemory,
   type GradOutputs,
   GradReplica,
@@ -112,6 +115,8 @@ export interface StepLog {
   check_loss?: number;
   /** With a check backend: |g - g'| / |g| over all gradients. */
   check_grad_diff?: number;
+  /** On the first step of each start or resume: what the backend ran on (e.g. the WebGPU adapter). */
+  device?: string;
 }
 
 /** Steps kept in {@linkcode TrainResult.losses} from each end of a long run. */
@@ -271,13 +276,17 @@ export async function train(cfg: SsdConfig, options: TrainOptions): Promise<Trai
   // Ranks other than 0 stay quiet and read no weights: rank 0's arrive by broadcast.
   const o: TrainOptions = lead ? options : { ...options, quiet: true, init: undefined, onStep: undefined };
   await setBackend(cfg.backend, { threads: kernelThreads(cfg, undefined, mpi?.localSize) });
+  const device = deviceDescription(cfg.backend);
+  if (!o.quiet) console.log(`backend: ${device}`);
+  const warning = deviceWarning(cfg.backend);
+  if (warning && lead) console.error(warning);
   checkBackendPair(cfg, o.checkBackend);
   checkDataParallel(cfg, mpi, o.checkBackend);
   if (lead) fs.mkdirSync(path.join(o.outDir, "checkpoints"), { recursive: true });
   const resume = o.resume && lead ? openResume(o.outDir, cfg) : null;
   const { records, classNames } = loadTrainSplit(cfg);
   const model = buildTrainingModel(cfg, resume, o);
-  if (mpi) startTogether(mpi, model);
+  if (mpi) await startTogether(mpi, model);
   // A model with no MindSpore counterpart cannot save for it: say so before training, not at the first save.
   if (cfg.train.save_mindspore) mindsporeNames(cfg, model.graph);
   const feed = trainingFeed(cfg, records.length, model.anchors, mpi);
@@ -285,6 +294,7 @@ export async function train(cfg: SsdConfig, options: TrainOptions): Promise<Trai
 
   const run: Run = {
     cfg,
+    device,
     o,
     mpi,
     model,
@@ -387,6 +397,13 @@ function checkDataParallel(cfg: SsdConfig, mpi: Mpi | undefined, checkBackend: s
       { key: "train.sync_bn" },
     );
   }
+  if (cfg.train.sync_bn && cfg.backend === "webgpu") {
+    throw new ConfigError(
+      "train.sync_bn reads each batch norm's statistics back for the all-reduce in the middle of the forward pass, " +
+        "which WebGPU cannot do synchronously; use backend wasm or onnxruntime for sync_bn",
+      { key: "train.sync_bn" },
+    );
+  }
   if (!mpi) return;
   if (checkBackend !== undefined) throw new InputError("--check-backend runs in one process, not under MPI");
   const parts = mpi.size * cfg.train.replicas;
@@ -403,23 +420,19 @@ function checkDataParallel(cfg: SsdConfig, mpi: Mpi | undefined, checkBackend: s
  * Every rank starts from rank 0's weights, Momentum state and place in the run (fresh, `--init` or resume):
  * one broadcast, as DDP does at construction.
  */
-function startTogether(mpi: Mpi, model: TrainingModel): void {
+async function startTogether(mpi: Mpi, model: TrainingModel): Promise<void> {
   const s = model.start;
   const at = new Float64Array([s.epoch, s.batch, s.globalStep]);
   mpi.bcast(at);
   Object.assign(s, { epoch: at[0], batch: at[1], globalStep: at[2] });
-  broadcastVariables(mpi, [model.params, model.state]);
+  await broadcastVariables(mpi, [model.params, model.state]);
 }
 
-/** A check backend shares the training backend's tensors: both must be wasm or onnxruntime, on one replica. */
+/** A check backend runs the same step in the same process: one replica, any of the backends. */
 function checkBackendPair(cfg: SsdConfig, checkBackend: string | undefined): void {
   if (checkBackend === undefined) return;
-  const pair = ["wasm", "onnxruntime"];
-  if (!pair.includes(checkBackend) || !pair.includes(cfg.backend)) {
-    throw new InputError(
-      `a check backend runs on the same tensors as the training backend: both must be wasm or onnxruntime ` +
-        `(got ${checkBackend} and ${cfg.backend})`,
-    );
+  if (!(BACKENDS as readonly string[]).includes(checkBackend)) {
+    throw new InputError(`unknown check backend "${checkBackend}"; choose one of ${BACKENDS.join(", ")}`);
   }
   if (cfg.train.replicas !== 1) {
     throw new InputError(`a check backend needs train.replicas: 1 (it is ${cfg.train.replicas})`);
@@ -563,6 +576,8 @@ async function startLog(outDir: string, cfg: SsdConfig, resumeStep: number | nul
 /** A run in progress: what the steps and epochs read and update. */
 interface Run {
   cfg: SsdConfig;
+  /** {@linkcode deviceDescription} of the backend. */
+  device: string;
   o: TrainOptions;
   mpi: Mpi | undefined;
   model: TrainingModel;
@@ -649,7 +664,7 @@ async function trainStep(
   if (mpi) {
     // One all-reduce for the gradients, one for the losses and whether any rank was interrupted, so all
     // ranks apply the same update and stop at the same step.
-    r.grads = allreduceGrads(mpi, r.grads, trainable);
+    r.grads = await allreduceGrads(mpi, r.grads, trainable);
     const sums = mpi.allreduceSum(new Float64Array([loss, loc, cls, run.interrupted ? 1 : 0]));
     [loss, loc, cls] = sums;
     run.interrupted = sums[3] > 0;
@@ -664,8 +679,8 @@ async function trainStep(
   }
   const check = o.checkBackend === undefined
     ? undefined
-    : await checkStep(r, o.checkBackend, cfg.backend, kernelThreads(cfg), () =>
-      gradStep(model.graph, model.params, trainable, batch, stepOpts));
+    : await checkStep(r, o.checkBackend, cfg.backend, kernelThreads(cfg), model, (params, vars) =>
+      gradStep(model.graph, params, vars, batch, stepOpts));
   momentumStep(model.params, r.grads, model.state, lr, {
     momentum: cfg.train.momentum,
     weightDecay: cfg.train.weight_decay,
@@ -675,7 +690,7 @@ async function trainStep(
   const bnStats = mpi ? bnStatNames(r.bn) : null;
   applyBnUpdates(model.params, r.bn);
   // Running statistics: rank 0's, as DDP's broadcast_buffers (the ranks' own differ without sync_bn).
-  if (mpi && bnStats!.size > 0) broadcastVariables(mpi, [model.params], (n) => bnStats!.has(n));
+  if (mpi && bnStats!.size > 0) await broadcastVariables(mpi, [model.params], (n) => bnStats!.has(n));
   tf.dispose([r.loss, r.loc, r.cls, ...Object.values(r.grads)]);
   run.globalStep++;
   run.steps++;
@@ -691,6 +706,7 @@ async function trainStep(
     images_per_s: batch.globalSize / ((now - clock.last) / 1000),
     time: Math.round(now - clock.t0),
     ...check,
+    ...(run.steps === 1 ? { device: run.device } : {}),
   };
   clock.last = now;
   run.losses.push(entry);
@@ -795,39 +811,55 @@ async function endOfEpoch(run: Run, done: number): Promise<void> {
 }
 
 /**
- * Runs one step's forward and backward pass again on `checkBackend` (same
- * weights, same batch) and measures how far it lands from `r`, the training
- * backend's. Both backends keep their tensors in the wasm heap, so switching
- * between them moves no data.
+ * Runs one step's forward and backward pass again on `checkBackend`, from the
+ * same weights and batch, and measures how far it lands from `r`, the
+ * training backend's. The weights are copied there (read with `await data()`,
+ * which every backend serves; WebGPU in Deno has no synchronous read, so tfjs
+ * could not move them itself), and the copies are freed after the step.
  */
 async function checkStep(
   r: GradOutputs,
   checkBackend: string,
   backend: string,
   threads: number,
-  step: () => GradOutputs,
+  model: TrainingModel,
+  step: (params: ParamMap, trainable: tf.Variable[]) => GradOutputs,
 ): Promise<{ check_loss: number; check_grad_diff: number }> {
+  const entries = [...model.params];
+  const values = await Promise.all(entries.map(([, v]) => v.data()));
+  const names = Object.keys(r.grads);
+  const want = await Promise.all(names.map((n) => r.grads[n].data()));
   await setBackend(checkBackend, { threads });
+  const copies: ParamMap = new Map();
+  const byVariable = new Map<string, tf.Variable>();
   let c: GradOutputs | null = null;
   try {
-    c = step();
-    const diff = tf.tidy(() => {
-      // float32 sums of squares: ample for a relative difference
-      let num = tf.scalar(0), den = tf.scalar(0);
-      for (const [name, g] of Object.entries(r.grads)) {
-        num = num.add(tf.sub(g, c!.grads[name]).square().sum());
-        den = den.add(g.square().sum());
-      }
-      return tf.sqrt(num.div(den));
+    entries.forEach(([name, v], k) => {
+      const t = tf.tensor(values[k], v.shape, v.dtype);
+      const copy = tf.variable(t, v.trainable);
+      t.dispose();
+      copies.set(name, copy);
+      byVariable.set(v.name, copy);
     });
-    const [loss, d] = await Promise.all([c.loss.data(), diff.data()]);
-    diff.dispose();
-    return { check_loss: loss[0], check_grad_diff: d[0] };
+    c = step(copies, model.trainable.map(([, v]) => byVariable.get(v.name)!));
+    const got = await Promise.all(names.map((n) => c!.grads[byVariable.get(n)!.name].data()));
+    // float64 sums of squares of the differences over all gradients
+    let num = 0, den = 0;
+    want.forEach((g, k) => {
+      const h = got[k];
+      for (let i = 0; i < g.length; i++) {
+        const d = g[i] - h[i];
+        num += d * d;
+        den += g[i] * g[i];
+      }
+    });
+    return { check_loss: (await c.loss.data())[0], check_grad_diff: Math.sqrt(num / den) };
   } finally {
     if (c) {
       tf.dispose([c.loss, c.loc, c.cls, ...Object.values(c.grads)]);
       for (const u of c.bn) tf.dispose([u.mean, u.variance]);
     }
+    tf.dispose([...copies.values()]);
     await setBackend(backend, { threads });
   }
 }

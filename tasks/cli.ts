@@ -121,6 +121,16 @@ export function parseTaskArgs(spec: TaskSpec, args: string[] = Deno.args): Parse
   return { values: values as ParsedArgs["values"], positionals, overrides };
 }
 
+/**
+ * `--backend` of the tasks that run an exported ONNX model: `onnxruntime`
+ * (its CPU provider, the default) or `webgpu` (its WebGPU provider).
+ */
+export function onnxProviderOf(backend: string | undefined): "cpu" | "webgpu" {
+  if (backend === undefined || backend === "onnxruntime") return "cpu";
+  if (backend === "webgpu") return "webgpu";
+  throw new InputError(`an ONNX model runs on --backend onnxruntime or webgpu, not "${backend}"`);
+}
+
 /** Reads an integer flag, with a clear error. */
 export function intFlag(values: ParsedArgs["values"], name: string): number | undefined {
   const v = values[name];

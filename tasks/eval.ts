@@ -19,6 +19,8 @@ import {
   formatSummary,
 } from "../lib/coco_eval.ts";
 import { evaluateCheckpoint, evaluateOnnx } from "../lib/eval_stage.ts";
+import { type BackendName, BACKENDS } from "../lib/engine/mod.ts";
+import { onnxProviderOf } from "./cli.ts";
 
 const spec: TaskSpec = {
   name: "eval",
@@ -55,6 +57,12 @@ const spec: TaskSpec = {
     },
     images: { type: "string", arg: "DIR", help: "image folder of a COCO --data file" },
     "batch-size": { type: "string", arg: "N", default: "8", help: "images per forward pass" },
+    backend: {
+      type: "string",
+      arg: "NAME",
+      help: "with --checkpoint: wasm, onnxruntime, webgpu, cpu or tensorflow (default: the config's); with --model: " +
+        "onnxruntime (CPU, default) or webgpu (onnxruntime's WebGPU provider)",
+    },
   },
   epilog: [
     "With --checkpoint or --model, the eval data is the val split of the run's config (the checkpoint's, or the",
@@ -127,18 +135,24 @@ if (import.meta.main) {
       // The config.yaml that `deno task export` wrote beside the model (else the copy in its metadata).
       const beside = path.join(path.dirname(model), "config.yaml");
       const configFile = (values.config as string | undefined) ?? (fs.existsSync(beside) ? beside : undefined);
-      const run = await evaluateOnnx(model, { configFile, dataOptions: dataOpts, batchSize });
+      const provider = onnxProviderOf(values.backend as string | undefined);
+      const run = await evaluateOnnx(model, { configFile, dataOptions: dataOpts, batchSize, provider });
       await writeJsonAtomic(`${out}/detections.json`, run.detections);
       console.error(`${run.images} images, ${run.detections.length} detections -> ${out}/detections.json`);
       await report(run.result, out, statsJson);
       return;
     }
     if (values.checkpoint !== undefined) {
+      const backend = values.backend as string | undefined;
+      if (backend !== undefined && !(BACKENDS as readonly string[]).includes(backend)) {
+        throw new InputError(`unknown --backend "${backend}"; choose one of ${BACKENDS.join(", ")}`);
+      }
       const run = await evaluateCheckpoint(values.checkpoint as string, {
         configFile: values.config as string | undefined,
         overrides,
         dataOptions: dataOpts,
         batchSize,
+        backend: backend as BackendName | undefined,
       });
       await writeJsonAtomic(`${out}/detections.json`, run.detections);
       console.error(`${run.images} images, ${run.detections.length} detections -> ${out}/detections.json`);

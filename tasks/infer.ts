@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { intFlag, numberFlag, parseTaskArgs, runTask, type TaskSpec } from "./cli.ts";
+import { intFlag, numberFlag, onnxProviderOf, parseTaskArgs, runTask, type TaskSpec } from "./cli.ts";
 import { InputError } from "../lib/errors.ts";
 import { inferImages } from "../lib/infer.ts";
 
@@ -14,7 +14,7 @@ const spec: TaskSpec = {
   summary:
     "Detects objects with an exported ONNX model: writes OUT/detections.json and OUT/<image>.jpg with boxes drawn.",
   usage: "--model DIR/model.onnx [--config DIR/config.yaml] --input IMAGE|FOLDER|GLOB --out OUT " +
-    "[--min-score S] [--threads N] [--batch-size B] [--skip-bad] [--gt instances.json]",
+    "[--min-score S] [--threads N] [--backend onnxruntime|webgpu] [--batch-size B] [--skip-bad] [--gt instances.json]",
   flags: {
     model: { type: "string", arg: "FILE", help: "model.onnx written by deno task export" },
     config: {
@@ -26,6 +26,12 @@ const spec: TaskSpec = {
     out: { type: "string", arg: "DIR", help: "output folder" },
     "min-score": { type: "string", arg: "S", help: "score threshold (default: the config's postprocess.min_score)" },
     threads: { type: "string", arg: "N", help: "onnxruntime intra-op threads (default: one per core)" },
+    backend: {
+      type: "string",
+      arg: "NAME",
+      help:
+        "onnxruntime (its CPU provider, default) or webgpu (its WebGPU provider: a GPU through Vulkan, Metal or DX12)",
+    },
     "batch-size": { type: "string", arg: "B", default: "8", help: "images per network run" },
     "skip-bad": { type: "boolean", help: "report unreadable or corrupt images and go on with the rest" },
     gt: {
@@ -62,6 +68,7 @@ if (import.meta.main) {
       out,
       minScore: numberFlag(values, "min-score"),
       threads,
+      provider: onnxProviderOf(values.backend as string | undefined),
       batchSize,
       skipBad: values["skip-bad"] === true,
       gt: values.gt as string | undefined,

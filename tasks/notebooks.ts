@@ -5,15 +5,22 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseTaskArgs, runTask } from "./cli.ts";
 import { InputError } from "../lib/errors.ts";
+import { BACKENDS } from "../lib/engine/mod.ts";
 import { DEBIAN_PYTHON, ensureDebianPackages, hasPythonModule } from "./setup_check.ts";
 
 const spec = {
   name: "notebooks",
   summary: "Execute notebooks/*.ipynb on the Deno kernel (headless) and keep the executed copies.",
-  usage: "[--out DIR] [NOTEBOOK ...]",
+  usage: "[--out DIR] [--backend NAME] [NOTEBOOK ...]",
   positionals: "NOTEBOOK ...  notebooks to run (default: all of notebooks/)",
   flags: {
     out: { type: "string", arg: "DIR", default: "runs/notebooks", help: "where executed copies go" },
+    backend: {
+      type: "string",
+      arg: "NAME",
+      help: `run the notebooks' models on this backend (${BACKENDS.join(", ")}; sets SSD_BACKEND; default: ` +
+        "each notebook's own)",
+    },
   },
 } as const;
 
@@ -25,6 +32,11 @@ runTask(() => {
     : fs.readdirSync(path.join(root, "notebooks")).filter((f) => f.endsWith(".ipynb")).sort()
       .map((f) => path.join(root, "notebooks", f));
   if (books.length === 0) throw new InputError("no notebooks found");
+  const backend = values.backend as string | undefined;
+  if (backend !== undefined && !(BACKENDS as readonly string[]).includes(backend)) {
+    throw new InputError(`unknown --backend "${backend}"; choose one of ${BACKENDS.join(", ")}`);
+  }
+  const backendEnv: Record<string, string> = backend ? { SSD_BACKEND: backend } : {};
   ensureDebianPackages(["python3-nbclient"], () => hasPythonModule("nbclient"), "running notebooks");
   // The kernelspec stores Deno's absolute path, so register it on every run.
   const reg = spawnSync(Deno.execPath(), ["jupyter", "--install", "--force"], { stdio: "pipe" });
@@ -32,7 +44,7 @@ runTask(() => {
   const r = spawnSync(
     DEBIAN_PYTHON,
     [path.join(root, "tasks", "notebook_runner.py"), path.resolve(values.out as string), ...books],
-    { stdio: "inherit", env: { ...Deno.env.toObject(), NO_COLOR: "1" } },
+    { stdio: "inherit", env: { ...Deno.env.toObject(), NO_COLOR: "1", ...backendEnv } },
   );
   if (r.status !== 0) throw new InputError(`notebooks failed (executed copies in ${values.out})`);
 });

@@ -3,6 +3,7 @@
  * Ends with one plain line, "tests: N passed, N failed".
  */
 import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
 import { parseTaskArgs, runTask } from "./cli.ts";
 import { ensureDebianPackages, hasCommand } from "./setup_check.ts";
 
@@ -40,6 +41,15 @@ async function denoTest(args: string[]): Promise<{ passed: number; failed: numbe
   };
 }
 
+/** Whether a Vulkan driver (an ICD manifest) is installed. */
+function hasVulkanDriver(): boolean {
+  try {
+    return fs.readdirSync("/usr/share/vulkan/icd.d").some((f) => f.endsWith(".json"));
+  } catch {
+    return false;
+  }
+}
+
 runTask(async () => {
   const { values } = parseTaskArgs(spec);
   const filter = values.filter ? ["--filter", values.filter as string] : [];
@@ -48,6 +58,12 @@ runTask(async () => {
     ["openmpi-bin", "mpich"],
     () => hasCommand("mpirun") && hasCommand("mpiexec.mpich"),
     "the MPI data-parallel tests",
+  );
+  // The webgpu tests run on Mesa's lavapipe, a software Vulkan, where no GPU driver is installed.
+  ensureDebianPackages(
+    ["mesa-vulkan-drivers"],
+    hasVulkanDriver,
+    "the WebGPU tests",
   );
   // The task helpers' own JSDoc examples run too (the other tasks/ files are scripts, not modules to test).
   const unit = await denoTest([...filter, "tests/", "lib/", "tasks/cli.ts", "tasks/setup_check.ts"]);

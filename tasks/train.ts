@@ -3,7 +3,7 @@ import process from "node:process";
 import { intFlag, parseTaskArgs, runTask } from "./cli.ts";
 import { InputError } from "../lib/errors.ts";
 import { DIST_MODES, openDataParallel } from "../lib/data_parallel.ts";
-import type { Mpi } from "../lib/engine/mod.ts";
+import { BACKENDS, type Mpi } from "../lib/engine/mod.ts";
 import { loadSsdConfig, type SsdConfig, storedConfig } from "../lib/ssd_config.ts";
 import { checkSummary, RESUME_SAFE_KEYS, resumeConfig, train } from "../lib/train.ts";
 
@@ -21,7 +21,7 @@ const spec = {
     },
     out: { type: "string", arg: "DIR", default: "runs/train", help: "run folder" },
     seed: { type: "string", arg: "N", help: "random seed (overrides the config's)" },
-    backend: { type: "string", arg: "NAME", help: "wasm, cpu, tensorflow or onnxruntime (overrides the config's)" },
+    backend: { type: "string", arg: "NAME", help: `${BACKENDS.join(", ")} (overrides the config's)` },
     resume: {
       type: "boolean",
       help: "continue the run in --out from its latest checkpoint, with the config stored in it",
@@ -53,13 +53,17 @@ const spec = {
     "check-backend": {
       type: "string",
       arg: "NAME",
-      help: "also run each step on this backend (wasm or onnxruntime, same weights and batch) and log the differences",
+      help: `also run each step on this backend (${
+        BACKENDS.join(", ")
+      }; same weights and batch) and log the differences`,
     },
   },
   epilog: [
     "Writes OUT/checkpoints/epoch-<N>.ckpt (see lib/checkpoint.ts for the format), OUT/train_log.jsonl (one JSON line",
     "per step), OUT/loss_curve.png and OUT/config.yaml. Ctrl-C saves OUT/checkpoints/interrupted.ckpt and exits.",
     "--check-backend logs check_loss and check_grad_diff (|g - g'| / |g|) per step; it needs --train.replicas=1.",
+    "--backend webgpu trains on the GPU that Deno's WebGPU finds (Vulkan, Metal, DX12; README, GPU). The first log",
+    'line records the device (its "device" field); a software adapter such as lavapipe gets a warning.',
     "--resume continues exactly: the run's own stored config (with the overrides it started with), its data order,",
     "augmentation draws and optimizer state. An override given with --resume that would change the run is an error",
     "naming the key; these may change: " + RESUME_SAFE_KEYS.join(", ") + " (train.epochs only longer).",

@@ -10,6 +10,8 @@
  * - `tensorflow`: `@tensorflow/tfjs-node` or `-gpu`, when the user has them.
  * - `onnxruntime`: the wasm backend with convs, their gradients, matmuls and
  *   max-pool gradients run by onnxruntime-node (`ort_kernels.ts`).
+ * - `webgpu`: tfjs-backend-webgpu on Deno's WebGPU (`webgpu.ts`): a GPU where
+ *   one has a Vulkan, Metal or DX12 driver, Mesa's lavapipe on the CPU here.
  *
  * @module
  */
@@ -24,9 +26,12 @@ import { installTrainingKernels, loadedOrtKernels, type OrtKernelsModule } from 
 import { InputError } from "../errors.ts";
 import { installSharedHeap } from "./shared_heap.ts";
 import { setSimdThreads } from "./simd_kernels.ts";
+import * as os from "node:os";
+import { currentAdapter, describeAdapter, loadWebGpuBackend, softwareWarning } from "./webgpu.ts";
+import { registerGradKernels } from "./conv_grad_kernels.ts";
 
 /** Backends the workbench can run on. */
-export const BACKENDS = ["wasm", "cpu", "tensorflow", "onnxruntime"] as const;
+export const BACKENDS = ["wasm", "cpu", "tensorflow", "onnxruntime", "webgpu"] as const;
 /** A backend name. */
 export type BackendName = (typeof BACKENDS)[number];
 
@@ -66,6 +71,11 @@ export async function setBackend(name: string = "wasm", o: { threads?: number } 
   // PROD silences tfjs's "install tfjs-node" console hint, which misleads here.
   tf.env().set("PROD", true);
   if (name === "tensorflow") await loadTfjsNode();
+  if (name === "webgpu") {
+    await loadWebGpuBackend();
+    // Its conv backprops ignore dilations (VGG16's fc6 has 6): ours serve those, composed from its kernels.
+    registerGradKernels("webgpu", "dilated-only");
+  }
   const ok = await tf.setBackend(name === "onnxruntime" ? "wasm" : name);
   if (!ok) throw new InputError(`backend "${name}" failed to initialise`);
   await tf.ready();
@@ -125,4 +135,21 @@ export function explainOutOfMemory(
     );
   }
   return e;
+}
+
+/**
+ * One line naming what the backend runs on, for the start of a run and its
+ * log: the WebGPU adapter (name, vendor, limits), else the CPU.
+ */
+export function deviceDescription(name: BackendName): string {
+  const a = name === "webgpu" ? currentAdapter() : undefined;
+  if (a) return `webgpu on ${describeAdapter(a)}`;
+  const cpu = os.cpus()[0]?.model?.trim() || "CPU";
+  return `${name} on ${cpu} (${navigator.hardwareConcurrency || 1} cores)`;
+}
+
+/** The warning for a software WebGPU adapter (a correctness run, not GPU speed), or null. */
+export function deviceWarning(name: BackendName): string | null {
+  const a = name === "webgpu" ? currentAdapter() : undefined;
+  return a ? softwareWarning(a) : null;
 }

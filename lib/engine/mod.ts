@@ -4,7 +4,8 @@
  * through this file only.
  *
  * - `backend.ts`: choose a backend (`wasm` by default, `onnxruntime`, `cpu`,
- *   `tensorflow`) and install the training kernels.
+ *   `tensorflow`, `webgpu`) and install the training kernels; `webgpu.ts`
+ *   finds the WebGPU adapter and says what it is.
  * - Kernels: composed conv gradients (`conv_grad_kernels.ts`), SIMD kernels
  *   from `simd_kernels.wat` (batch norm, ReLU and max-pool gradients,
  *   depthwise and few-channel 1x1 convs), onnxruntime kernels and their ONNX
@@ -32,6 +33,8 @@
 export {
   type BackendName,
   BACKENDS,
+  deviceDescription,
+  deviceWarning,
   explainOutOfMemory,
   MAX_SIMD_THREADS,
   setBackend,
@@ -51,4 +54,14 @@ export {
 } from "./mpi.ts";
 export { GradReplica, type RemoteGrads, splitBatch } from "./replicas.ts";
 export { simdKernelsUnavailable } from "./simd_kernels.ts";
+export {
+  type AdapterSummary,
+  currentAdapter,
+  describeAdapter,
+  ensureRuntimeDir,
+  findAdapter,
+  softwareAdapterName,
+  WEBGPU_INSTALL_HINT,
+  webgpuBufferCounts,
+} from "./webgpu.ts";
 export { KernelThreads, splitRange } from "./simd_threads.ts";
