@@ -19,7 +19,6 @@ import {
   featureSizesOf,
 } from "./default_boxes.ts";
 import { ConfigError } from "./errors.ts";
-import { type BackendName, BACKENDS } from "./engine/mod.ts";
 import { BN_DEFAULTS, type Graph, type ParamSpec } from "./graph.ts";
 import { type LossConfig, lossSpec } from "./loss.ts";
 import { type LrScheduleConfig, lrScheduleSpec } from "./lr_schedule.ts";
@@ -150,7 +149,8 @@ export interface DataConfig {
 
 /** A complete run configuration. */
 export interface SsdConfig {
-  backend: BackendName;
+  /** The engine's `BACKENDS` (spelled out here: the engine imports this file; tests/webgpu_test.ts checks both agree). */
+  backend: "wasm" | "cpu" | "tensorflow" | "onnxruntime" | "webgpu";
   /**
    * Threads of the `onnxruntime` backend's kernels per replica; null: the cores divided among the
    * `train.replicas` (each replica runs its own kernels).
@@ -194,7 +194,7 @@ export const dataSpec: Spec = {
 export const ssdConfigSpec: Spec = {
   type: "object",
   fields: {
-    backend: { type: "string", enum: [...BACKENDS], default: "onnxruntime" },
+    backend: { type: "string", enum: ["wasm", "cpu", "tensorflow", "onnxruntime", "webgpu"], default: "onnxruntime" },
     threads: { type: "number", int: true, min: 1, nullable: true },
     seed: { type: "number", int: true, default: 1 },
     model: {

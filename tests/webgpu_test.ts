@@ -4,16 +4,17 @@ import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import {
+  BACKENDS,
   currentAdapter,
   describeAdapter,
   setBackend,
   softwareAdapterName,
+  vendorName,
   webgpuBufferCounts,
 } from "../lib/engine/mod.ts";
-import { vendorName } from "../lib/engine/webgpu.ts";
 import { focalLossAndGrad, focalLossAndGradOps } from "../lib/loss.ts";
 import { channelMean } from "../lib/graph.ts";
-import { loadSsdConfig } from "../lib/ssd_config.ts";
+import { loadSsdConfig, ssdConfigSpec } from "../lib/ssd_config.ts";
 import { checkSummary, train } from "../lib/train.ts";
 import { dataOverrides, synthData, TINY_CONFIG } from "./tiny_run.ts";
 
@@ -31,6 +32,9 @@ Deno.test("adapter names: software adapters, vendor ids", () => {
   assert.equal(vendorName("0x1002"), "AMD");
   assert.equal(vendorName("65541"), "Mesa");
   assert.equal(vendorName("1234567"), "1234567");
+  // The config schema spells out the engine's backends (the engine imports the config module).
+  const fields = (ssdConfigSpec as unknown as { fields: { backend: { enum: string[] } } }).fields;
+  assert.deepEqual(fields.backend.enum, [...BACKENDS]);
 });
 
 Deno.test("no adapter: a clear error naming the driver package and XDG_RUNTIME_DIR", () => {

@@ -61,6 +61,7 @@ export {
   ensureRuntimeDir,
   findAdapter,
   softwareAdapterName,
+  vendorName,
   WEBGPU_INSTALL_HINT,
   webgpuBufferCounts,
 } from "./webgpu.ts";
