@@ -77,8 +77,6 @@ export interface EvalRun {
   groundTruth: CocoGroundTruthJson;
   /** The folder of the split's image files (a COCO split), or null (MindRecord: the images are inside). */
   imageDir: string | null;
-  /** Checkpoint mode: what the model ran on ({@linkcode deviceDescription}). */
-  device?: string;
 }
 
 /** A detector over records: the tfjs checkpoint path or the ONNX path, same output. */
@@ -189,7 +187,7 @@ export async function evaluateCheckpoint(
     const warning = deviceWarning(backend);
     if (warning) console.error(warning);
   }
-  const run = await scoreSplit(
+  return scoreSplit(
     data,
     model.classNames,
     (records, labelToCategory, onProgress) =>
@@ -206,7 +204,6 @@ export async function evaluateCheckpoint(
       }),
     o.quiet,
   );
-  return { ...run, device: deviceDescription(backend) };
 }
 
 function splitOnly(split: Partial<SplitConfig>, policy: DataConfig["policy"]): DataConfig {

@@ -28,7 +28,6 @@ import { installSharedHeap } from "./shared_heap.ts";
 import { setSimdThreads } from "./simd_kernels.ts";
 import * as os from "node:os";
 import { currentAdapter, describeAdapter, loadWebGpuBackend, softwareWarning } from "./webgpu.ts";
-import { registerGradKernels } from "./conv_grad_kernels.ts";
 
 /** Backends the workbench can run on. */
 export const BACKENDS = ["wasm", "cpu", "tensorflow", "onnxruntime", "webgpu"] as const;
@@ -71,11 +70,7 @@ export async function setBackend(name: string = "wasm", o: { threads?: number } 
   // PROD silences tfjs's "install tfjs-node" console hint, which misleads here.
   tf.env().set("PROD", true);
   if (name === "tensorflow") await loadTfjsNode();
-  if (name === "webgpu") {
-    await loadWebGpuBackend();
-    // Its conv backprops ignore dilations (VGG16's fc6 has 6): ours serve those, composed from its kernels.
-    registerGradKernels("webgpu", "dilated-only");
-  }
+  if (name === "webgpu") await loadWebGpuBackend();
   const ok = await tf.setBackend(name === "onnxruntime" ? "wasm" : name);
   if (!ok) throw new InputError(`backend "${name}" failed to initialise`);
   await tf.ready();

@@ -25,6 +25,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs-core";
 import { InputError } from "../errors.ts";
+import { registerGradKernels } from "./conv_grad_kernels.ts";
 
 /** What a run records of its adapter. */
 export interface AdapterSummary {
@@ -149,13 +150,16 @@ export function currentAdapter(): AdapterSummary | undefined {
 
 /**
  * Finds the adapter, then registers tfjs-backend-webgpu (imported only now:
- * it probes `navigator.gpu` as it loads). Idempotent.
+ * it probes `navigator.gpu` as it loads) and, once, the dilated conv
+ * gradients. Idempotent.
  */
 export async function loadWebGpuBackend(): Promise<AdapterSummary> {
   const a = await findAdapter();
   if (!tf.findBackend("webgpu")) {
     // Imported late: loaded, it registers a backend that tfjs would otherwise pick first (priority 3).
     await import("@tensorflow/tfjs-backend-webgpu");
+    // Its conv backprops ignore dilations (VGG16's fc6 has 6): ours serve those, composed from its kernels.
+    registerGradKernels("webgpu", "dilated-only");
   }
   return a;
 }
