@@ -16,6 +16,7 @@ import { benchMemory } from "./memory_bench.ts";
 import { benchMpi } from "./mpi_bench.ts";
 import { benchOrt } from "./ort_bench.ts";
 import { benchReplicas, benchTrain } from "./train_bench.ts";
+import { benchWebgpu } from "./webgpu_bench.ts";
 import { type BenchRow, formatTable } from "./report.ts";
 
 /** COCOeval on the COCO-val-sized workload, side by side with pycocotools when it is importable. */
@@ -59,6 +60,7 @@ const SECTIONS: Record<string, (o: { quick: boolean }) => Promise<BenchRow[]>> =
   infer: benchInfer,
   ort: benchOrt,
   mpi: benchMpi,
+  webgpu: benchWebgpu,
 };
 
 const spec = {

@@ -12,7 +12,14 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { spawnSync } from "node:child_process";
-import { explainOutOfMemory, type GradInputs, gradStep, setBackend, trainableParams } from "../lib/engine/mod.ts";
+import {
+  type BackendName,
+  explainOutOfMemory,
+  type GradInputs,
+  gradStep,
+  setBackend,
+  trainableParams,
+} from "../lib/engine/mod.ts";
 import { featureSizesOf } from "../lib/default_boxes.ts";
 import { applyBnUpdates, initParams } from "../lib/graph.ts";
 import { createMomentumState, momentumStep } from "../lib/optimizer.ts";
@@ -49,7 +56,7 @@ export function sizeOverrides(configFile: string, size: number): Record<string, 
 /** What to time. */
 export interface StepJob {
   config: string;
-  backend: "wasm" | "onnxruntime";
+  backend: BackendName;
   batch: number;
   /** Timed steps; their median is reported. */
   steps: number;
