@@ -21,6 +21,8 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { describeAdapter, findAdapter, setBackend } from "../lib/engine/mod.ts";
+import { registerWebGpuBatchNorm, unregisterWebGpuBatchNorm } from "../lib/engine/webgpu_batch_norm.ts";
+import { batchNormTrain } from "../lib/graph.ts";
 import { type ConvShape, flops, label } from "./conv_bench.ts";
 import { type BenchRow, formatTable, timeMedian } from "./report.ts";
 import { jsonFromChild, stepInChild } from "./step_timer.ts";
@@ -97,6 +99,32 @@ export async function convPassesMs(s: ConvShape, reps: number): Promise<number> 
   return ms;
 }
 
+/** Batch-norm shapes [N, H, W, C] of SSD300-MobileNetV2 at batch 4: an early expansion and the 19 px one. */
+export const BN_SHAPES = [[4, 75, 75, 144], [4, 19, 19, 576]];
+
+/**
+ * Median ms of one training-mode batch norm with ReLU6, forward and backward, on the current backend's kernels
+ * (the fused ones where registered, else the op-composed form of graph.ts).
+ */
+export async function batchNormPassMs(shape: number[], reps: number): Promise<number> {
+  const c = shape[3];
+  const x = tf.randomNormal(shape, 1, 2, "float32", 1), dy = tf.randomNormal(shape, 0, 1, "float32", 2);
+  const g = tf.ones([c]), b = tf.zeros([c]);
+  const grads = tf.grads((xi: tf.Tensor, gi: tf.Tensor, bi: tf.Tensor) => {
+    const stats: { mean?: tf.Tensor1D; variance?: tf.Tensor1D } = {};
+    const y = batchNormTrain(xi, gi, bi, 1e-3, stats, "relu6");
+    tf.dispose([stats.mean!, stats.variance!]);
+    return y;
+  });
+  const ms = await timeMedian(async () => {
+    const [dx, dg, db] = grads([x, g, b], dy);
+    tf.dispose([dx, dg]);
+    await settle(db);
+  }, reps);
+  tf.dispose([x, dy, g, b]);
+  return ms;
+}
+
 /** What the child measured, and how its rows name the adapter (null: none found). */
 interface ChildResult {
   rows: BenchRow[];
@@ -134,6 +162,20 @@ async function measure(quick: boolean): Promise<ChildResult> {
     untimed: true,
     note: `${peak.gflops.toFixed(1)} GFLOP/s at ${peak.n}x${peak.n}${caveat}`,
   });
+  for (const shape of BN_SHAPES) {
+    unregisterWebGpuBatchNorm();
+    const composed = await batchNormPassMs(shape, 5); // cheap: more repetitions than the convs get
+    registerWebGpuBatchNorm();
+    const fused = await batchNormPassMs(shape, 5);
+    rows.push({
+      section: "webgpu",
+      name: `batch norm + ReLU6, forward + backward, ${shape.join("x")} on ${on}: WGSL kernels vs composed ops`,
+      ms: fused,
+      speedup: composed / fused,
+      against: "vs composed tfjs ops",
+      note: `composed ${composed.toFixed(1)} ms${caveat}`,
+    });
+  }
   const layers = adapter.software ? SOFTWARE_LAYERS : quick ? [VGG16_LAYERS[2], VGG16_LAYERS[4]] : VGG16_LAYERS;
   const gpu: number[] = [];
   for (const s of layers) gpu.push(await convPassesMs(s, reps));

@@ -12,6 +12,7 @@ import {
   vendorName,
   webgpuBufferCounts,
 } from "../lib/engine/mod.ts";
+import { BN_TRAIN, BN_TRAIN_GRAD, type BnActivation, hasBatchNormKernels } from "../lib/custom_ops.ts";
 import { focalLossAndGrad, focalLossAndGradOps } from "../lib/loss.ts";
 import { channelMean } from "../lib/graph.ts";
 import { loadSsdConfig, ssdConfigSpec } from "../lib/ssd_config.ts";
@@ -97,6 +98,59 @@ Deno.test("webgpu kernels match the cpu backend: convs (dilated, strided) and th
   assert.ok(Math.abs((await sum.data())[0] - want.sum) / want.sum < 1e-6);
   assert.ok(rel(want.grad, await grad.data()) < 1e-6);
   tf.dispose([sum, grad]);
+  await setBackend("wasm");
+});
+
+Deno.test("webgpu batch-norm kernels (WGSL) match the cpu backend's float64 ones: y, statistics, dx, dgamma, dbeta", async () => {
+  // Shapes: 1x1 maps (batch 1: one value per channel), ragged rows (not a multiple of the 128-row block), a 3-D
+  // input, and one whose blocks outnumber the column-sum threads.
+  const cases: [number[], BnActivation][] = [
+    [[2, 5, 5, 8], "relu6"],
+    [[1, 1, 1, 16], "relu6"],
+    [[3, 7, 6], "linear"],
+    [[4, 75, 75, 8], "relu"],
+  ];
+  let seed = 10;
+  for (const [shape, act] of cases) {
+    const c = shape.at(-1)!;
+    await setBackend("cpu");
+    const data = await Promise.all([
+      tf.randomNormal(shape, 2, 3, "float32", seed++), // x: mean 2 against a spread of 3
+      tf.randomUniform([c], 0.5, 1.5, "float32", seed++),
+      tf.randomUniform([c], -0.5, 0.5, "float32", seed++),
+      tf.randomNormal(shape, 0, 1, "float32", seed++),
+    ].map(async (t) => {
+      const v = await t.data();
+      t.dispose();
+      return v;
+    }));
+    const run = async (backend: string) => {
+      await setBackend(backend);
+      assert.ok(hasBatchNormKernels(), backend);
+      const [x, gamma, beta, dy] = [
+        tf.tensor(data[0], shape),
+        tf.tensor(data[1]),
+        tf.tensor(data[2]),
+        tf.tensor(data[3], shape),
+      ];
+      const attrs = { eps: 1e-3, activation: act };
+      const [y, mean, variance, invstd] = tf.engine().runKernel(BN_TRAIN, { x, gamma, beta }, attrs) as tf.Tensor[];
+      const grads = tf.engine().runKernel(BN_TRAIN_GRAD, { dy, x, mean, invstd, gamma, beta }, attrs) as tf.Tensor[];
+      const all = [y, mean, variance, invstd, ...grads];
+      const out = await Promise.all(all.map((t) => t.data()));
+      tf.dispose([x, gamma, beta, dy, ...all]);
+      return out;
+    };
+    const want = await run("cpu");
+    const before = tf.memory().numTensors;
+    const got = await run("webgpu");
+    assert.equal(tf.memory().numTensors, before);
+    ["y", "mean", "variance", "invstd", "dx", "dgamma", "dbeta"].forEach((name, k) => {
+      const d = rel(want[k], got[k]);
+      // A 1x1 map normalises one value: y and the gradients are exactly beta and zeros on both.
+      assert.ok(Number.isNaN(d) ? want[k].every((v, i) => v === got[k][i]) : d < 2e-6, `${shape} ${act} ${name}: ${d}`);
+    });
+  }
   await setBackend("wasm");
 });
 

@@ -26,6 +26,7 @@ import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs-core";
 import { InputError } from "../errors.ts";
 import { registerGradKernels } from "./conv_grad_kernels.ts";
+import { registerWebGpuBatchNorm } from "./webgpu_batch_norm.ts";
 
 /** What a run records of its adapter. */
 export interface AdapterSummary {
@@ -151,7 +152,7 @@ export function currentAdapter(): AdapterSummary | undefined {
 /**
  * Finds the adapter, then registers tfjs-backend-webgpu (imported only now:
  * it probes `navigator.gpu` as it loads) and, once, the dilated conv
- * gradients. Idempotent.
+ * gradients and the WGSL batch-norm kernels. Idempotent.
  */
 export async function loadWebGpuBackend(): Promise<AdapterSummary> {
   const a = await findAdapter();
@@ -160,6 +161,8 @@ export async function loadWebGpuBackend(): Promise<AdapterSummary> {
     await import("@tensorflow/tfjs-backend-webgpu");
     // Its conv backprops ignore dilations (VGG16's fc6 has 6): ours serve those, composed from its kernels.
     registerGradKernels("webgpu", "dilated-only");
+    // Batch norm as WGSL passes: 2.2-2.6x the composed ops on lavapipe (`deno task bench --only webgpu`).
+    registerWebGpuBatchNorm();
   }
   return a;
 }
