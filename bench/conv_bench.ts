@@ -10,6 +10,7 @@ import { setBackend } from "../lib/engine/mod.ts";
 import { withShippedKernel } from "../lib/engine/kernel_registry.ts";
 import { DEFAULT_ORT_KERNELS, ORT_KERNELS, registerOrtKernels } from "../lib/engine/ort_kernels.ts";
 import { type BenchRow, timeMedian } from "./report.ts";
+import { cpuPeak, gflopsOfPeak, peakRow } from "./peak.ts";
 
 /** A square 3x3 conv layer. */
 export interface ConvShape {
@@ -52,10 +53,9 @@ export async function benchConv(options: { quick?: boolean } = {}): Promise<Benc
   const big: ConvShape = { n: 4, hw: 75, ci: 32, co: 64 };
   const small: ConvShape = { n: 1, hw: 19, ci: 32, co: 64 };
   const reps = options.quick ? 3 : 5;
-  const gf = (s: ConvShape, ms: number) => {
-    const g = (3 * flops(s)) / ms / 1e6;
-    return `${g < 1 ? g.toPrecision(2) : g.toFixed(1)} GFLOP/s`;
-  };
+  const peak = await cpuPeak(options);
+  rows.push(peakRow("conv", peak));
+  const gf = (s: ConvShape, ms: number) => gflopsOfPeak(3 * flops(s), ms, peak);
 
   await setBackend("wasm");
   const ours = await convStep(big, reps);

@@ -19,11 +19,8 @@ import { type ConvShape, flops, label } from "./conv_bench.ts";
 import { torchFigures } from "./peers.ts";
 import { jsonFromChild, type StepJob, type StepTiming, timeTrainStep } from "./step_timer.ts";
 import { type BenchRow, formatTable, timeMedian } from "./report.ts";
+import { cpuPeak, gflopsOfPeak, type Peak, peakRow } from "./peak.ts";
 
-const gf = (f: number, ms: number) => {
-  const g = f / ms / 1e6;
-  return `${g < 1 ? g.toPrecision(2) : g.toFixed(1)} GFLOP/s`;
-};
 const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
 
 type Pass = "fwd" | "dx" | "dw";
@@ -47,7 +44,13 @@ async function passMs(s: ConvShape, pass: Pass, reps: number): Promise<number> {
   return ms;
 }
 
-async function convRows(s: ConvShape, reps: number, variants: FilterGradVariant[]): Promise<BenchRow[]> {
+async function convRows(
+  s: ConvShape,
+  reps: number,
+  variants: FilterGradVariant[],
+  peak: Peak,
+): Promise<BenchRow[]> {
+  const gf = (f: number, ms: number) => gflopsOfPeak(f, ms, peak);
   const rows: BenchRow[] = [];
   const f = flops(s);
   unregisterOrtKernels();
@@ -296,13 +299,14 @@ export async function trajectoryRows(): Promise<BenchRow[]> {
 export async function benchOrt(o: { quick?: boolean } = {}): Promise<BenchRow[]> {
   await setBackend("wasm");
   const wasActive = (await import("../lib/engine/ort_kernels.ts")).ortKernelsActive();
+  const peak = await cpuPeak(o);
   registerOrtKernels({ minMacs: 0, autoSelect: false });
-  const rows: BenchRow[] = [];
+  const rows: BenchRow[] = [peakRow("ort", peak)];
   try {
     const reps = o.quick ? 1 : 3;
     const shapes: ConvShape[] = [{ n: 4, hw: 75, ci: 32, co: 64 }, { n: 4, hw: 75, ci: 256, co: 256 }];
     if (!o.quick) shapes.push({ n: 4, hw: 38, ci: 512, co: 512 }, { n: 4, hw: 150, ci: 128, co: 128 });
-    for (const s of shapes) rows.push(...await convRows(s, reps, ["conv", "im2col", "taps", "shifted"]));
+    for (const s of shapes) rows.push(...await convRows(s, reps, ["conv", "im2col", "taps", "shifted"], peak));
     rows.push(...trainRows(o));
     rows.push(...await trajectoryRows());
   } finally {

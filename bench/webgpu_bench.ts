@@ -26,12 +26,7 @@ import { batchNormTrain } from "../lib/graph.ts";
 import { type ConvShape, flops, label } from "./conv_bench.ts";
 import { type BenchRow, formatTable, timeMedian } from "./report.ts";
 import { jsonFromChild, stepInChild } from "./step_timer.ts";
-
-/** "12.3 GFLOP/s". */
-const gf = (f: number, ms: number) => {
-  const g = f / ms / 1e6;
-  return `${g < 1 ? g.toPrecision(2) : g.toFixed(1)} GFLOP/s`;
-};
+import { cpuPeak, gflopsOfPeak, matmulPeak, peakRow, settle } from "./peak.ts";
 
 /** SSD300-VGG16's 3x3 convs at batch 1: one per resolution, from conv1_2 (300 px) to conv5_3 (19 px). */
 export const VGG16_LAYERS: ConvShape[] = [
@@ -47,38 +42,6 @@ export const VGG16_LAYERS: ConvShape[] = [
  * and the 4x38x38 64->64 conv the issue first measured on lavapipe.
  */
 export const SOFTWARE_LAYERS: ConvShape[] = [{ n: 4, hw: 38, ci: 64, co: 64 }, VGG16_LAYERS[4]];
-
-/** Waits for everything queued before `t` by reading one element of it back. */
-async function settle(t: tf.Tensor): Promise<void> {
-  const one = tf.slice(t.reshape([-1]), [0], [1]);
-  await one.data();
-  tf.dispose([one, t]);
-}
-
-/**
- * The best float32 matmul rate of the current backend, in GFLOP/s: square
- * products of growing size (`repeat` queued per timing), up to the first
- * size whose timing takes over a second (a software adapter stops early).
- */
-export async function matmulPeak(repeat: number, reps: number): Promise<{ gflops: number; n: number }> {
-  let best = { gflops: 0, n: 0 };
-  for (const n of [512, 1024, 2048, 4096]) {
-    const a = tf.randomNormal([n, n], 0, 1, "float32", 1), b = tf.randomNormal([n, n], 0, 1, "float32", 2);
-    const ms = await timeMedian(async () => {
-      let c: tf.Tensor | null = null;
-      for (let i = 0; i < repeat; i++) {
-        c?.dispose();
-        c = tf.matMul(a, b);
-      }
-      await settle(c!);
-    }, reps);
-    tf.dispose([a, b]);
-    const g = (repeat * 2 * n ** 3) / ms / 1e6;
-    if (g > best.gflops) best = { gflops: g, n };
-    if (ms > 1000) break;
-  }
-  return best;
-}
 
 /** Median ms of forward + dX + dW of one 3x3 conv on the current backend, each pass awaited. */
 export async function convPassesMs(s: ConvShape, reps: number): Promise<number> {
@@ -154,14 +117,8 @@ async function measure(quick: boolean): Promise<ChildResult> {
   const reps = quick || adapter.software ? 1 : 3;
 
   await setBackend("webgpu");
-  const peak = await matmulPeak(4, reps);
-  rows.push({
-    section: "webgpu",
-    name: `peak: best float32 matmul on ${on}`,
-    ms: null,
-    untimed: true,
-    note: `${peak.gflops.toFixed(1)} GFLOP/s at ${peak.n}x${peak.n}${caveat}`,
-  });
+  const peak = await matmulPeak(4, reps, `best float32 matmul on ${on}`);
+  rows.push(peakRow("webgpu", peak, caveat));
   for (const shape of BN_SHAPES) {
     unregisterWebGpuBatchNorm();
     const composed = await batchNormPassMs(shape, 5); // cheap: more repetitions than the convs get
@@ -179,19 +136,21 @@ async function measure(quick: boolean): Promise<ChildResult> {
   const layers = adapter.software ? SOFTWARE_LAYERS : quick ? [VGG16_LAYERS[2], VGG16_LAYERS[4]] : VGG16_LAYERS;
   const gpu: number[] = [];
   for (const s of layers) gpu.push(await convPassesMs(s, reps));
+  const host = await cpuPeak({ quick });
+  rows.push(peakRow("webgpu", host));
   await setBackend("onnxruntime");
   const cpu: number[] = [];
   for (const s of layers) cpu.push(await convPassesMs(s, reps));
   layers.forEach((s, k) => {
-    const f = 3 * flops(s), g = f / gpu[k] / 1e6;
+    const f = 3 * flops(s);
     rows.push({
       section: "webgpu",
       name: `fwd + dX + dW ${label(s)} on ${on}`,
       ms: gpu[k],
       speedup: cpu[k] / gpu[k],
       against: "vs onnxruntime (CPU), same run",
-      note: `${gf(f, gpu[k])}, ${(100 * g / peak.gflops).toFixed(0)}% of the adapter's measured peak; ` +
-        `onnxruntime ${gf(f, cpu[k])}${caveat}`,
+      note: `${gflopsOfPeak(f, gpu[k], peak)} (the adapter's); onnxruntime ${gflopsOfPeak(f, cpu[k], host)} ` +
+        `(the CPU's)${caveat}`,
     });
   });
   return { rows, label: { on, caveat } };
