@@ -1,6 +1,6 @@
 /**
  * Checks for, and where possible installs, the Debian packages a task needs
- * (the notebook runner needs python3-nbclient, the MPI tests openmpi-bin). Stops with the exact command
+ * (the notebook runner needs python3-nbclient, the MPI tests openmpi-bin, the oneDNN tests libdnnl2). Stops with the exact command
  * when it cannot install them itself.
  *
  * @module
@@ -21,6 +21,12 @@ export function hasPythonModule(module: string): boolean {
 export function hasCommand(command: string): boolean {
   const r = spawnSync(command, ["--version"], { stdio: "ignore" });
   return r.status === 0;
+}
+
+/** True when the dynamic linker knows the shared library `soname` (e.g. `libdnnl.so.2`). */
+export function hasSharedLibrary(soname: string): boolean {
+  const r = spawnSync("/sbin/ldconfig", ["-p"], { encoding: "utf8" });
+  return r.status === 0 && (r.stdout ?? "").split("\n").some((l) => l.trim().startsWith(`${soname} `));
 }
 
 /**

@@ -5,7 +5,7 @@
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { parseTaskArgs, runTask } from "./cli.ts";
-import { ensureDebianPackages, hasCommand } from "./setup_check.ts";
+import { ensureDebianPackages, hasCommand, hasSharedLibrary } from "./setup_check.ts";
 
 const spec = {
   name: "test",
@@ -65,6 +65,8 @@ runTask(async () => {
     hasVulkanDriver,
     "the WebGPU tests",
   );
+  // oneDNN runs the onnxruntime backend's convs where it is installed (lib/engine/dnnl.ts); its tests need it.
+  ensureDebianPackages(["libdnnl2"], () => hasSharedLibrary("libdnnl.so.2"), "the oneDNN conv tests");
   // The task helpers' own JSDoc examples run too (the other tasks/ files are scripts, not modules to test).
   const unit = await denoTest([...filter, "tests/", "lib/", "tasks/cli.ts", "tasks/setup_check.ts"]);
   let passed = unit.passed, failed = unit.failed + (unit.ok || unit.failed > 0 ? 0 : 1);

@@ -16,9 +16,11 @@ import { caseName, type ConvCase, convCases, convGrads, maxRelErr, randn } from 
 import { convGradStep } from "./model_checks.ts";
 
 // setBackend("onnxruntime") registers the kernels with the options set last. These tests take every
-// kernel onnxruntime can run, the depthwise ones too (training leaves those on wasm by default).
+// kernel onnxruntime can run, the depthwise ones too (training leaves those on wasm by default), and
+// onnxruntime's own convs, not oneDNN's (tests/dnnl_test.ts has those).
 await setBackend("onnxruntime");
 registerOrtKernels({
+  onednn: false,
   threads: 2,
   minMacs: 0,
   copy: false,

@@ -48,6 +48,7 @@ import { binding, initOrt } from "onnxruntime-node/dist/binding.js";
 import { Tensor as OrtTensor } from "onnxruntime-node";
 import { installTrainingKernels, noteOrtKernels } from "./training_kernels.ts";
 import { POINTWISE_MAX_K } from "./pointwise_conv.ts";
+import { type ConvPass, dnnlAvailable, dnnlConv } from "./dnnl.ts";
 import {
   batchMatMulGraph,
   convBackpropFilterGraph,
@@ -103,6 +104,12 @@ export interface OrtKernelOptions {
   autoSelect?: boolean;
   /** Kernels to take over (default {@linkcode DEFAULT_ORT_KERNELS}; kept for later calls like the other options). */
   kernels?: readonly OrtKernelName[];
+  /**
+   * Run the non-depthwise convs (forward without a fused non-linear activation, dX, dW) on oneDNN
+   * (dnnl.ts) where Debian's libdnnl2 loads (default: `SSD_ONEDNN` when set to 0 or 1, else true).
+   * Without the library, onnxruntime runs them.
+   */
+  onednn?: boolean;
   /** tfjs backend whose kernels are replaced (default "wasm"; must keep data in a wasm heap). */
   backendName?: string;
 }
@@ -185,6 +192,7 @@ let opts: Required<Omit<OrtKernelOptions, "backendName">> = {
   optimization: "all",
   autoSelect: false,
   kernels: DEFAULT_ORT_KERNELS,
+  onednn: Deno.env.get("SSD_ONEDNN") !== "0",
 };
 
 interface NativeSession {
@@ -322,6 +330,47 @@ function runSession(
     stats.bytesCopied += outView.byteLength;
   }
   stats.copyMs += copyMs;
+  return out;
+}
+
+const DNNL_KINDS = { fwd: "OneDnnConv", dx: "OneDnnConvDx", dw: "OneDnnConvDw" } as const;
+
+/**
+ * Whether a conv goes to oneDNN: asked for, the library loads, and it is not a 1x1 at stride 1 (a
+ * matmul over NHWC rows, which onnxruntime's Gemm runs without layout changes; with oneDNN's reorders
+ * the SSD300-MobileNetV2 step, mostly such convs, took 478-520 ms against 419-430 ms).
+ */
+function useDnnl(g: ConvGeometry): boolean {
+  return opts.onednn && !g.depthwise && !isPointwise(g) && dnnlAvailable(opts.threads);
+}
+
+/**
+ * One conv pass on oneDNN, in place in the wasm heap like {@linkcode runSession}: the output is
+ * allocated first, then the views are taken. Counted with the onnxruntime runs (kinds `OneDnnConv`,
+ * `OneDnnConvDx`, `OneDnnConvDw`).
+ */
+function runDnnl(
+  backend: WasmBackend,
+  pass: ConvPass,
+  g: ConvGeometry,
+  inputs: [string, Info][],
+  output: [string, number[]],
+): Info {
+  const out = backend.makeOutput(output[1], "float32");
+  const bufs: Record<string, Float32Array> = { [output[0]]: backend.typedArrayFromHeap(out) };
+  for (const [name, info] of inputs) {
+    bufs[name] = backend.typedArrayFromHeap(info);
+    stats.bytesIn += bufs[name].byteLength;
+  }
+  const t0 = performance.now();
+  dnnlConv(pass, g, bufs);
+  const ms = performance.now() - t0;
+  stats.runMs += ms;
+  stats.runs++;
+  const k = stats.byKind[DNNL_KINDS[pass]] ??= { runs: 0, ms: 0 };
+  k.runs++;
+  k.ms += ms;
+  stats.bytesOut += bufs[output[0]].byteLength;
   return out;
 }
 
@@ -467,6 +516,12 @@ function convForward(
   // Only a per-channel bias maps onto Conv's B input.
   if (bias && !(bias.shape.length === 1 && bias.shape[0] === outC)) return null;
   if (macs(g) < opts.minMacs || (isPointwise(g) && g.x[3] <= opts.pointwiseMaxK)) return null;
+  if (activation === "linear" && useDnnl(g)) {
+    return runDnnl(backend, "fwd", g, bias ? [["x", x], ["w", filter], ["b", bias]] : [["x", x], ["w", filter]], [
+      "y",
+      g.y,
+    ]);
+  }
   const alpha = attrs.leakyreluAlpha as number | undefined;
   const ins: [string, Info][] = [["x", x], ["w", filter]];
   if (bias) ins.push(["b", bias]);
@@ -489,6 +544,7 @@ function backpropInput(
   if (!usable([dy, filter], attrs)) return null;
   const g = geometry(attrs.inputShape as number[], filter.shape, attrs, depthwise);
   if (macs(g) < opts.minMacs) return null;
+  if (useDnnl(g)) return runDnnl(backend, "dx", g, [["dy", dy], ["w", filter]], ["dx", g.x]);
   return runSession(
     backend,
     keyOf(depthwise ? "DepthwiseDx" : "ConvDx", g, `|${opts.inputGrad}`),
@@ -508,6 +564,7 @@ function backpropFilter(
   if (!usable([x, dy], attrs)) return null;
   const g = geometry(x.shape, attrs.filterShape as number[], attrs, depthwise);
   if (macs(g) < opts.minMacs) return null;
+  if (useDnnl(g)) return runDnnl(backend, "dw", g, [["x", x], ["dy", dy]], ["dw", g.w]);
   // Depthwise: the per-tap multiply-and-reduce wins on small maps, the grouped conv on large ones
   // (bench at batch 4: 38x38x192 taps 20 vs conv 24 ms; 75x75x96 taps 95 vs conv 82 ms).
   const variant = depthwise && opts.filterGrad !== "conv" && g.y[1] * g.y[2] > 1600 ? "conv" : opts.filterGrad;
@@ -653,6 +710,7 @@ export function registerOrtKernels(options: OrtKernelOptions = {}): void {
     optimization: options.optimization ?? opts.optimization,
     autoSelect: options.autoSelect ?? opts.autoSelect,
     kernels: options.kernels ?? opts.kernels,
+    onednn: options.onednn ?? opts.onednn,
   };
   // Timings taken under other options no longer hold.
   if (JSON.stringify(opts) !== before) choices.clear();

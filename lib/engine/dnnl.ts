@@ -1,0 +1,311 @@
+/**
+ * 2-D convolutions (forward, input gradient, filter gradient) on oneDNN, the
+ * library behind PyTorch's CPU convolutions, opened through Deno's FFI from
+ * Debian's `libdnnl2` (2.6). The tensors stay where they are, in the wasm
+ * heap (NHWC activations, tfjs's [KH, KW, Ci, Co] filters); each plan lets
+ * oneDNN pick its own blocked layout (`any`) and reorders into and out of it,
+ * which on AVX-512 runs a pass at ~1.5-2x the rate of the plain NHWC kernels
+ * (`deno task bench --only ort` measures both against onnxruntime).
+ *
+ * Optional: without the library {@linkcode dnnlAvailable} is false and the
+ * onnxruntime kernels keep the convs. `deno task test` installs it (as root).
+ * The C API is the one of oneDNN v2.6 (include/oneapi/dnnl/dnnl.h,
+ * dnnl_types.h at v2.6.3): descriptors are structs the caller allocates,
+ * dims are int64[12], dilation 0 means none.
+ *
+ * @example
+ * ```ts
+ * // A 1x1 conv: y = x * w per pixel, on oneDNN when the library is installed.
+ * if (dnnlAvailable()) {
+ *   const g = { x: [1, 1, 2, 2], w: [1, 1, 2, 1], y: [1, 1, 2, 1], strides: [1, 1] as [number, number],
+ *     dilations: [1, 1] as [number, number], pads: [0, 0, 0, 0] as [number, number, number, number], depthwise: false };
+ *   const y = new Float32Array(2);
+ *   dnnlConv("fwd", g, { x: Float32Array.of(1, 2, 3, 4), w: Float32Array.of(10, 100), y });
+ *   if (y.join() !== "210,430") throw new Error(`got ${y}`);
+ * }
+ * ```
+ *
+ * @module
+ */
+import type { ConvGeometry } from "./ort_graphs.ts";
+
+/** The library: Debian's soname, or `SSD_ONEDNN_LIB` (another build, or a missing path to test without it). */
+const LIB = Deno.env.get("SSD_ONEDNN_LIB") || "libdnnl.so.2";
+
+/** What to install when the library is missing (printed where oneDNN is asked for by name). */
+export const DNNL_INSTALL_HINT = "oneDNN is not installed: sudo apt-get install -y libdnnl2 (Debian 12)";
+
+const SYMBOLS = {
+  dnnl_engine_create: { parameters: ["buffer", "i32", "usize"], result: "i32" },
+  dnnl_stream_create: { parameters: ["buffer", "pointer", "u32"], result: "i32" },
+  dnnl_stream_wait: { parameters: ["pointer"], result: "i32" },
+  dnnl_memory_desc_init_by_tag: { parameters: ["buffer", "i32", "buffer", "i32", "i32"], result: "i32" },
+  dnnl_memory_desc_equal: { parameters: ["pointer", "pointer"], result: "i32" },
+  dnnl_dilated_convolution_forward_desc_init: {
+    parameters: [
+      "buffer",
+      "i32",
+      "i32",
+      "buffer",
+      "buffer",
+      "pointer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+    ],
+    result: "i32",
+  },
+  dnnl_dilated_convolution_backward_data_desc_init: {
+    parameters: ["buffer", "i32", "buffer", "buffer", "buffer", "buffer", "buffer", "buffer", "buffer"],
+    result: "i32",
+  },
+  dnnl_dilated_convolution_backward_weights_desc_init: {
+    parameters: ["buffer", "i32", "buffer", "buffer", "pointer", "buffer", "buffer", "buffer", "buffer", "buffer"],
+    result: "i32",
+  },
+  dnnl_primitive_desc_create: { parameters: ["buffer", "buffer", "pointer", "pointer", "pointer"], result: "i32" },
+  dnnl_primitive_desc_query_md: { parameters: ["pointer", "i32", "i32"], result: "pointer" },
+  dnnl_reorder_primitive_desc_create: {
+    parameters: ["buffer", "pointer", "pointer", "pointer", "pointer", "pointer"],
+    result: "i32",
+  },
+  dnnl_primitive_create: { parameters: ["buffer", "pointer"], result: "i32" },
+  dnnl_primitive_execute: { parameters: ["pointer", "pointer", "i32", "buffer"], result: "i32" },
+  dnnl_memory_create: { parameters: ["buffer", "pointer", "pointer", "pointer"], result: "i32" },
+  dnnl_memory_set_data_handle: { parameters: ["pointer", "pointer"], result: "i32" },
+} as const;
+
+// dnnl_types.h (v2.6.3)
+const CPU = 1, IN_ORDER = 1, F32 = 3, FORWARD_TRAINING = 64, DIRECT = 1;
+const TAG_ANY = 1, TAG_X = 2, TAG_NHWC = 20, TAG_HWIO = 30;
+const Q_SRC = 129, Q_DIFF_SRC = 130, Q_WEIGHTS = 131, Q_DIFF_WEIGHTS = 132, Q_DST = 133, Q_DIFF_DST = 134;
+const ARG_SRC = 1, ARG_DST = 17, ARG_WEIGHTS = 33, ARG_BIAS = 41;
+const ARG_DIFF_SRC = 129, ARG_DIFF_DST = 145, ARG_DIFF_WEIGHTS = 161;
+const STATUS = ["success", "out_of_memory", "invalid_arguments", "unimplemented", "iterator_ends", "runtime_error"];
+/** sizeof(dnnl_memory_desc_t) is 696 and sizeof(dnnl_convolution_desc_t) 5976 in v2.6: room to spare. */
+const MD_BYTES = 1024, OP_BYTES = 8192;
+
+type Lib = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+let state: { lib: Lib; engine: Deno.PointerValue; stream: Deno.PointerValue } | null | undefined;
+
+function check(status: number, what: string): void {
+  if (status !== 0) throw new Error(`oneDNN ${what}: ${STATUS[status] ?? `status ${status}`}`);
+}
+
+/** A handle written by a create call into `out`. */
+function handle(out: BigUint64Array): Deno.PointerValue {
+  return Deno.UnsafePointer.create(out[0]);
+}
+
+/**
+ * Opens the library once. `threads` (default: OMP_NUM_THREADS, else 2) sets
+ * its OpenMP threads, read when the library loads; idle ones sleep rather
+ * than spin (OMP_WAIT_POLICY=PASSIVE unless set).
+ */
+export function dnnlAvailable(threads?: number): boolean {
+  if (state !== undefined) return state !== null;
+  try {
+    if (!Deno.env.get("OMP_NUM_THREADS")) Deno.env.set("OMP_NUM_THREADS", String(threads ?? 2));
+    // OpenMP's idle threads otherwise spin after each conv, taking the cores from wasm's and onnxruntime's threads.
+    if (!Deno.env.get("OMP_WAIT_POLICY")) Deno.env.set("OMP_WAIT_POLICY", "PASSIVE");
+    const lib = Deno.dlopen(LIB, SYMBOLS).symbols;
+    const e = new BigUint64Array(1), s = new BigUint64Array(1);
+    check(lib.dnnl_engine_create(e, CPU, 0n), "engine_create");
+    check(lib.dnnl_stream_create(s, handle(e), IN_ORDER), "stream_create");
+    state = { lib, engine: handle(e), stream: handle(s) };
+  } catch {
+    state = null;
+  }
+  return state !== null;
+}
+
+function lib(): NonNullable<typeof state> {
+  if (!dnnlAvailable()) throw new Error(DNNL_INSTALL_HINT);
+  return state!;
+}
+
+const dims = (...d: number[]) => BigInt64Array.from({ length: 12 }, (_, i) => BigInt(d[i] ?? 0));
+
+function md(d: number[], tag: number): Uint8Array {
+  const m = new Uint8Array(MD_BYTES);
+  check(lib().lib.dnnl_memory_desc_init_by_tag(m, d.length, dims(...d), F32, tag), "memory_desc_init_by_tag");
+  return m;
+}
+
+/** One tensor argument of a plan: the user's memory (data handle set per call) and, if the primitive wants another layout, its own memory and the reorder between them. */
+interface Arg {
+  arg: number;
+  user: Deno.PointerValue;
+  inner?: Deno.PointerValue;
+  reorder?: Deno.PointerValue;
+  reorderArgs?: Uint8Array;
+  output: boolean;
+}
+
+/** A primitive ready to run on any buffers of its geometry. */
+interface Plan {
+  prim: Deno.PointerValue;
+  args: Record<string, Arg>;
+  exec: Uint8Array;
+}
+
+/** The buffers of one call: x/w/y (and bias) forward, dy/w/dx for dX, x/dy/dw for dW. */
+export type ConvBuffers = Partial<Record<"x" | "w" | "b" | "y" | "dy" | "dx" | "dw", Float32Array>>;
+
+/** Which pass: forward, input gradient, filter gradient. */
+export type ConvPass = "fwd" | "dx" | "dw";
+
+const plans = new Map<string, Plan>();
+
+function newHandle(f: (out: BigUint64Array) => number, what: string): Deno.PointerValue {
+  const out = new BigUint64Array(1);
+  check(f(out), what);
+  return handle(out);
+}
+
+function primitiveDesc(op: Uint8Array, hint: Deno.PointerValue): Deno.PointerValue {
+  const { lib: l, engine } = lib();
+  return newHandle((o) => l.dnnl_primitive_desc_create(o, op, null, engine, hint), "primitive_desc_create");
+}
+
+/** The user's memory for `userMd`, and the primitive's own plus a reorder where its layout (`query`) differs. */
+function argOf(pd: Deno.PointerValue, query: number, arg: number, userMd: Uint8Array, output: boolean, index = 0): Arg {
+  const { lib: l, engine } = lib();
+  const userPtr = Deno.UnsafePointer.of(userMd as Uint8Array<ArrayBuffer>);
+  const user = newHandle((o) => l.dnnl_memory_create(o, userPtr, engine, null), "memory_create");
+  const want = l.dnnl_primitive_desc_query_md(pd, query, index);
+  if (!want) throw new Error(`oneDNN: no memory descriptor for query ${query}`);
+  if (l.dnnl_memory_desc_equal(userPtr, want) === 1) return { arg, user, output };
+  // DNNL_MEMORY_ALLOCATE: the library allocates (and keeps) the blocked copy.
+  const all = Deno.UnsafePointer.create(0xffffffffffffffffn);
+  const inner = newHandle((o) => l.dnnl_memory_create(o, want, engine, all), "memory_create");
+  const [from, to] = output ? [want, userPtr] : [userPtr, want];
+  const rpd = newHandle((o) => l.dnnl_reorder_primitive_desc_create(o, from, engine, to, engine, null), "reorder");
+  const reorder = newHandle((o) => l.dnnl_primitive_create(o, rpd), "primitive_create");
+  const reorderArgs = execArgs(output ? [[ARG_SRC, inner], [ARG_DST, user]] : [[ARG_SRC, user], [ARG_DST, inner]]);
+  return { arg, user, inner, reorder, reorderArgs, output };
+}
+
+/** dnnl_exec_arg_t[]: { int arg; dnnl_memory_t memory; } of 16 bytes. */
+function execArgs(pairs: [number, Deno.PointerValue][]): Uint8Array {
+  const a = new BigUint64Array(pairs.length * 2);
+  pairs.forEach(([arg, mem], i) => {
+    a[2 * i] = BigInt(arg);
+    a[2 * i + 1] = BigInt(Deno.UnsafePointer.value(mem));
+  });
+  return new Uint8Array(a.buffer);
+}
+
+function planOf(pass: ConvPass, g: ConvGeometry, bias: boolean): Plan {
+  const key = `${pass}|${g.x}|${g.w}|${g.strides}|${g.dilations}|${g.pads}|${bias}`;
+  const hit = plans.get(key);
+  if (hit) return hit;
+  const { lib: l } = lib();
+  const [n, h, w, ci] = g.x, [kh, kw, , co] = g.w, [, oh, ow] = g.y;
+  // User layouts: NHWC activations, tfjs filters [KH, KW, Ci, Co] (hwio); dims are logical N,C,H,W and O,I,H,W.
+  const user = { x: md([n, ci, h, w], TAG_NHWC), w: md([co, ci, kh, kw], TAG_HWIO), y: md([n, co, oh, ow], TAG_NHWC) };
+  const any = { x: md([n, ci, h, w], TAG_ANY), w: md([co, ci, kh, kw], TAG_ANY), y: md([n, co, oh, ow], TAG_ANY) };
+  const b = bias ? md([co], TAG_X) : null;
+  const strides = dims(...g.strides), dil = dims(g.dilations[0] - 1, g.dilations[1] - 1);
+  const padL = dims(g.pads[0], g.pads[1]), padR = dims(g.pads[2], g.pads[3]);
+  const fwdOp = new Uint8Array(OP_BYTES);
+  check(
+    l.dnnl_dilated_convolution_forward_desc_init(
+      fwdOp,
+      FORWARD_TRAINING,
+      DIRECT,
+      any.x,
+      any.w,
+      b ? Deno.UnsafePointer.of(b as Uint8Array<ArrayBuffer>) : null,
+      any.y,
+      strides,
+      dil,
+      padL,
+      padR,
+    ),
+    "convolution_forward_desc_init",
+  );
+  const fwd = primitiveDesc(fwdOp, null);
+  let pd: Deno.PointerValue, args: Record<string, Arg>;
+  if (pass === "fwd") {
+    pd = fwd;
+    args = {
+      x: argOf(pd, Q_SRC, ARG_SRC, user.x, false),
+      w: argOf(pd, Q_WEIGHTS, ARG_WEIGHTS, user.w, false),
+      y: argOf(pd, Q_DST, ARG_DST, user.y, true),
+    };
+    if (b) args.b = argOf(pd, Q_WEIGHTS, ARG_BIAS, b, false, 1); // the bias is weights #1
+  } else if (pass === "dx") {
+    const op = new Uint8Array(OP_BYTES);
+    check(
+      l.dnnl_dilated_convolution_backward_data_desc_init(op, DIRECT, any.x, any.w, any.y, strides, dil, padL, padR),
+      "convolution_backward_data_desc_init",
+    );
+    pd = primitiveDesc(op, fwd);
+    args = {
+      dy: argOf(pd, Q_DIFF_DST, ARG_DIFF_DST, user.y, false),
+      w: argOf(pd, Q_WEIGHTS, ARG_WEIGHTS, user.w, false),
+      dx: argOf(pd, Q_DIFF_SRC, ARG_DIFF_SRC, user.x, true),
+    };
+  } else {
+    const op = new Uint8Array(OP_BYTES);
+    check(
+      l.dnnl_dilated_convolution_backward_weights_desc_init(
+        op,
+        DIRECT,
+        any.x,
+        any.w,
+        null,
+        any.y,
+        strides,
+        dil,
+        padL,
+        padR,
+      ),
+      "convolution_backward_weights_desc_init",
+    );
+    pd = primitiveDesc(op, fwd);
+    args = {
+      x: argOf(pd, Q_SRC, ARG_SRC, user.x, false),
+      dy: argOf(pd, Q_DIFF_DST, ARG_DIFF_DST, user.y, false),
+      dw: argOf(pd, Q_DIFF_WEIGHTS, ARG_DIFF_WEIGHTS, user.w, true),
+    };
+  }
+  const prim = newHandle((o) => l.dnnl_primitive_create(o, pd), "primitive_create");
+  const exec = execArgs(Object.values(args).map((a) => [a.arg, a.inner ?? a.user]));
+  const plan = { prim, args, exec };
+  plans.set(key, plan);
+  return plan;
+}
+
+/** The address of `v`'s first element (views of the shared wasm heap included). */
+function addressOf(v: Float32Array): Deno.PointerValue {
+  const base = Deno.UnsafePointer.of(new Uint8Array(v.buffer as ArrayBuffer));
+  return Deno.UnsafePointer.offset(base!, v.byteOffset);
+}
+
+/**
+ * Runs one pass of the conv of geometry `g` on oneDNN over `bufs` (NHWC
+ * activations, [KH, KW, Ci, Co] filters, a [Co] bias `b` forward), writing
+ * the output buffer (`y`, `dx` or `dw`) whole. Plans are cached by geometry.
+ */
+export function dnnlConv(pass: ConvPass, g: ConvGeometry, bufs: ConvBuffers): void {
+  if (g.depthwise) throw new Error("oneDNN convs: depthwise convs are not planned here");
+  const { lib: l, stream } = lib();
+  const plan = planOf(pass, g, pass === "fwd" && bufs.b !== undefined);
+  const run = (prim: Deno.PointerValue, args: Uint8Array) =>
+    check(l.dnnl_primitive_execute(prim, stream, args.byteLength / 16, args), "primitive_execute");
+  const outs: Arg[] = [];
+  for (const [name, a] of Object.entries(plan.args)) {
+    const v = bufs[name as keyof ConvBuffers];
+    if (!v) throw new Error(`oneDNN conv ${pass}: buffer ${name} missing`);
+    check(l.dnnl_memory_set_data_handle(a.user, addressOf(v)), "memory_set_data_handle");
+    if (a.output) outs.push(a);
+    else if (a.reorder) run(a.reorder, a.reorderArgs!);
+  }
+  run(plan.prim, plan.exec);
+  for (const a of outs) if (a.reorder) run(a.reorder, a.reorderArgs!);
+  check(l.dnnl_stream_wait(stream), "stream_wait");
+}

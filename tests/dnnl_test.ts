@@ -1,0 +1,160 @@
+// oneDNN convs (lib/engine/dnnl.ts) against the cpu backend, their routing inside the onnxruntime backend, and
+// training without the library. `deno task test` installs Debian's libdnnl2 when it is missing.
+import * as tf from "@tensorflow/tfjs-core";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { setBackend } from "../lib/engine/mod.ts";
+import { type ConvPass, dnnlAvailable, dnnlConv } from "../lib/engine/dnnl.ts";
+import {
+  DEFAULT_ORT_KERNELS,
+  ORT_KERNELS,
+  ortStats,
+  registerOrtKernels,
+  resetOrtStats,
+} from "../lib/engine/ort_kernels.ts";
+import type { ConvGeometry } from "../lib/engine/ort_graphs.ts";
+import { loadSsdConfig } from "../lib/ssd_config.ts";
+import { checkSummary, train } from "../lib/train.ts";
+import { dataOverrides, synthData } from "./tiny_run.ts";
+
+const rel = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  let n = 0, d = 0;
+  for (let i = 0; i < a.length; i++) n += (a[i] - b[i]) ** 2, d += a[i] ** 2;
+  return Math.sqrt(n / d);
+};
+
+Deno.test("oneDNN is installed here (deno task test installs libdnnl2)", () => {
+  assert.ok(dnnlAvailable(), "libdnnl.so.2 did not load: sudo apt-get install -y libdnnl2");
+});
+
+// n, side, ci, co, kernel, stride, dilation, padding: strided, dilated (VGG16's fc6), valid, a 1x1 at stride 2,
+// three input channels (a stem), odd sides.
+const CASES = [
+  [2, 12, 8, 6, 3, 1, 1, "same"],
+  [2, 13, 8, 6, 3, 2, 1, "same"],
+  [1, 19, 16, 8, 3, 1, 6, "same"],
+  [2, 10, 5, 7, 3, 1, 1, "valid"],
+  [2, 9, 6, 4, 1, 2, 1, "valid"],
+  [2, 15, 3, 16, 3, 2, 1, "same"],
+] as const;
+
+Deno.test("oneDNN convs match the cpu backend: forward (with and without bias), dX, dW", async () => {
+  await setBackend("cpu");
+  for (const [n, h, ci, co, k, s, dil, pad] of CASES) {
+    const x = tf.randomNormal([n, h, h, ci], 0, 1, "float32", 1) as tf.Tensor4D;
+    const w = tf.randomNormal([k, k, ci, co], 0, 1, "float32", 2) as tf.Tensor4D;
+    const bias = tf.randomNormal([co], 0, 1, "float32", 4) as tf.Tensor1D;
+    const conv = (a: tf.Tensor, b: tf.Tensor) => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, s, pad, "NHWC", dil);
+    const y = conv(x, w);
+    const dy = tf.randomNormal(y.shape, 0, 1, "float32", 3);
+    const [dx, dw] = tf.grads(conv)([x, w], dy);
+    const yb = tf.add(y, bias);
+    const p = tf.backend_util.computeConv2DInfo(x.shape, w.shape, s, dil, pad).padInfo;
+    const g: ConvGeometry = {
+      x: x.shape,
+      w: w.shape,
+      y: y.shape,
+      strides: [s, s],
+      dilations: [dil, dil],
+      pads: [p.top, p.left, p.bottom, p.right],
+      depthwise: false,
+    };
+    const [X, W, B, DY] = await Promise.all([x.data(), w.data(), bias.data(), dy.data()]) as Float32Array[];
+    const out = (t: tf.Tensor) => new Float32Array(t.size).fill(NaN); // every element must be written
+    const got: Record<string, Float32Array> = { y: out(y), yb: out(y), dx: out(x), dw: out(w) };
+    const run = (pass: ConvPass, bufs: Record<string, Float32Array>) => dnnlConv(pass, g, bufs);
+    run("fwd", { x: X, w: W, y: got.y });
+    run("fwd", { x: X, w: W, b: B, y: got.yb });
+    run("dx", { dy: DY, w: W, dx: got.dx });
+    run("dw", { x: X, dy: DY, dw: got.dw });
+    const want: Record<string, tf.Tensor> = { y, yb, dx, dw };
+    for (const key of Object.keys(want)) {
+      const e = rel(await want[key].data(), got[key]);
+      assert.ok(e < 1e-6, `${n}x${h}x${h} ${ci}->${co} k${k} s${s} d${dil} ${pad} ${key}: ${e}`);
+    }
+    tf.dispose([x, w, bias, y, dy, dx, dw, yb]);
+  }
+  // Views into a shared buffer at an offset, as the wasm heap hands them over.
+  const sab = new SharedArrayBuffer(400);
+  const xs = new Float32Array(sab, 16, 4), ys = new Float32Array(sab, 64, 2);
+  xs.set([1, 2, 3, 4]);
+  dnnlConv("fwd", {
+    x: [1, 1, 2, 2],
+    w: [1, 1, 2, 1],
+    y: [1, 1, 2, 1],
+    strides: [1, 1],
+    dilations: [1, 1],
+    pads: [0, 0, 0, 0],
+    depthwise: false,
+  }, { x: xs, w: Float32Array.of(10, 100), y: ys });
+  assert.deepEqual([...ys], [210, 430]);
+  await setBackend("wasm");
+});
+
+Deno.test("the onnxruntime backend runs 3x3 and strided convs on oneDNN; 1x1s and depthwise stay; onednn: false turns it off", async () => {
+  await setBackend("onnxruntime");
+  const x = tf.randomNormal([2, 16, 16, 32]) as tf.Tensor4D;
+  const step = (w: tf.Tensor4D, stride: number) =>
+    tf.dispose(
+      tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, stride, "same").sum())([
+        x,
+        w,
+      ]),
+    );
+  const w3 = tf.randomNormal([3, 3, 32, 8]) as tf.Tensor4D, w1 = tf.randomNormal([1, 1, 32, 64]) as tf.Tensor4D;
+  registerOrtKernels({ onednn: true, pointwiseMaxK: 0 });
+  resetOrtStats();
+  step(w3, 1);
+  step(w1, 2); // a 1x1 at stride 2 skips pixels: a conv, not a matmul over rows
+  assert.deepEqual(Object.keys(ortStats().byKind).sort(), ["OneDnnConv", "OneDnnConvDw", "OneDnnConvDx"]);
+  assert.equal(ortStats().byKind.OneDnnConv.runs, 2);
+  resetOrtStats();
+  step(w1, 1);
+  assert.deepEqual(Object.keys(ortStats().byKind).sort(), ["Conv", "ConvDw", "ConvDx"]);
+  registerOrtKernels({ kernels: ORT_KERNELS });
+  resetOrtStats();
+  tf.dispose(tf.depthwiseConv2d(x, tf.ones([3, 3, 32, 1]) as tf.Tensor4D, 1, "same"));
+  assert.deepEqual(Object.keys(ortStats().byKind), ["DepthwiseConv"]);
+  registerOrtKernels({ kernels: DEFAULT_ORT_KERNELS, onednn: false });
+  resetOrtStats();
+  step(w3, 1);
+  assert.deepEqual(Object.keys(ortStats().byKind).sort(), ["Conv", "ConvDw", "ConvDx"]);
+  registerOrtKernels({ onednn: true });
+  tf.dispose([x, w3, w1]);
+  await setBackend("wasm");
+});
+
+Deno.test("without the library the onnxruntime backend's convs stay on onnxruntime, with the same results", () => {
+  const code = [
+    'import * as tf from "@tensorflow/tfjs-core";',
+    'import { setBackend } from "./lib/engine/mod.ts";',
+    'import { ortStats } from "./lib/engine/ort_kernels.ts";',
+    'await setBackend("onnxruntime");',
+    "const y = tf.conv2d(tf.ones([1, 4, 4, 2]), tf.ones([3, 3, 2, 1]), 1, 'same');",
+    "console.log(JSON.stringify({ y: Array.from(await y.data()), kinds: Object.keys(ortStats().byKind) }));",
+  ].join("\n");
+  const r = spawnSync(Deno.execPath(), ["eval", code], {
+    encoding: "utf8",
+    env: { ...Deno.env.toObject(), SSD_ONEDNN_LIB: "/nonexistent/libdnnl.so.2", NO_COLOR: "1" },
+  });
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+  assert.deepEqual(out.kinds, ["Conv"]);
+  assert.deepEqual(out.y.slice(0, 4), [8, 12, 12, 8]);
+});
+
+Deno.test("training on onnxruntime with oneDNN convs in lockstep with wasm (demo config, 3 steps)", async () => {
+  const data = await synthData(16, 8, 3);
+  const cfg = loadSsdConfig("configs/demo.yaml", {
+    ...dataOverrides(data),
+    backend: "onnxruntime",
+    "train.batch_size": "4",
+    "train.replicas": "1",
+  });
+  resetOrtStats();
+  const r = await train(cfg, { outDir: Deno.makeTempDirSync(), quiet: true, maxSteps: 3, checkBackend: "wasm" });
+  assert.ok((ortStats().byKind.OneDnnConvDw?.runs ?? 0) > 0, JSON.stringify(Object.keys(ortStats().byKind)));
+  const s = checkSummary(r.losses)!;
+  assert.ok(s.loss <= 1e-5 && s.grads <= 1e-4 && s.grads > 0, JSON.stringify(s));
+  await setBackend("wasm");
+});
