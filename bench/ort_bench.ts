@@ -1,8 +1,9 @@
 /**
  * The onnxruntime kernels (lib/engine/ort_kernels.ts) against the wasm backend's
  * composed kernels: per-kernel times of 3x3 convs (forward, dX, dW; every
- * filter-gradient variant; shared heap vs copies) and a training step of the
- * demo config, with the share of the step spent outside onnxruntime.
+ * filter-gradient variant; shared heap vs copies; oneDNN's convs against
+ * onnxruntime's), and training steps with the share spent outside the native
+ * kernels, against wasm, onnxruntime's own convs and torchvision.
  *
  * Kernel calls are timed without reading results back: both backends run
  * them synchronously, and a readback would add the same cost to both.
@@ -15,6 +16,7 @@ import { setBackend } from "../lib/engine/mod.ts";
 import type { FilterGradVariant, InputGradVariant } from "../lib/engine/ort_graphs.ts";
 import { ortStats, registerOrtKernels, resetOrtStats, unregisterOrtKernels } from "../lib/engine/ort_kernels.ts";
 import { loadSsdConfig } from "../lib/ssd_config.ts";
+import { DNNL_INSTALL_HINT, dnnlAvailable } from "../lib/engine/dnnl.ts";
 import { type ConvShape, flops, label } from "./conv_bench.ts";
 import { torchFigures } from "./peers.ts";
 import { jsonFromChild, type StepJob, type StepTiming, timeTrainStep } from "./step_timer.ts";
@@ -53,6 +55,7 @@ async function convRows(
   const gf = (f: number, ms: number) => gflopsOfPeak(f, ms, peak);
   const rows: BenchRow[] = [];
   const f = flops(s);
+  registerOrtKernels({ onednn: false }); // onnxruntime's own convs here; oneDNN's get a row of their own
   unregisterOrtKernels();
   const wasm: Record<Pass, number> = { fwd: 0, dx: 0, dw: 0 };
   for (const p of ["fwd", "dx", "dw"] as const) wasm[p] = await passMs(s, p, reps);
@@ -117,6 +120,23 @@ async function convRows(
       `shared: 0 bytes copied`,
   });
   registerOrtKernels({ copy: false, filterGrad: "shifted" });
+  if (dnnlAvailable()) {
+    registerOrtKernels({ onednn: true });
+    const dnnl: Record<Pass, number> = { fwd: 0, dx: 0, dw: 0 };
+    for (const p of ["fwd", "dx", "dw"] as const) dnnl[p] = await passMs(s, p, reps);
+    const total = dnnl.fwd + dnnl.dx + dnnl.dw;
+    rows.push({
+      section: "ort",
+      name: `fwd + dX + dW ${label(s)}: oneDNN vs onnxruntime`,
+      ms: total,
+      speedup: ortTotal / total,
+      against: "vs onnxruntime's own convs",
+      note: `${gf(3 * f, total)} (fwd ${gf(f, dnnl.fwd)}, dX ${gf(f, dnnl.dx)}, dW ${gf(f, dnnl.dw)})`,
+    });
+  } else {
+    rows.push({ section: "ort", name: `fwd + dX + dW ${label(s)}: oneDNN`, ms: null, note: DNNL_INSTALL_HINT });
+  }
+  registerOrtKernels({ onednn: true });
   return rows;
 }
 
@@ -139,6 +159,18 @@ export function ortStepInChild(job: StepJob): OrtStepTiming {
     return jsonFromChild<OrtStepTiming>(import.meta.filename!, ["--step", JSON.stringify(job)]);
   } catch (e) {
     throw new Error(`${job.config} on ${job.backend}: ${(e as Error).message}`);
+  }
+}
+
+/** `f()` with the environment variable `name` set to `value` (children inherit it), then restored. */
+function withEnv<T>(name: string, value: string, f: () => T): T {
+  const before = Deno.env.get(name);
+  Deno.env.set(name, value);
+  try {
+    return f();
+  } finally {
+    if (before === undefined) Deno.env.delete(name);
+    else Deno.env.set(name, before);
   }
 }
 
@@ -170,11 +202,16 @@ function trainRows(o: { quick?: boolean }): BenchRow[] {
       const ortSteps = m.config.includes("vgg") ? 3 : steps;
       const ortStep = () =>
         ortStepInChild({ config: m.config, backend: "onnxruntime", batch: m.batch, steps: ortSteps, segments: 1 });
+      // The same, with onnxruntime's own convs instead of oneDNN's (the child reads SSD_ONEDNN).
+      const plainStep = () => withEnv("SSD_ONEDNN", "0", ortStep).seconds;
+      const plain: number[] = [];
       for (let r = 0; r < rounds; r++) {
         if (r % 2 === 0) {
           const wasm = wasmStep();
           pairs.push({ wasm, ort: ortStep() });
+          if (dnnlAvailable()) plain.push(plainStep());
         } else {
+          if (dnnlAvailable()) plain.push(plainStep());
           const ort = ortStep();
           pairs.push({ wasm: wasmStep(), ort });
         }
@@ -189,16 +226,26 @@ function trainRows(o: { quick?: boolean }): BenchRow[] {
         : "";
       const row: BenchRow = {
         section: "ort",
-        name: `train step ${name}: onnxruntime kernels`,
+        name: `train step ${name}: onnxruntime kernels${dnnlAvailable() ? " with oneDNN convs" : ""}`,
         ms: ort.seconds * 1000,
         note: `${(m.batch / ort.seconds).toFixed(1)} img/s; ${(100 * (1 - ort.ortShare)).toFixed(0)}% of the step ` +
-          `outside onnxruntime (${ort.runs.toFixed(0)} runs/step)${spread}`,
+          `outside onnxruntime and oneDNN (${ort.runs.toFixed(0)} runs/step)${spread}`,
         speedup: mid(ratios, (x) => x),
         against: `img/s vs wasm ${(wasmS * 1000).toFixed(0)} ms${
           segments > 1 ? ` (${segments} recomputed segments)` : ""
         } in the same run`,
       };
       rows.push(row);
+      if (plain.length) {
+        const p = mid(plain, (x) => x), withDnnl = mid(pairs, (q) => q.ort.seconds).ort.seconds;
+        rows.push({
+          section: "ort",
+          name: `train step ${name}: oneDNN convs vs onnxruntime's`,
+          ms: withDnnl * 1000,
+          speedup: p / withDnnl,
+          against: `img/s vs onnxruntime's convs ${(p * 1000).toFixed(0)} ms (SSD_ONEDNN=0) in the same run`,
+        });
+      }
       if (m.peer) {
         const t = torch[m.peer].train;
         rows.push({

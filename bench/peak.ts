@@ -1,14 +1,15 @@
 /**
  * The peak float32 rate of the machine, measured by the bench rather than
  * assumed, for every per-layer GFLOP/s figure to be read against: the best
- * square matmul of a backend, products of growing size. On the CPU that is the
- * `onnxruntime` backend, whose matmul is MLAS's GEMM (the library's fastest
- * kernel, on the threads training uses); on a WebGPU adapter it is
+ * square matmul, products of growing size. On the CPU that is the faster of
+ * onnxruntime's GEMM (MLAS, through the `onnxruntime` backend) and oneDNN's
+ * (where installed), each on 2 threads; on a WebGPU adapter it is
  * tfjs-backend-webgpu's matmul. A share of it says how much of what the
  * machine can do a layer gets.
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { setBackend } from "../lib/engine/mod.ts";
+import { dnnlAvailable, dnnlMatmul } from "../lib/engine/dnnl.ts";
 import { timeMedian } from "./report.ts";
 
 /** A measured peak: GFLOP/s, the matrix side that reached it, and what was measured. */
@@ -64,17 +65,36 @@ export async function matmulPeak(repeat: number, reps: number, what: string): Pr
 
 let cpu: Peak | undefined;
 
+/** oneDNN's best float32 GEMM over square sizes 1024-4096, run directly on typed arrays. */
+async function dnnlPeak(reps: number): Promise<Peak> {
+  let best: Peak = { gflops: 0, n: 0, what: "best oneDNN float32 GEMM (2 threads)" };
+  for (const n of [1024, 2048, 4096]) {
+    const a = Float32Array.from({ length: n * n }, (_, i) => ((i * 7919) % 1000) / 1000 - 0.5);
+    const c = new Float32Array(n * n);
+    const ms = await timeMedian(() => dnnlMatmul(a, a, c, n, n, n), reps);
+    const g = (2 * n ** 3) / ms / 1e6;
+    if (g > best.gflops) best = { ...best, gflops: g, n };
+  }
+  return best;
+}
+
 /**
- * This machine's CPU peak: the best onnxruntime GEMM (measured once per
- * process; leaves the backend on `wasm`).
+ * This machine's CPU peak: the best float32 GEMM of onnxruntime (MLAS) and,
+ * where it is installed, of oneDNN (measured once per process; leaves the
+ * backend on `wasm`).
  */
 export async function cpuPeak(o: { quick?: boolean } = {}): Promise<Peak> {
   if (cpu) return cpu;
+  const reps = o.quick ? 2 : 3;
   await setBackend("onnxruntime");
   try {
-    cpu = await matmulPeak(2, o.quick ? 2 : 3, "best onnxruntime float32 GEMM (MLAS; the backend's 2 threads)");
+    cpu = await matmulPeak(2, reps, "best onnxruntime float32 GEMM (MLAS; the backend's 2 threads)");
   } finally {
     await setBackend("wasm");
+  }
+  if (dnnlAvailable()) {
+    const d = await dnnlPeak(reps);
+    if (d.gflops > cpu.gflops) cpu = { ...d, what: `${d.what}; onnxruntime's ${cpu.gflops.toFixed(0)} GFLOP/s` };
   }
   return cpu;
 }

@@ -4,7 +4,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { setBackend } from "../lib/engine/mod.ts";
-import { type ConvPass, dnnlAvailable, dnnlConv } from "../lib/engine/dnnl.ts";
+import { type ConvPass, dnnlAvailable, dnnlConv, dnnlMatmul } from "../lib/engine/dnnl.ts";
 import {
   DEFAULT_ORT_KERNELS,
   ORT_KERNELS,
@@ -89,6 +89,13 @@ Deno.test("oneDNN convs match the cpu backend: forward (with and without bias), 
   }, { x: xs, w: Float32Array.of(10, 100), y: ys });
   assert.deepEqual([...ys], [210, 430]);
   await setBackend("wasm");
+});
+
+Deno.test("oneDNN's matmul (the bench's peak): row-major [M, K] x [K, N]", () => {
+  const c = new Float32Array(8);
+  dnnlMatmul(Float32Array.of(1, 2, 3, 4, 5, 6), Float32Array.of(1, 0, 2, 1, 0, 3, 0, 1, 1, 0, 1, 1), c, 2, 3, 4);
+  // [[1,2,3],[4,5,6]] x [[1,0,2,1],[0,3,0,1],[1,0,1,1]]
+  assert.deepEqual([...c], [4, 6, 5, 6, 10, 15, 14, 15]);
 });
 
 Deno.test("the onnxruntime backend runs 3x3 and strided convs on oneDNN; 1x1s and depthwise stay; onednn: false turns it off", async () => {

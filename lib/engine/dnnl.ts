@@ -65,6 +65,7 @@ const SYMBOLS = {
     parameters: ["buffer", "i32", "buffer", "buffer", "pointer", "buffer", "buffer", "buffer", "buffer", "buffer"],
     result: "i32",
   },
+  dnnl_matmul_desc_init: { parameters: ["buffer", "buffer", "buffer", "pointer", "buffer"], result: "i32" },
   dnnl_primitive_desc_create: { parameters: ["buffer", "buffer", "pointer", "pointer", "pointer"], result: "i32" },
   dnnl_primitive_desc_query_md: { parameters: ["pointer", "i32", "i32"], result: "pointer" },
   dnnl_reorder_primitive_desc_create: {
@@ -79,7 +80,7 @@ const SYMBOLS = {
 
 // dnnl_types.h (v2.6.3)
 const CPU = 1, IN_ORDER = 1, F32 = 3, FORWARD_TRAINING = 64, DIRECT = 1;
-const TAG_ANY = 1, TAG_X = 2, TAG_NHWC = 20, TAG_HWIO = 30;
+const TAG_ANY = 1, TAG_X = 2, TAG_AB = 3, TAG_NHWC = 20, TAG_HWIO = 30;
 const Q_SRC = 129, Q_DIFF_SRC = 130, Q_WEIGHTS = 131, Q_DIFF_WEIGHTS = 132, Q_DST = 133, Q_DIFF_DST = 134;
 const ARG_SRC = 1, ARG_DST = 17, ARG_WEIGHTS = 33, ARG_BIAS = 41;
 const ARG_DIFF_SRC = 129, ARG_DIFF_DST = 145, ARG_DIFF_WEIGHTS = 161;
@@ -307,5 +308,36 @@ export function dnnlConv(pass: ConvPass, g: ConvGeometry, bufs: ConvBuffers): vo
   }
   run(plan.prim, plan.exec);
   for (const a of outs) if (a.reorder) run(a.reorder, a.reorderArgs!);
+  check(l.dnnl_stream_wait(stream), "stream_wait");
+}
+
+/**
+ * `c = a b` for row-major `a` [M, K], `b` [K, N] and `c` [M, N]: oneDNN's
+ * float32 matmul (its GEMM), which the bench uses to measure the machine's
+ * peak. Plans are cached by shape.
+ */
+export function dnnlMatmul(a: Float32Array, b: Float32Array, c: Float32Array, m: number, k: number, n: number): void {
+  const { lib: l, stream } = lib();
+  const key = `matmul|${m}|${k}|${n}`;
+  let plan = plans.get(key);
+  if (!plan) {
+    const mds = { a: md([m, k], TAG_AB), b: md([k, n], TAG_AB), c: md([m, n], TAG_AB) };
+    const op = new Uint8Array(OP_BYTES);
+    check(l.dnnl_matmul_desc_init(op, mds.a, mds.b, null, mds.c), "matmul_desc_init");
+    const pd = primitiveDesc(op, null);
+    const args = {
+      a: argOf(pd, Q_SRC, ARG_SRC, mds.a, false),
+      b: argOf(pd, Q_WEIGHTS, ARG_WEIGHTS, mds.b, false),
+      c: argOf(pd, Q_DST, ARG_DST, mds.c, true),
+    };
+    const prim = newHandle((o) => l.dnnl_primitive_create(o, pd), "primitive_create");
+    plan = { prim, args, exec: execArgs(Object.values(args).map((x) => [x.arg, x.user])) };
+    plans.set(key, plan);
+  }
+  const bufs: Record<string, Float32Array> = { a, b, c };
+  for (const [name, x] of Object.entries(plan.args)) {
+    check(l.dnnl_memory_set_data_handle(x.user, addressOf(bufs[name])), "memory_set_data_handle");
+  }
+  check(l.dnnl_primitive_execute(plan.prim, stream, plan.exec.byteLength / 16, plan.exec), "primitive_execute");
   check(l.dnnl_stream_wait(stream), "stream_wait");
 }
