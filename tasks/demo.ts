@@ -4,6 +4,7 @@
  * images; then a report. Each stage is the lib function its own task calls.
  */
 import { intFlag, parseTaskArgs, runTask } from "./cli.ts";
+import { hasSharedLibrary, offerDebianPackages } from "./setup_check.ts";
 import { runDemo } from "../lib/demo.ts";
 
 const spec = {
@@ -26,6 +27,8 @@ const spec = {
 
 runTask(async () => {
   const { values, overrides } = parseTaskArgs(spec);
+  // oneDNN runs the onnxruntime backend's convs (lib/engine/dnnl.ts): the demo trains about 1.7x faster with it.
+  offerDebianPackages(["libdnnl2"], () => hasSharedLibrary("libdnnl.so.2"), "oneDNN would train the demo 1.7x faster");
   await runDemo({
     out: values.out as string,
     seed: intFlag(values, "seed")!,

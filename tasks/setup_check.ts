@@ -49,3 +49,17 @@ export function ensureDebianPackages(packages: string[], probe: () => boolean, w
   }
   if (!probe()) throw new InputError(`${packages.join(", ")} installed but still not usable. Run:\n  ${cmd}`);
 }
+
+/**
+ * Installs Debian `packages` that make a task faster but that it can do
+ * without: as root when `probe()` says they are missing, else a one-line
+ * hint. Never throws.
+ */
+export function offerDebianPackages(packages: string[], probe: () => boolean, why: string): void {
+  if (probe()) return;
+  try {
+    ensureDebianPackages(packages, probe, why);
+  } catch {
+    console.error(`note: ${why}; to install: sudo apt-get install -y --no-install-recommends ${packages.join(" ")}`);
+  }
+}
