@@ -3,7 +3,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { setBackend } from "../lib/engine/mod.ts";
+import { deviceDescription, deviceWarning, setBackend } from "../lib/engine/mod.ts";
 import { type ConvPass, dnnlAvailable, dnnlConv, dnnlMatmul } from "../lib/engine/dnnl.ts";
 import {
   DEFAULT_ORT_KERNELS,
@@ -110,6 +110,8 @@ Deno.test("the onnxruntime backend runs 3x3 and strided convs on oneDNN; 1x1s an
     );
   const w3 = tf.randomNormal([3, 3, 32, 8]) as tf.Tensor4D, w1 = tf.randomNormal([1, 1, 32, 64]) as tf.Tensor4D;
   registerOrtKernels({ onednn: true, pointwiseMaxK: 0 });
+  assert.match(deviceDescription("onnxruntime"), /^onnxruntime on .*, convs on oneDNN$/);
+  assert.equal(deviceWarning("onnxruntime"), null);
   resetOrtStats();
   step(w3, 1);
   step(w1, 2); // a 1x1 at stride 2 skips pixels: a conv, not a matmul over rows
@@ -134,11 +136,12 @@ Deno.test("the onnxruntime backend runs 3x3 and strided convs on oneDNN; 1x1s an
 Deno.test("without the library the onnxruntime backend's convs stay on onnxruntime, with the same results", () => {
   const code = [
     'import * as tf from "@tensorflow/tfjs-core";',
-    'import { setBackend } from "./lib/engine/mod.ts";',
+    'import { deviceWarning, setBackend } from "./lib/engine/mod.ts";',
     'import { ortStats } from "./lib/engine/ort_kernels.ts";',
     'await setBackend("onnxruntime");',
     "const y = tf.conv2d(tf.ones([1, 4, 4, 2]), tf.ones([3, 3, 2, 1]), 1, 'same');",
-    "console.log(JSON.stringify({ y: Array.from(await y.data()), kinds: Object.keys(ortStats().byKind) }));",
+    "const warning = deviceWarning('onnxruntime');",
+    "console.log(JSON.stringify({ y: Array.from(await y.data()), kinds: Object.keys(ortStats().byKind), warning }));",
   ].join("\n");
   const r = spawnSync(Deno.execPath(), ["eval", code], {
     encoding: "utf8",
@@ -148,6 +151,8 @@ Deno.test("without the library the onnxruntime backend's convs stay on onnxrunti
   const out = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
   assert.deepEqual(out.kinds, ["Conv"]);
   assert.deepEqual(out.y.slice(0, 4), [8, 12, 12, 8]);
+  // The train task prints this at start.
+  assert.match(out.warning, /oneDNN did not load .*apt-get install -y libdnnl2/);
 });
 
 Deno.test("training on onnxruntime with oneDNN convs in lockstep with wasm (demo config, 3 steps)", async () => {

@@ -37,7 +37,7 @@ Deno.test("train() writes checkpoints, a log and a loss curve, and evaluates", a
   const log = fs.readFileSync(`${out}/train_log.jsonl`, "utf8").trim().split("\n").map((l) => JSON.parse(l));
   assert.strictEqual(log.length, 12);
   // The first line of a start also names the device; the others carry the step's numbers only.
-  assert.match(log[0].device, /^(wasm|onnxruntime) on .+ \(\d+ cores\)$/);
+  assert.match(log[0].device, /^(wasm|onnxruntime) on .+ \(\d+ cores\)(, convs on oneDNN)?$/);
   assert.deepStrictEqual(Object.keys(log[1]).sort(), [
     "cls",
     "epoch",

@@ -23,6 +23,7 @@ import "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-cpu";
 import "@tensorflow/tfjs-backend-wasm";
 import { installTrainingKernels, loadedOrtKernels, type OrtKernelsModule } from "./training_kernels.ts";
+import { DNNL_INSTALL_HINT } from "./dnnl.ts";
 import { InputError } from "../errors.ts";
 import { installSharedHeap } from "./shared_heap.ts";
 import { setSimdThreads } from "./simd_kernels.ts";
@@ -140,11 +141,20 @@ export function deviceDescription(name: BackendName): string {
   const a = name === "webgpu" ? currentAdapter() : undefined;
   if (a) return `webgpu on ${describeAdapter(a)}`;
   const cpu = os.cpus()[0]?.model?.trim() || "CPU";
-  return `${name} on ${cpu} (${navigator.hardwareConcurrency || 1} cores)`;
+  const convs = name === "onnxruntime" && loadedOrtKernels()?.ortConvsOnDnnl() ? ", convs on oneDNN" : "";
+  return `${name} on ${cpu} (${navigator.hardwareConcurrency || 1} cores)${convs}`;
 }
 
-/** The warning for a software WebGPU adapter (a correctness run, not GPU speed), or null. */
+/**
+ * A warning for the run: a software WebGPU adapter (a correctness run, not GPU speed), or onnxruntime without
+ * oneDNN (asked for but not loaded); else null.
+ */
 export function deviceWarning(name: BackendName): string | null {
   const a = name === "webgpu" ? currentAdapter() : undefined;
-  return a ? softwareWarning(a) : null;
+  if (a) return softwareWarning(a);
+  if (name === "onnxruntime" && Deno.env.get("SSD_ONEDNN") !== "0" && !loadedOrtKernels()?.ortConvsOnDnnl()) {
+    return `note: oneDNN did not load (${DNNL_INSTALL_HINT}); the convs run on onnxruntime's kernels, ` +
+      `2-4x slower on VGG-sized layers (README, "Compute backends")`;
+  }
+  return null;
 }

@@ -333,6 +333,11 @@ function runSession(
   return out;
 }
 
+/** Whether the convs run on oneDNN: asked for (`onednn`) and the library loads. */
+export function ortConvsOnDnnl(): boolean {
+  return opts.onednn && dnnlAvailable(opts.threads);
+}
+
 const DNNL_KINDS = { fwd: "OneDnnConv", dx: "OneDnnConvDx", dw: "OneDnnConvDw" } as const;
 
 /**
@@ -341,7 +346,7 @@ const DNNL_KINDS = { fwd: "OneDnnConv", dx: "OneDnnConvDx", dw: "OneDnnConvDw" }
  * the SSD300-MobileNetV2 step, mostly such convs, took 478-520 ms against 419-430 ms).
  */
 function useDnnl(g: ConvGeometry): boolean {
-  return opts.onednn && !g.depthwise && !isPointwise(g) && dnnlAvailable(opts.threads);
+  return !g.depthwise && !isPointwise(g) && ortConvsOnDnnl();
 }
 
 /**
@@ -786,4 +791,4 @@ export function ortKernelsActive(): boolean {
   return registeredOn !== null;
 }
 
-noteOrtKernels({ registerOrtKernels, unregisterOrtKernels });
+noteOrtKernels({ registerOrtKernels, unregisterOrtKernels, ortConvsOnDnnl });

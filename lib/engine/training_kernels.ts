@@ -22,6 +22,8 @@ let ortKernels: OrtKernelsModule | undefined;
 export type OrtKernelsModule = {
   registerOrtKernels(o?: { threads?: number }): void;
   unregisterOrtKernels(): void;
+  /** Whether the convs run on oneDNN: asked for and the library loaded. */
+  ortConvsOnDnnl(): boolean;
 };
 
 /**
