@@ -98,7 +98,7 @@ Deno.test("oneDNN's matmul (the bench's peak): row-major [M, K] x [K, N]", () =>
   assert.deepEqual([...c], [4, 6, 5, 6, 10, 15, 14, 15]);
 });
 
-Deno.test("the onnxruntime backend runs 3x3 and strided convs on oneDNN; 1x1s and depthwise stay; onednn: false turns it off", async () => {
+Deno.test("the onnxruntime backend runs its convs on oneDNN (1x1s as matmuls); biased 1x1s and depthwise stay; onednn: false turns it off", async () => {
   await setBackend("onnxruntime");
   const x = tf.randomNormal([2, 16, 16, 32]) as tf.Tensor4D;
   const step = (w: tf.Tensor4D, stride: number) =>
@@ -118,8 +118,17 @@ Deno.test("the onnxruntime backend runs 3x3 and strided convs on oneDNN; 1x1s an
   assert.deepEqual(Object.keys(ortStats().byKind).sort(), ["OneDnnConv", "OneDnnConvDw", "OneDnnConvDx"]);
   assert.equal(ortStats().byKind.OneDnnConv.runs, 2);
   resetOrtStats();
-  step(w1, 1);
-  assert.deepEqual(Object.keys(ortStats().byKind).sort(), ["Conv", "ConvDw", "ConvDx"]);
+  step(w1, 1); // a matmul over the NHWC rows
+  assert.deepEqual(Object.keys(ortStats().byKind).sort(), ["OneDnnConv", "OneDnnConvDw", "OneDnnConvDx"]);
+  // A few-channel 1x1 forward too, which without oneDNN stays on wasm's SIMD kernel (pointwiseMaxK).
+  registerOrtKernels({ pointwiseMaxK: 32 });
+  resetOrtStats();
+  tf.dispose(tf.conv2d(tf.ones([1, 4, 4, 8]) as tf.Tensor4D, tf.ones([1, 1, 8, 4]) as tf.Tensor4D, 1, "valid"));
+  assert.deepEqual(Object.keys(ortStats().byKind), ["OneDnnConv"]);
+  registerOrtKernels({ pointwiseMaxK: 0 });
+  resetOrtStats();
+  tf.dispose(tf.fused.conv2d({ x, filter: w1, strides: 1, pad: "valid", bias: tf.ones([64]) }));
+  assert.deepEqual(Object.keys(ortStats().byKind), ["Conv"], "a biased 1x1 stays on onnxruntime");
   registerOrtKernels({ kernels: ORT_KERNELS });
   resetOrtStats();
   tf.dispose(tf.depthwiseConv2d(x, tf.ones([3, 3, 32, 1]) as tf.Tensor4D, 1, "same"));

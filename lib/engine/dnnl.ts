@@ -80,7 +80,7 @@ const SYMBOLS = {
 
 // dnnl_types.h (v2.6.3)
 const CPU = 1, IN_ORDER = 1, F32 = 3, FORWARD_TRAINING = 64, DIRECT = 1;
-const TAG_ANY = 1, TAG_X = 2, TAG_AB = 3, TAG_NHWC = 20, TAG_HWIO = 30;
+const TAG_ANY = 1, TAG_X = 2, TAG_AB = 3, TAG_NHWC = 20, TAG_BA = 22, TAG_HWIO = 30;
 const Q_SRC = 129, Q_DIFF_SRC = 130, Q_WEIGHTS = 131, Q_DIFF_WEIGHTS = 132, Q_DST = 133, Q_DIFF_DST = 134;
 const ARG_SRC = 1, ARG_DST = 17, ARG_WEIGHTS = 33, ARG_BIAS = 41;
 const ARG_DIFF_SRC = 129, ARG_DIFF_DST = 145, ARG_DIFF_WEIGHTS = 161;
@@ -313,15 +313,29 @@ export function dnnlConv(pass: ConvPass, g: ConvGeometry, bufs: ConvBuffers): vo
 
 /**
  * `c = a b` for row-major `a` [M, K], `b` [K, N] and `c` [M, N]: oneDNN's
- * float32 matmul (its GEMM), which the bench uses to measure the machine's
- * peak. Plans are cached by shape.
+ * float32 matmul (its GEMM). `transA` / `transB` read `a` stored as [K, M] /
+ * `b` stored as [N, K] instead. The bench measures the machine's peak with it,
+ * and 1x1 convs at stride 1 run on it (a matmul over NHWC rows). Plans are
+ * cached by shape.
  */
-export function dnnlMatmul(a: Float32Array, b: Float32Array, c: Float32Array, m: number, k: number, n: number): void {
+export function dnnlMatmul(
+  a: Float32Array,
+  b: Float32Array,
+  c: Float32Array,
+  m: number,
+  k: number,
+  n: number,
+  o: { transA?: boolean; transB?: boolean } = {},
+): void {
   const { lib: l, stream } = lib();
-  const key = `matmul|${m}|${k}|${n}`;
+  const key = `matmul|${m}|${k}|${n}|${!!o.transA}|${!!o.transB}`;
   let plan = plans.get(key);
   if (!plan) {
-    const mds = { a: md([m, k], TAG_AB), b: md([k, n], TAG_AB), c: md([m, n], TAG_AB) };
+    const mds = {
+      a: md([m, k], o.transA ? TAG_BA : TAG_AB),
+      b: md([k, n], o.transB ? TAG_BA : TAG_AB),
+      c: md([m, n], TAG_AB),
+    };
     const op = new Uint8Array(OP_BYTES);
     check(l.dnnl_matmul_desc_init(op, mds.a, mds.b, null, mds.c), "matmul_desc_init");
     const pd = primitiveDesc(op, null);
@@ -330,7 +344,7 @@ export function dnnlMatmul(a: Float32Array, b: Float32Array, c: Float32Array, m:
       b: argOf(pd, Q_WEIGHTS, ARG_WEIGHTS, mds.b, false),
       c: argOf(pd, Q_DST, ARG_DST, mds.c, true),
     };
-    const prim = newHandle((o) => l.dnnl_primitive_create(o, pd), "primitive_create");
+    const prim = newHandle((h) => l.dnnl_primitive_create(h, pd), "primitive_create");
     plan = { prim, args, exec: execArgs(Object.values(args).map((x) => [x.arg, x.user])) };
     plans.set(key, plan);
   }
@@ -340,4 +354,15 @@ export function dnnlMatmul(a: Float32Array, b: Float32Array, c: Float32Array, m:
   }
   check(l.dnnl_primitive_execute(plan.prim, stream, plan.exec.byteLength / 16, plan.exec), "primitive_execute");
   check(l.dnnl_stream_wait(stream), "stream_wait");
+}
+
+/**
+ * One pass of a 1x1 conv at stride 1 as a matmul over the R = N*H*W NHWC rows
+ * (x [R, Ci], w [Ci, Co], y [R, Co]): forward y = x w, dX = dy wT, dW = xT dy.
+ */
+export function dnnlPointwise(pass: ConvPass, g: ConvGeometry, bufs: ConvBuffers): void {
+  const rows = g.x[0] * g.x[1] * g.x[2], ci = g.x[3], co = g.y[3];
+  if (pass === "fwd") dnnlMatmul(bufs.x!, bufs.w!, bufs.y!, rows, ci, co);
+  else if (pass === "dx") dnnlMatmul(bufs.dy!, bufs.w!, bufs.dx!, rows, co, ci, { transB: true });
+  else dnnlMatmul(bufs.x!, bufs.dy!, bufs.dw!, ci, rows, co, { transA: true });
 }

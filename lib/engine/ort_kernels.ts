@@ -48,7 +48,7 @@ import { binding, initOrt } from "onnxruntime-node/dist/binding.js";
 import { Tensor as OrtTensor } from "onnxruntime-node";
 import { installTrainingKernels, noteOrtKernels } from "./training_kernels.ts";
 import { POINTWISE_MAX_K } from "./pointwise_conv.ts";
-import { type ConvPass, dnnlAvailable, dnnlConv } from "./dnnl.ts";
+import { type ConvPass, dnnlAvailable, dnnlConv, dnnlPointwise } from "./dnnl.ts";
 import {
   batchMatMulGraph,
   convBackpropFilterGraph,
@@ -341,12 +341,13 @@ export function ortConvsOnDnnl(): boolean {
 const DNNL_KINDS = { fwd: "OneDnnConv", dx: "OneDnnConvDx", dw: "OneDnnConvDw" } as const;
 
 /**
- * Whether a conv goes to oneDNN: asked for, the library loads, and it is not a 1x1 at stride 1 (a
- * matmul over NHWC rows, which onnxruntime's Gemm runs without layout changes; with oneDNN's reorders
- * the SSD300-MobileNetV2 step, mostly such convs, took 478-520 ms against 419-430 ms).
+ * Whether a conv goes to oneDNN: asked for and the library loads; not depthwise; a 1x1 at stride 1
+ * (a matmul over the NHWC rows, no reorders) only without a bias. Per pass, oneDNN ran at or below
+ * onnxruntime's time on every SSD300-MobileNetV2 1x1 shape tried (4x10x10 to 4x150x150).
  */
-function useDnnl(g: ConvGeometry): boolean {
-  return !g.depthwise && !isPointwise(g) && ortConvsOnDnnl();
+function useDnnl(g: ConvGeometry, bias = false): boolean {
+  if (isPointwise(g)) return !bias && ortConvsOnDnnl();
+  return !g.depthwise && ortConvsOnDnnl();
 }
 
 /**
@@ -368,7 +369,7 @@ function runDnnl(
     stats.bytesIn += bufs[name].byteLength;
   }
   const t0 = performance.now();
-  dnnlConv(pass, g, bufs);
+  (isPointwise(g) ? dnnlPointwise : dnnlConv)(pass, g, bufs);
   const ms = performance.now() - t0;
   stats.runMs += ms;
   stats.runs++;
@@ -520,8 +521,10 @@ function convForward(
   const outC = g.y[3];
   // Only a per-channel bias maps onto Conv's B input.
   if (bias && !(bias.shape.length === 1 && bias.shape[0] === outC)) return null;
-  if (macs(g) < opts.minMacs || (isPointwise(g) && g.x[3] <= opts.pointwiseMaxK)) return null;
-  if (activation === "linear" && useDnnl(g)) {
+  const dnnl = activation === "linear" && useDnnl(g, !!bias);
+  // oneDNN's matmul beats the few-channel SIMD kernel too (4x150x150, 16->96: 1.0-1.4 vs 3.9-4.1 ms).
+  if (macs(g) < opts.minMacs || (!dnnl && isPointwise(g) && g.x[3] <= opts.pointwiseMaxK)) return null;
+  if (dnnl) {
     return runDnnl(backend, "fwd", g, bias ? [["x", x], ["w", filter], ["b", bias]] : [["x", x], ["w", filter]], [
       "y",
       g.y,
