@@ -2,10 +2,12 @@
  * 2-D convolutions (forward, input gradient, filter gradient) on oneDNN, the
  * library behind PyTorch's CPU convolutions, opened through Deno's FFI from
  * Debian's `libdnnl2` (2.6). The tensors stay where they are, in the wasm
- * heap (NHWC activations, tfjs's [KH, KW, Ci, Co] filters); each plan lets
- * oneDNN pick its own blocked layout (`any`) and reorders into and out of it,
- * which on AVX-512 runs a pass at ~1.5-2x the rate of the plain NHWC kernels
- * (`deno task bench --only ort` measures both against onnxruntime).
+ * heap (NHWC activations, tfjs's [KH, KW, Ci, Co] filters). Each conv plan
+ * lets oneDNN pick its own blocked layout (`any`) and reorders into and out of
+ * it, and a pass then runs near the machine's best GEMM rate; a 1x1 conv at
+ * stride 1 is a matmul over the NHWC rows, with no reorders
+ * ({@linkcode dnnlPointwise}). `deno task bench --only ort` measures both
+ * against onnxruntime.
  *
  * Optional: without the library {@linkcode dnnlAvailable} is false and the
  * onnxruntime kernels keep the convs. `deno task test` installs it (as root).

@@ -105,9 +105,9 @@ export interface OrtKernelOptions {
   /** Kernels to take over (default {@linkcode DEFAULT_ORT_KERNELS}; kept for later calls like the other options). */
   kernels?: readonly OrtKernelName[];
   /**
-   * Run the non-depthwise convs (forward without a fused non-linear activation, dX, dW) on oneDNN
-   * (dnnl.ts) where Debian's libdnnl2 loads (default: `SSD_ONEDNN` when set to 0 or 1, else true).
-   * Without the library, onnxruntime runs them.
+   * Run the dense convs (forward without a fused non-linear activation, dX, dW; 1x1s at stride 1
+   * only without a bias) on oneDNN (dnnl.ts) where Debian's libdnnl2 loads (default true;
+   * `SSD_ONEDNN=0` makes it false). Without the library, onnxruntime runs them.
    */
   onednn?: boolean;
   /** tfjs backend whose kernels are replaced (default "wasm"; must keep data in a wasm heap). */
