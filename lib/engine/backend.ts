@@ -152,7 +152,8 @@ export function deviceDescription(name: BackendName): string {
 export function deviceWarning(name: BackendName): string | null {
   const a = name === "webgpu" ? currentAdapter() : undefined;
   if (a) return softwareWarning(a);
-  if (name === "onnxruntime" && Deno.env.get("SSD_ONEDNN") !== "0" && !loadedOrtKernels()?.ortConvsOnDnnl()) {
+  const ort = name === "onnxruntime" ? loadedOrtKernels() : undefined;
+  if (ort?.ortKernelOptions().onednn && !ort.ortConvsOnDnnl()) {
     return `note: oneDNN did not load (${DNNL_INSTALL_HINT}); the convs run on onnxruntime's kernels, ` +
       `2-4x slower on VGG-sized layers (README, "Compute backends")`;
   }

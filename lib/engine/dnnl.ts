@@ -276,11 +276,36 @@ function planOf(pass: ConvPass, g: ConvGeometry, bias: boolean): Plan {
       dw: argOf(pd, Q_DIFF_WEIGHTS, ARG_DIFF_WEIGHTS, user.w, true),
     };
   }
-  const prim = newHandle((o) => l.dnnl_primitive_create(o, pd), "primitive_create");
-  const exec = execArgs(Object.values(args).map((a) => [a.arg, a.inner ?? a.user]));
-  const plan = { prim, args, exec };
+  return planFrom(key, pd, args);
+}
+
+/** The primitive of `pd` with its arguments, cached under `key`. */
+function planFrom(key: string, pd: Deno.PointerValue, args: Record<string, Arg>): Plan {
+  const prim = newHandle((o) => lib().lib.dnnl_primitive_create(o, pd), "primitive_create");
+  const plan = { prim, args, exec: execArgs(Object.values(args).map((a) => [a.arg, a.inner ?? a.user])) };
   plans.set(key, plan);
   return plan;
+}
+
+/**
+ * Runs `plan` over `bufs` (one per argument, by name): points the user memories at them, reorders the inputs
+ * into the primitive's layouts, executes, reorders the outputs back, and waits.
+ */
+function execute(plan: Plan, bufs: Partial<Record<string, Float32Array>>, what: string): void {
+  const { lib: l, stream } = lib();
+  const run = (prim: Deno.PointerValue, args: Uint8Array) =>
+    check(l.dnnl_primitive_execute(prim, stream, args.byteLength / 16, args), "primitive_execute");
+  const outs: Arg[] = [];
+  for (const [name, a] of Object.entries(plan.args)) {
+    const v = bufs[name];
+    if (!v) throw new Error(`oneDNN ${what}: buffer ${name} missing`);
+    check(l.dnnl_memory_set_data_handle(a.user, addressOf(v)), "memory_set_data_handle");
+    if (a.output) outs.push(a);
+    else if (a.reorder) run(a.reorder, a.reorderArgs!);
+  }
+  run(plan.prim, plan.exec);
+  for (const a of outs) if (a.reorder) run(a.reorder, a.reorderArgs!);
+  check(l.dnnl_stream_wait(stream), "stream_wait");
 }
 
 /** The address of `v`'s first element (views of the shared wasm heap included). */
@@ -296,21 +321,7 @@ function addressOf(v: Float32Array): Deno.PointerValue {
  */
 export function dnnlConv(pass: ConvPass, g: ConvGeometry, bufs: ConvBuffers): void {
   if (g.depthwise) throw new Error("oneDNN convs: depthwise convs are not planned here");
-  const { lib: l, stream } = lib();
-  const plan = planOf(pass, g, pass === "fwd" && bufs.b !== undefined);
-  const run = (prim: Deno.PointerValue, args: Uint8Array) =>
-    check(l.dnnl_primitive_execute(prim, stream, args.byteLength / 16, args), "primitive_execute");
-  const outs: Arg[] = [];
-  for (const [name, a] of Object.entries(plan.args)) {
-    const v = bufs[name as keyof ConvBuffers];
-    if (!v) throw new Error(`oneDNN conv ${pass}: buffer ${name} missing`);
-    check(l.dnnl_memory_set_data_handle(a.user, addressOf(v)), "memory_set_data_handle");
-    if (a.output) outs.push(a);
-    else if (a.reorder) run(a.reorder, a.reorderArgs!);
-  }
-  run(plan.prim, plan.exec);
-  for (const a of outs) if (a.reorder) run(a.reorder, a.reorderArgs!);
-  check(l.dnnl_stream_wait(stream), "stream_wait");
+  execute(planOf(pass, g, pass === "fwd" && bufs.b !== undefined), bufs, `conv ${pass}`);
 }
 
 /**
@@ -329,7 +340,7 @@ export function dnnlMatmul(
   n: number,
   o: { transA?: boolean; transB?: boolean } = {},
 ): void {
-  const { lib: l, stream } = lib();
+  const { lib: l } = lib();
   const key = `matmul|${m}|${k}|${n}|${!!o.transA}|${!!o.transB}`;
   let plan = plans.get(key);
   if (!plan) {
@@ -346,16 +357,9 @@ export function dnnlMatmul(
       b: argOf(pd, Q_WEIGHTS, ARG_WEIGHTS, mds.b, false),
       c: argOf(pd, Q_DST, ARG_DST, mds.c, true),
     };
-    const prim = newHandle((h) => l.dnnl_primitive_create(h, pd), "primitive_create");
-    plan = { prim, args, exec: execArgs(Object.values(args).map((x) => [x.arg, x.user])) };
-    plans.set(key, plan);
+    plan = planFrom(key, pd, args);
   }
-  const bufs: Record<string, Float32Array> = { a, b, c };
-  for (const [name, x] of Object.entries(plan.args)) {
-    check(l.dnnl_memory_set_data_handle(x.user, addressOf(bufs[name])), "memory_set_data_handle");
-  }
-  check(l.dnnl_primitive_execute(plan.prim, stream, plan.exec.byteLength / 16, plan.exec), "primitive_execute");
-  check(l.dnnl_stream_wait(stream), "stream_wait");
+  execute(plan, { a, b, c }, "matmul");
 }
 
 /**

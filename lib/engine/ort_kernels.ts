@@ -315,13 +315,7 @@ function runSession(
   const target = opts.copy ? new Float32Array(outView.length) : outView;
   const t0 = performance.now();
   s.run(feeds, { [output[0]]: new OrtTensor("float32", target, output[1]) }, {});
-  const ms = performance.now() - t0;
-  stats.runMs += ms;
-  stats.runs++;
-  const kind = key.slice(0, key.indexOf("|"));
-  const k = stats.byKind[kind] ??= { runs: 0, ms: 0 };
-  k.runs++;
-  k.ms += ms;
+  countRun(key.slice(0, key.indexOf("|")), performance.now() - t0);
   stats.bytesOut += outView.byteLength;
   if (opts.copy) {
     const t1 = performance.now();
@@ -331,6 +325,15 @@ function runSession(
   }
   stats.copyMs += copyMs;
   return out;
+}
+
+/** Counts one native run of `kind` that took `ms`. */
+function countRun(kind: string, ms: number): void {
+  stats.runMs += ms;
+  stats.runs++;
+  const k = stats.byKind[kind] ??= { runs: 0, ms: 0 };
+  k.runs++;
+  k.ms += ms;
 }
 
 /** Whether the convs run on oneDNN: asked for (`onednn`) and the library loads. */
@@ -370,12 +373,7 @@ function runDnnl(
   }
   const t0 = performance.now();
   (isPointwise(g) ? dnnlPointwise : dnnlConv)(pass, g, bufs);
-  const ms = performance.now() - t0;
-  stats.runMs += ms;
-  stats.runs++;
-  const k = stats.byKind[DNNL_KINDS[pass]] ??= { runs: 0, ms: 0 };
-  k.runs++;
-  k.ms += ms;
+  countRun(DNNL_KINDS[pass], performance.now() - t0);
   stats.bytesOut += bufs[output[0]].byteLength;
   return out;
 }
@@ -794,4 +792,4 @@ export function ortKernelsActive(): boolean {
   return registeredOn !== null;
 }
 
-noteOrtKernels({ registerOrtKernels, unregisterOrtKernels, ortConvsOnDnnl });
+noteOrtKernels({ registerOrtKernels, unregisterOrtKernels, ortConvsOnDnnl, ortKernelOptions });

@@ -24,6 +24,8 @@ export type OrtKernelsModule = {
   unregisterOrtKernels(): void;
   /** Whether the convs run on oneDNN: asked for and the library loaded. */
   ortConvsOnDnnl(): boolean;
+  /** The options in force (`onednn`: whether oneDNN is asked for). */
+  ortKernelOptions(): { onednn: boolean };
 };
 
 /**
