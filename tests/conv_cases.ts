@@ -91,3 +91,10 @@ export function maxRelErr(a: Data, b: Data): number {
   for (let i = 0; i < b.length; i++) err = Math.max(err, Math.abs(a[i] - b[i]));
   return err / Math.max(scale, 1e-12);
 }
+
+/** |want - got| / |want| in the L2 norm over all elements (NaN when both are all zeros). */
+export function relL2(want: ArrayLike<number>, got: ArrayLike<number>): number {
+  let n = 0, d = 0;
+  for (let i = 0; i < want.length; i++) n += (want[i] - got[i]) ** 2, d += want[i] ** 2;
+  return Math.sqrt(n / d);
+}

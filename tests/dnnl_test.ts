@@ -15,13 +15,8 @@ import {
 import type { ConvGeometry } from "../lib/engine/ort_graphs.ts";
 import { loadSsdConfig } from "../lib/ssd_config.ts";
 import { checkSummary, train } from "../lib/train.ts";
+import { relL2 } from "./conv_cases.ts";
 import { dataOverrides, synthData } from "./tiny_run.ts";
-
-const rel = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let n = 0, d = 0;
-  for (let i = 0; i < a.length; i++) n += (a[i] - b[i]) ** 2, d += a[i] ** 2;
-  return Math.sqrt(n / d);
-};
 
 Deno.test("oneDNN is installed here (deno task test installs libdnnl2)", () => {
   assert.ok(dnnlAvailable(), "libdnnl.so.2 did not load: sudo apt-get install -y libdnnl2");
@@ -69,7 +64,7 @@ Deno.test("oneDNN convs match the cpu backend: forward (with and without bias), 
     run("dw", { x: X, dy: DY, dw: got.dw });
     const want: Record<string, tf.Tensor> = { y, yb, dx, dw };
     for (const key of Object.keys(want)) {
-      const e = rel(await want[key].data(), got[key]);
+      const e = relL2(await want[key].data(), got[key]);
       assert.ok(e < 1e-6, `${n}x${h}x${h} ${ci}->${co} k${k} s${s} d${dil} ${pad} ${key}: ${e}`);
     }
     tf.dispose([x, w, bias, y, dy, dx, dw, yb]);

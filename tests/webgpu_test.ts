@@ -17,13 +17,8 @@ import { focalLossAndGrad, focalLossAndGradOps } from "../lib/loss.ts";
 import { channelMean } from "../lib/graph.ts";
 import { loadSsdConfig, ssdConfigSpec } from "../lib/ssd_config.ts";
 import { checkSummary, train } from "../lib/train.ts";
+import { relL2 } from "./conv_cases.ts";
 import { dataOverrides, synthData, TINY_CONFIG } from "./tiny_run.ts";
-
-const rel = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let n = 0, d = 0;
-  for (let i = 0; i < a.length; i++) n += (a[i] - b[i]) ** 2, d += a[i] ** 2;
-  return Math.sqrt(n / d);
-};
 
 Deno.test("adapter names: software adapters, vendor ids", () => {
   assert.equal(softwareAdapterName({ description: "llvmpipe (LLVM 15.0.6, 256 bits)" }), "lavapipe");
@@ -88,7 +83,7 @@ Deno.test("webgpu kernels match the cpu backend: convs (dilated, strided) and th
   };
   for (const [dil, stride] of [[1, 1], [1, 2], [6, 1]]) {
     const [a, b] = [await run("cpu", dil, stride), await run("webgpu", dil, stride)];
-    for (let k = 0; k < 3; k++) assert.ok(rel(a[k], b[k]) < 1e-5, `dilation ${dil} stride ${stride} output ${k}`);
+    for (let k = 0; k < 3; k++) assert.ok(relL2(a[k], b[k]) < 1e-5, `dilation ${dil} stride ${stride} output ${k}`);
   }
   // The focal loss composed from ops (webgpu) against the one-pass float64 loop.
   const logits = Float32Array.from(xa.slice(0, 400), (v) => 3 * v);
@@ -96,7 +91,7 @@ Deno.test("webgpu kernels match the cpu backend: convs (dilated, strided) and th
   const want = focalLossAndGrad(logits, onehot, { gamma: 2, alpha: 0.75 });
   const [sum, grad] = focalLossAndGradOps(tf.tensor(logits), tf.tensor(onehot), { gamma: 2, alpha: 0.75 });
   assert.ok(Math.abs((await sum.data())[0] - want.sum) / want.sum < 1e-6);
-  assert.ok(rel(want.grad, await grad.data()) < 1e-6);
+  assert.ok(relL2(want.grad, await grad.data()) < 1e-6);
   tf.dispose([sum, grad]);
   await setBackend("wasm");
 });
@@ -146,7 +141,7 @@ Deno.test("webgpu batch-norm kernels (WGSL) match the cpu backend's float64 ones
     const got = await run("webgpu");
     assert.equal(tf.memory().numTensors, before);
     ["y", "mean", "variance", "invstd", "dx", "dgamma", "dbeta"].forEach((name, k) => {
-      const d = rel(want[k], got[k]);
+      const d = relL2(want[k], got[k]);
       // A 1x1 map normalises one value: y and the gradients are exactly beta and zeros on both.
       assert.ok(Number.isNaN(d) ? want[k].every((v, i) => v === got[k][i]) : d < 2e-6, `${shape} ${act} ${name}: ${d}`);
     });
