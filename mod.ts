@@ -39,6 +39,7 @@ export * from "./lib/mindrecord_ssd.ts";
 export * from "./lib/augment.ts";
 export * from "./lib/augment_preview.ts";
 export * from "./lib/data_loader.ts";
+export * from "./lib/image_cache.ts";
 
 // Boxes: default boxes, encoding, matching, NMS and decoding.
 export * from "./lib/default_boxes.ts";

@@ -15,6 +15,7 @@ import sharp from "sharp";
 import type { Spec } from "./config.ts";
 import type { DetectionRecord } from "./detection_record.ts";
 import { InputError } from "./errors.ts";
+import { type ImageCache, mirrorRgb } from "./image_cache.ts";
 import type { Rng } from "./rng.ts";
 import { shuffled, uniform } from "./rng.ts";
 
@@ -219,6 +220,91 @@ export function colourJitter(rgb: Float32Array, f: JitterFactors): void {
   for (const k of f.order ?? [0, 1, 2]) steps[k]();
 }
 
+/**
+ * {@linkcode colourJitter} then normalisation (`(v - mean) / std` per
+ * channel), fused into two passes over the pixels (one without a contrast
+ * step) with the same float32 roundings: the same output as the three
+ * separate passes, at a third of the time. It is the training loader's last
+ * step for every image.
+ *
+ * @example
+ * ```ts
+ * const f = { brightness: 1.2, contrast: 0.9, saturation: 1.1, order: [1, 0, 2] };
+ * const raw = Uint8Array.of(200, 100, 0, 10, 20, 30);
+ * const cfg = { mean: [120, 110, 100], std: [60, 60, 60] };
+ * const rgb = Float32Array.from(raw);
+ * colourJitter(rgb, f);
+ * const fused = jitterAndNormalise(raw, f, cfg);
+ * if (fused.some((v, i) => v !== Math.fround((rgb[i] - cfg.mean[i % 3]) * (1 / cfg.std[i % 3])))) throw new Error("differs");
+ * ```
+ */
+export function jitterAndNormalise(
+  raw: Uint8Array,
+  f: JitterFactors,
+  cfg: Pick<AugmentConfig, "mean" | "std">,
+): Float32Array {
+  const out = new Float32Array(raw.length);
+  const factor = [f.brightness, f.contrast, f.saturation];
+  const steps = (f.order ?? [0, 1, 2]).filter((k) => factor[k] !== 1);
+  const at = steps.indexOf(1); // the contrast step needs the mean grey of the image as it is by then
+  const norm = { mean: cfg.mean, inv: cfg.std.map((x) => 1 / x) };
+  if (at < 0) {
+    jitterPass(raw, out, steps, factor, 0, norm);
+    return out;
+  }
+  // Pass 1 applies the steps before contrast and sums the grey levels; pass 2 the rest, then normalises.
+  const sum = jitterPass(raw, out, steps.slice(0, at), factor, 0, null);
+  jitterPass(out, out, steps.slice(at), factor, sum / (raw.length / 3), norm);
+  return out;
+}
+
+/**
+ * One pass of {@linkcode jitterAndNormalise}: `steps` on each pixel of `src`
+ * into `dst` (rounded to float32 after each, as colourJitter's stores do), then
+ * normalised when `norm` is given. Returns the sum of the grey levels written.
+ */
+function jitterPass(
+  src: Uint8Array | Float32Array,
+  dst: Float32Array,
+  steps: number[],
+  [b, c, s]: number[],
+  mean: number,
+  norm: { mean: number[]; inv: number[] } | null,
+): number {
+  const fr = Math.fround;
+  const k0 = steps[0] ?? -1, k1 = steps[1] ?? -1, k2 = steps[2] ?? -1;
+  const [m0, m1, m2] = norm?.mean ?? [0, 0, 0], [i0, i1, i2] = norm?.inv ?? [1, 1, 1];
+  let sum = 0;
+  for (let p = 0; p < src.length; p += 3) {
+    let r = src[p], g = src[p + 1], bl = src[p + 2];
+    for (let j = 0; j < 3; j++) {
+      const k = j === 0 ? k0 : j === 1 ? k1 : k2;
+      if (k < 0) break;
+      if (k === 0) {
+        r = fr(clamp255(r * b)), g = fr(clamp255(g * b)), bl = fr(clamp255(bl * b));
+      } else if (k === 1) {
+        r = fr(clamp255(mean + c * (r - mean))), g = fr(clamp255(mean + c * (g - mean)));
+        bl = fr(clamp255(mean + c * (bl - mean)));
+      } else {
+        const grey = 0.299 * r + 0.587 * g + 0.114 * bl;
+        r = fr(clamp255(grey + s * (r - grey))), g = fr(clamp255(grey + s * (g - grey)));
+        bl = fr(clamp255(grey + s * (bl - grey)));
+      }
+    }
+    if (norm) {
+      dst[p] = (r - m0) * i0, dst[p + 1] = (g - m1) * i1, dst[p + 2] = (bl - m2) * i2;
+    } else {
+      dst[p] = r, dst[p + 1] = g, dst[p + 2] = bl;
+      sum += 0.299 * r + 0.587 * g + 0.114 * bl;
+    }
+  }
+  return sum;
+}
+
+function clamp255(v: number): number {
+  return v < 0 ? 0 : v > 255 ? 255 : v;
+}
+
 /** A preprocessed sample. */
 export interface Sample {
   /** [S, S, 3] normalised pixels, HWC. */
@@ -303,13 +389,15 @@ export async function imageBytes(record: DetectionRecord): Promise<Uint8Array> {
 /**
  * One training sample: crop, resize to `size`, flip, jitter, normalise, with
  * boxes carried along (normalised y1, x1, y2, x2). Deterministic for a given
- * generator state.
+ * generator state. With a `cache`, an uncropped image is decoded once and then
+ * taken from it, with the same pixels.
  */
 export async function augmentSample(
   record: DetectionRecord,
   size: number,
   rng: Rng,
   cfg: AugmentConfig,
+  cache?: ImageCache,
 ): Promise<Sample> {
   // Draw every random number before any await, so concurrency cannot reorder draws.
   const crop = randomSampleCrop(record.boxes, record.labels, record.width, record.height, rng, cfg);
@@ -321,9 +409,10 @@ export async function augmentSample(
     // RandomColorAdjust shuffles the order of its adjustments per image (random_color_adjust_op.cc).
     order: shuffled([0, 1, 2], rng),
   };
-  const raw = await decodeCropResize(record, await imageBytes(record), crop.rect, size, flip, cfg.resize_kernel);
-  const rgb = Float32Array.from(raw);
-  colourJitter(rgb, f);
+  const whole = crop.rect.x === 0 && crop.rect.y === 0 && crop.rect.w === record.width && crop.rect.h === record.height;
+  const raw = cache && whole
+    ? await wholeImage(record, size, flip, cfg.resize_kernel, cache)
+    : await decodeCropResize(record, await imageBytes(record), crop.rect, size, flip, cfg.resize_kernel);
   const m = crop.labels.length;
   const boxes = new Float32Array(4 * m);
   for (let k = 0; k < m; k++) {
@@ -334,7 +423,29 @@ export async function augmentSample(
     boxes[4 * k + 2] = y2;
     boxes[4 * k + 3] = flip ? 1 - x1 : x2;
   }
-  return { image: normalise(rgb, cfg), boxes, labels: crop.labels, width: record.width, height: record.height };
+  return {
+    image: jitterAndNormalise(raw, f, cfg),
+    boxes,
+    labels: crop.labels,
+    width: record.width,
+    height: record.height,
+  };
+}
+
+/** The uncropped image resized to `size`, kept in `cache` unflipped; a flip mirrors the kept copy. */
+async function wholeImage(
+  record: DetectionRecord,
+  size: number,
+  flip: boolean,
+  kernel: AugmentConfig["resize_kernel"],
+  cache: ImageCache,
+): Promise<Uint8Array> {
+  const rgb = await cache.get(
+    record,
+    `${size} ${kernel}`,
+    async () => decodeCropResize(record, await imageBytes(record), null, size, false, kernel),
+  );
+  return flip ? mirrorRgb(rgb, size, size) : rgb;
 }
 
 /** Eval preprocessing: resize to `size` and normalise; boxes (if any) normalised y-first. */

@@ -101,6 +101,11 @@ export interface TrainConfig extends LrScheduleConfig {
   /** Batches prepared ahead of the model. */
   prefetch: number;
   /**
+   * MiB of decoded, resized images kept between epochs (lib/image_cache.ts): an uncropped sample is decoded once.
+   * 0 keeps none. The pixels are the same either way.
+   */
+  image_cache_mb: number;
+  /**
    * Gradient replicas: 1 trains on this thread; N > 1 adds N - 1 workers, one per extra core. Under MPI, each
    * rank runs this many.
    */
@@ -237,6 +242,7 @@ export const ssdConfigSpec: Spec = {
         eval_every: { type: "number", int: true, min: 0, default: 0 },
         freeze: { type: "array", items: { type: "string" }, default: [] },
         prefetch: { type: "number", int: true, min: 1, default: 3 },
+        image_cache_mb: { type: "number", min: 0, default: 0 },
         replicas: { type: "number", int: true, min: 1, default: 1 },
         sync_bn: { type: "boolean", default: false },
         segments: { type: "number", int: true, min: 1, default: 1 },

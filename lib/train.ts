@@ -12,6 +12,7 @@ import * as path from "node:path";
 import * as readline from "node:readline";
 import YAML from "yaml";
 import { augmentSample } from "./augment.ts";
+import { ImageCache } from "./image_cache.ts";
 import {
   BACKENDS,
   deviceDescription,
@@ -203,6 +204,7 @@ export const RESUME_SAFE_KEYS: readonly string[] = [
   "train.checkpoint_every",
   "train.save_mindspore",
   "train.prefetch",
+  "train.image_cache_mb",
   "train.segments",
   "backend",
   "threads",
@@ -316,8 +318,9 @@ export async function train(cfg: SsdConfig, options: TrainOptions): Promise<Trai
   const log = logFile ? fs.openSync(logFile, "a") : null;
   const bar = new Progress("train", feed.stepsPerEpoch * cfg.train.epochs, { unit: "step", quiet: o.quiet });
   bar.update(run.globalStep);
+  const cache = new ImageCache(cfg.train.image_cache_mb * 2 ** 20);
   const transform = (r: (typeof records)[number], rng: () => number) =>
-    augmentSample(r, cfg.model.input_size, rng, cfg.augment);
+    augmentSample(r, cfg.model.input_size, rng, cfg.augment, cache);
   try {
     outer:
     for (let epoch = model.start.epoch; epoch < cfg.train.epochs; epoch++) {
