@@ -232,26 +232,101 @@ export function ssdLoss(
 /**
  * Positives plus the `ratio` x positives hardest negatives per image (largest
  * background loss), as a 0/1 mask [N, A]. The selection carries no gradient.
+ * On host backends it is one sort per image in JavaScript
+ * ({@linkcode hardNegativeMaskOf}); tfjs's sort and broadcast comparison on
+ * wasm took 4 ms of the demo's step.
  */
 export function hardNegativeMask(ce: tf.Tensor, pos: tf.Tensor, ratio: number): tf.Tensor {
   // customGrad stops the gradient: the mask is a choice, not a function to differentiate.
   const select = tf.customGrad((...inputs) => {
     const [ceIn, posIn] = inputs as tf.Tensor[];
-    const value = tf.tidy(() => {
-      const [n, a] = ceIn.shape as [number, number];
-      const negLoss = tf.mul(ceIn, tf.sub(1, posIn)); // positives score 0, so they rank last among negatives
-      const numNeg = tf.minimum(tf.mul(tf.sum(posIn, 1), ratio), a - 1); // [N]
-      // Rank by sorting: the k-th largest negative loss is the per-image threshold.
-      const sorted = tf.topk(negLoss, a).values; // [N, A] descending
-      const idx = tf.cast(tf.maximum(tf.sub(numNeg, 1), 0), "int32");
-      const kth = tf.sum(tf.mul(sorted, tf.oneHot(idx, a)), 1, true); // [N, 1]
-      const negMask = tf.mul(
-        tf.cast(tf.greaterEqual(negLoss, kth), "float32"),
-        tf.reshape(tf.cast(tf.greater(numNeg, 0), "float32"), [n, 1]),
-      );
-      return tf.minimum(tf.add(posIn, tf.mul(negMask, tf.sub(1, posIn))), 1);
-    });
+    const [n, a] = ceIn.shape as [number, number];
+    const onHost = () =>
+      hardNegativeMaskOf(ceIn.dataSync() as Float32Array, posIn.dataSync() as Float32Array, a, ratio);
+    const value = HOST_BACKENDS.has(tf.getBackend())
+      ? tf.tensor2d(onHost(), [n, a])
+      : hardNegativeMaskOps(ceIn, posIn, ratio);
     return { value, gradFunc: () => [tf.zerosLike(ceIn), tf.zerosLike(posIn)] };
   });
   return select(ce, pos);
+}
+
+/** {@linkcode hardNegativeMask} composed from tfjs ops, for backends that keep tensors on a device (webgpu). */
+export function hardNegativeMaskOps(ce: tf.Tensor, pos: tf.Tensor, ratio: number): tf.Tensor {
+  return tf.tidy(() => {
+    const [n, a] = ce.shape as [number, number];
+    const negLoss = tf.mul(ce, tf.sub(1, pos)); // positives score 0, so they rank last among negatives
+    const numNeg = tf.minimum(tf.mul(tf.sum(pos, 1), ratio), a - 1); // [N]
+    // Rank by sorting: the k-th largest negative loss is the per-image threshold.
+    const sorted = tf.topk(negLoss, a).values; // [N, A] descending
+    const idx = tf.cast(tf.maximum(tf.sub(numNeg, 1), 0), "int32");
+    const kth = tf.sum(tf.mul(sorted, tf.oneHot(idx, a)), 1, true); // [N, 1]
+    const negMask = tf.mul(
+      tf.cast(tf.greaterEqual(negLoss, kth), "float32"),
+      tf.reshape(tf.cast(tf.greater(numNeg, 0), "float32"), [n, 1]),
+    );
+    return tf.minimum(tf.add(pos, tf.mul(negMask, tf.sub(1, pos))), 1);
+  });
+}
+
+/**
+ * {@linkcode hardNegativeMask} on arrays: `ce` and `pos` (0/1) are [N, A] row
+ * by row. Each image keeps its positives and every negative whose loss is at
+ * least its `min(ratio * positives, A - 1)`-th largest (ties included), as the
+ * tensor version does; an image without positives keeps nothing.
+ *
+ * @example
+ * ```ts
+ * import { deepStrictEqual } from "node:assert";
+ * // One positive (anchor 0) and ratio 2: the two largest negative losses stay.
+ * const mask = hardNegativeMaskOf(Float32Array.of(9, 1, 5, 3, 4), Float32Array.of(1, 0, 0, 0, 0), 5, 2);
+ * deepStrictEqual(Array.from(mask), [1, 0, 1, 0, 1]);
+ * ```
+ */
+export function hardNegativeMaskOf(ce: Float32Array, pos: Float32Array, a: number, ratio: number): Float32Array {
+  const f = Math.fround;
+  const mask = new Float32Array(ce.length);
+  const neg = new Float32Array(a);
+  for (let r = 0; r < ce.length; r += a) {
+    let positives = 0;
+    for (let j = 0; j < a; j++) {
+      positives += pos[r + j];
+      neg[j] = f(ce[r + j] * f(1 - pos[r + j])); // positives score 0, so they rank last among negatives
+    }
+    const numNeg = Math.min(f(positives * ratio), a - 1);
+    // The threshold is the k-th largest: element A - 1 - k of the ascending sort, k = trunc(max(numNeg - 1, 0)).
+    const anyNeg = numNeg > 0;
+    const kth = anyNeg ? selectAscending(neg.slice(), a - 1 - Math.trunc(Math.max(numNeg - 1, 0))) : 0;
+    for (let j = 0; j < a; j++) {
+      const p = pos[r + j];
+      mask[r + j] = Math.min(p + (anyNeg && neg[j] >= kth ? 1 : 0) * f(1 - p), 1);
+    }
+  }
+  return mask;
+}
+
+/**
+ * The element that would sit at index `k` of `xs` sorted ascending (Hoare's
+ * selection, in place, O(n) on average): a full sort per image cost the demo's
+ * step 1 ms more. A NaN makes the choice arbitrary (the loss is NaN then anyway).
+ */
+function selectAscending(xs: Float32Array, k: number): number {
+  let lo = 0, hi = xs.length - 1;
+  while (lo < hi) {
+    const pivot = xs[(lo + hi) >> 1];
+    let i = lo, j = hi;
+    while (i <= j) {
+      while (xs[i] < pivot) i++;
+      while (xs[j] > pivot) j--;
+      if (i <= j) {
+        const t = xs[i];
+        xs[i++] = xs[j];
+        xs[j--] = t;
+      }
+    }
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else return xs[k];
+  }
+  return xs[k];
 }

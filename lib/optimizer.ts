@@ -10,6 +10,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import type { ParamMap } from "./graph.ts";
+import { hasMomentumKernel, momentumUpdate } from "./engine/mod.ts";
 
 /** Optimiser settings. */
 export interface MomentumOptions {
@@ -59,10 +60,25 @@ export function momentumStep(
   o: MomentumOptions,
 ): void {
   const scale = 1 / (o.lossScale ?? 1);
+  // wasm and cpu run each parameter's update as one kernel, rounded as the ops below.
+  const fused = hasMomentumKernel();
   tf.tidy(() => {
     for (const [name, w] of params) {
       const g = grads[w.name], v = state.get(name);
       if (!g || !v) continue;
+      if (fused) {
+        const wd = o.weightDecay > 0 && decays(name) ? o.weightDecay : 0;
+        const [nw, nv] = momentumUpdate(w, v, g, {
+          momentum: o.momentum,
+          weightDecay: wd,
+          scale,
+          lr,
+          sens: o.sens ?? 1,
+        });
+        v.assign(nv);
+        w.assign(nw);
+        continue;
+      }
       let step = (o.sens ?? 1) === 1 ? g : tf.mul(g, o.sens!);
       if (o.weightDecay > 0 && decays(name)) step = tf.add(step, tf.mul(w, o.weightDecay));
       if (scale !== 1) step = tf.mul(step, scale);

@@ -1,7 +1,15 @@
 import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert";
 import { setBackend } from "../lib/engine/backend.ts";
-import { focalLoss, focalLossSum, hardNegativeMask, smoothL1, ssdLoss } from "../lib/loss.ts";
+import {
+  focalLoss,
+  focalLossSum,
+  hardNegativeMask,
+  hardNegativeMaskOf,
+  hardNegativeMaskOps,
+  smoothL1,
+  ssdLoss,
+} from "../lib/loss.ts";
 import { createRng } from "../lib/rng.ts";
 
 await setBackend("cpu");
@@ -46,6 +54,28 @@ Deno.test("hardNegativeMask() keeps positives and the 3:1 hardest negatives", ()
   const pos = tf.tensor2d([[0, 0, 0, 0, 0, 0, 0, 0, 1]]);
   const m = hardNegativeMask(ce, pos, 3).dataSync();
   assert.deepStrictEqual(Array.from(m), [0, 1, 1, 1, 0, 0, 0, 0, 1]);
+});
+
+Deno.test("hardNegativeMaskOf() selects what the tensor ops select: ties, no positives, a capped count", () => {
+  const rng = createRng(5);
+  const a = 40;
+  // Rows: few positives; no positives; most positives (the count caps at A - 1); ties on a coarse grid.
+  const posRows = [[3, 17], [], Array.from({ length: 30 }, (_, i) => i), [0, 1, 2, 5]];
+  const ce = Float32Array.from(
+    { length: posRows.length * a },
+    (_, i) => i >= 3 * a ? Math.floor(rng() * 4) : rng() * 5,
+  );
+  const pos = new Float32Array(ce.length);
+  posRows.forEach((ps, r) => ps.forEach((j) => pos[r * a + j] = 1));
+  for (const ratio of [3, 2.5, 1]) {
+    const want = hardNegativeMaskOps(tf.tensor2d(ce, [4, a]), tf.tensor2d(pos, [4, a]), ratio);
+    const got = hardNegativeMaskOf(ce, pos, a, ratio);
+    assert.deepStrictEqual(Array.from(got), Array.from(want.dataSync()), `ratio ${ratio}`);
+    want.dispose();
+  }
+  // The tie row keeps more than 3 x 4 negatives: every loss equal to the threshold stays.
+  const kept = hardNegativeMaskOf(ce, pos, a, 3).subarray(3 * a).reduce((s, v) => s + v, 0);
+  assert.ok(kept > 16, `kept ${kept}`);
 });
 
 Deno.test("the softmax loss with hard negative mining has gradients and no leaks", () => {

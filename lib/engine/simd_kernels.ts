@@ -115,6 +115,20 @@ export interface SimdExports {
     tiled: number,
   ): void;
   relu_grad(dy: number, x: number, dx: number, n: number, hi: number): void;
+  momentum(
+    w: number,
+    v: number,
+    g: number,
+    wo: number,
+    vo: number,
+    n: number,
+    m: number,
+    wd: number,
+    scale: number,
+    lr: number,
+    sens: number,
+    flags: number,
+  ): void;
   pointwise(x: number, w: number, y: number, rows: number, k: number, co: number): void;
 }
 

@@ -717,4 +717,39 @@
             (f32x4.ne (local.get $v) (local.get $v))))
         (local.set $i (i32.add (local.get $i) (i32.const 16)))
         (br $l))))
+
+  ;; Momentum (the tutorial's nn.Momentum with weight decay and loss scale), `n`
+  ;; floats (a multiple of 4) of parameter w, velocity v and gradient g into wo, vo:
+  ;;   s = g * sens (flag 1); s += w * wd (flag 2); s *= scale (flag 4);
+  ;;   vo = v * m + s; wo = w - vo * lr
+  ;; in that order, as the same float32 ops on tensors round.
+  (func (export "momentum") (param $w i32) (param $v i32) (param $g i32) (param $wo i32) (param $vo i32)
+    (param $n i32) (param $m f32) (param $wd f32) (param $scale f32) (param $lr f32) (param $sens f32)
+    (param $flags i32)
+    (local $i i32) (local $end i32) (local $s v128) (local $x v128) (local $nv v128)
+    (local $vm v128) (local $vwd v128) (local $vscale v128) (local $vlr v128) (local $vsens v128)
+    (local.set $end (i32.shl (local.get $n) (i32.const 2)))
+    (local.set $vm (f32x4.splat (local.get $m)))
+    (local.set $vwd (f32x4.splat (local.get $wd)))
+    (local.set $vscale (f32x4.splat (local.get $scale)))
+    (local.set $vlr (f32x4.splat (local.get $lr)))
+    (local.set $vsens (f32x4.splat (local.get $sens)))
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
+        (local.set $x (v128.load (i32.add (local.get $w) (local.get $i))))
+        (local.set $s (v128.load (i32.add (local.get $g) (local.get $i))))
+        (if (i32.and (local.get $flags) (i32.const 1))
+          (then (local.set $s (f32x4.mul (local.get $s) (local.get $vsens)))))
+        (if (i32.and (local.get $flags) (i32.const 2))
+          (then (local.set $s (f32x4.add (local.get $s) (f32x4.mul (local.get $x) (local.get $vwd))))))
+        (if (i32.and (local.get $flags) (i32.const 4))
+          (then (local.set $s (f32x4.mul (local.get $s) (local.get $vscale)))))
+        (local.set $nv (f32x4.add (f32x4.mul (v128.load (i32.add (local.get $v) (local.get $i))) (local.get $vm))
+          (local.get $s)))
+        (v128.store (i32.add (local.get $vo) (local.get $i)) (local.get $nv))
+        (v128.store (i32.add (local.get $wo) (local.get $i))
+          (f32x4.sub (local.get $x) (f32x4.mul (local.get $nv) (local.get $vlr))))
+        (local.set $i (i32.add (local.get $i) (i32.const 16)))
+        (br $l))))
 )

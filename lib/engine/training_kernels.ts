@@ -14,6 +14,8 @@ import { registerDepthwiseConvKernel } from "./depthwise_gather.ts";
 import { registerPointwiseConvKernel } from "./pointwise_conv.ts";
 import { registerReluGradients } from "./relu_grad.ts";
 import { registerBatchNormKernels } from "./batch_norm_kernel.ts";
+import { registerSplitKernel } from "./split_kernel.ts";
+import { registerMomentumKernel } from "./momentum_kernel.ts";
 
 let gradientsReady = false;
 // Loaded on first use: it loads onnxruntime's native addon.
@@ -67,6 +69,8 @@ export function installTrainingKernels(): void {
   registerPointwiseConvKernel();
   registerBatchNormKernels();
   registerSharedIdentity();
+  registerSplitKernel();
+  registerMomentumKernel();
   registerGradKernels("wasm", "replace");
   registerGradKernels("cpu", "dilated-only");
   gradientsReady = true;
