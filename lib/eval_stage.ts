@@ -41,7 +41,8 @@ export interface LoadedModel {
 
 /**
  * Restores a model on its config's backend: the checkpoint's own config
- * unless `configFile` is given.
+ * unless `configFile` is given, with `overrides` applied either way
+ * (`--postprocess.min_score=0.01` rescoring a trained checkpoint).
  */
 export async function loadModel(
   checkpoint: string,
@@ -50,7 +51,7 @@ export async function loadModel(
   // A MindSpore .ckpt carries no config: `configFile` names its model.
   const given = o.configFile ? loadSsdConfig(o.configFile, o.overrides) : undefined;
   const ckpt = readAnyCheckpoint(checkpoint, given).checkpoint;
-  const cfg = given ?? storedConfig(ckpt.header.config, checkpoint);
+  const cfg = given ?? storedConfig(applyOverrides(ckpt.header.config, o.overrides ?? {}), checkpoint);
   if (!o.configFile) checkConsistency(cfg, checkpoint);
   // `backend` runs the model elsewhere than it trained (the config keeps its own).
   await setBackend(o.backend ?? cfg.backend, { threads: cfg.threads ?? undefined });

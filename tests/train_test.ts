@@ -275,8 +275,16 @@ Deno.test("training learns: 100 epochs on 16 synthetic images reach mAP@0.5 >= 0
     "train.replicas": "1",
   });
   const r = await train(cfg, { outDir: Deno.makeTempDirSync(), quiet: true });
-  const stats = (await evaluateCheckpoint(r.checkpoint!, { quiet: true })).result.stats;
+  const run = await evaluateCheckpoint(r.checkpoint!, { quiet: true });
+  const stats = run.result.stats;
   assert.ok(stats[1] >= 0.8, `mAP@0.5 ${stats[1]}`);
   assert.ok(stats[0] >= 0.5, `mAP ${stats[0]}`);
   assert.ok(r.losses.at(-1)!.loss < r.losses[0].loss / 5, "the loss fell");
+  // Overrides change the checkpoint's own config too (`deno task eval --checkpoint C --postprocess.min_score=0.9`).
+  const strict = await evaluateCheckpoint(r.checkpoint!, {
+    quiet: true,
+    overrides: { "postprocess.min_score": "0.9" },
+  });
+  assert.ok(strict.detections.every((d) => d.score > 0.9), "every detection scores above the overridden min_score");
+  assert.ok(strict.detections.length < run.detections.length, "fewer detections at min_score 0.9");
 });
