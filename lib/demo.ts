@@ -207,7 +207,10 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   log(
     `  report: ${reportFile}   pictures: ${path.join(out, "detections.png")}, ${path.join(trainDir, "loss_curve.png")}`,
   );
-  log(`  go further: deno task train --config configs/demo.yaml --train.epochs=22; notebooks/ walk through each stage`);
+  log(
+    `  go further: deno task train --config configs/demo.yaml --train.epochs=${2 * cfg.train.epochs}; ` +
+      "notebooks/ walk through each stage",
+  );
   return { stats: ev.result.stats, checkpoint: run.checkpoint!, report: reportFile, seconds };
 }
 

@@ -333,7 +333,7 @@ Deno.test("exportModel writes model.onnx and config.yaml atomically, with opset,
   assertEquals([c.preprocess.mean, c.preprocess.std], [cfg.augment.mean, cfg.augment.std]);
   assertEquals([c.anchors.generator, c.num_anchors, c.box_coder.prior_scaling], ["ssd", 1364, [0.1, 0.2]]);
   assertEquals([c.postprocess.min_score, c.outputs.scores.activation, c.outputs.boxes?.clipped], [
-    0.1,
+    cfg.postprocess.min_score,
     cfg.model.score_activation,
     true,
   ]);

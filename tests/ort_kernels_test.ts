@@ -236,7 +236,7 @@ Deno.test("the onnxruntime kernels share the wasm heap, leak no tensors and coun
 });
 
 Deno.test("the kernels' thread count comes from the config: threads, or the cores shared by the replicas", async () => {
-  const demo = loadSsdConfig("configs/demo.yaml", { backend: "onnxruntime" });
+  const demo = loadSsdConfig("configs/demo.yaml", { backend: "onnxruntime", "train.replicas": "2" });
   assert.equal(kernelThreads(demo, 2), 1, "two replicas on two cores: one thread each");
   assert.equal(kernelThreads({ ...demo, train: { ...demo.train, replicas: 1 } }, 2), 2);
   assert.equal(kernelThreads(loadSsdConfig("configs/demo.yaml", { threads: "3" }), 2), 3);
