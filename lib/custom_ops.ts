@@ -54,3 +54,30 @@ export function batchNormTrainKernel(
     tf.Tensor1D,
   ];
 }
+
+/** One Momentum update of a parameter: outputs `[w', v']` (see {@linkcode momentumUpdate}). */
+export const MOMENTUM = "SsdMomentum";
+
+/** The update's constants; a `weightDecay` of 0 adds no decay term, `sens` and `scale` of 1 no product. */
+export interface MomentumUpdate {
+  momentum: number;
+  weightDecay: number;
+  /** The gradient (with decay) is multiplied by this: 1 / loss_scale. */
+  scale: number;
+  lr: number;
+  /** The gradient is multiplied by this first. */
+  sens: number;
+}
+
+/** Whether the current backend runs {@linkcode momentumUpdate} as one kernel. */
+export function hasMomentumKernel(): boolean {
+  return tf.getKernel(MOMENTUM, tf.getBackend()) !== undefined;
+}
+
+/**
+ * `s = g * sens; s += w * weightDecay; s *= scale; v' = v * momentum + s; w' = w - v' * lr`, each step a
+ * float32 op (skipped where it is the identity), as `[w', v']`. Needs {@linkcode hasMomentumKernel}.
+ */
+export function momentumUpdate(w: tf.Tensor, v: tf.Tensor, g: tf.Tensor, u: MomentumUpdate): [tf.Tensor, tf.Tensor] {
+  return tf.engine().runKernel(MOMENTUM, { w, v, g }, { ...u }) as unknown as [tf.Tensor, tf.Tensor];
+}

@@ -13,7 +13,13 @@
 import * as tf from "@tensorflow/tfjs-core";
 import type { Rng } from "./rng.ts";
 import { normal } from "./rng.ts";
-import { batchNormTrainKernel, type BnActivation, hasBatchNormKernels } from "./custom_ops.ts";
+import {
+  batchNormTrainKernel,
+  type BnActivation,
+  hasBatchNormKernels,
+  hasMomentumKernel,
+  momentumUpdate,
+} from "./custom_ops.ts";
 
 /** Explicit spatial padding: top, bottom, left, right. */
 export type Pads = [number, number, number, number];
@@ -725,11 +731,19 @@ export function batchNormTrain(
 
 /** Applies recorded batch-norm updates to the moving averages and disposes them. */
 export function applyBnUpdates(params: ParamMap, updates: BnUpdate[]): void {
+  // The moving average is Momentum's velocity update, v m + g (1 - m) with the batch statistic as g: one kernel
+  // where the backend has it (two per layer instead of six ops), rounded as the ops.
+  const fused = hasMomentumKernel();
   for (const u of updates) {
     const mm = params.get(`${u.name}.moving_mean`)!, mv = params.get(`${u.name}.moving_variance`)!;
+    const m = u.momentum;
+    const average = (avg: tf.Tensor, stat: tf.Tensor) =>
+      fused
+        ? momentumUpdate(avg, avg, stat, { momentum: m, weightDecay: 0, scale: 1, lr: 0, sens: 1 - m })[1]
+        : tf.add(tf.mul(avg, m), tf.mul(stat, 1 - m));
     tf.tidy(() => {
-      mm.assign(tf.add(tf.mul(mm, u.momentum), tf.mul(u.mean, 1 - u.momentum)));
-      mv.assign(tf.add(tf.mul(mv, u.momentum), tf.mul(u.variance, 1 - u.momentum)));
+      mm.assign(average(mm, u.mean));
+      mv.assign(average(mv, u.variance));
     });
     tf.dispose([u.mean, u.variance]);
   }

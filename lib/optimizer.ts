@@ -10,7 +10,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import type { ParamMap } from "./graph.ts";
-import { hasMomentumKernel, momentumUpdate } from "./engine/mod.ts";
+import { hasMomentumKernel, momentumUpdate } from "./custom_ops.ts";
 
 /** Optimiser settings. */
 export interface MomentumOptions {

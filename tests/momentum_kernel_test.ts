@@ -1,8 +1,9 @@
 import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert";
 import { setBackend } from "../lib/engine/backend.ts";
-import { hasMomentumKernel, type MomentumUpdate, momentumUpdate } from "../lib/engine/momentum_kernel.ts";
+import { hasMomentumKernel, type MomentumUpdate, momentumUpdate } from "../lib/custom_ops.ts";
 import { simdKernels } from "../lib/engine/simd_kernels.ts";
+import { applyBnUpdates, type BnUpdate } from "../lib/graph.ts";
 import { createRng } from "../lib/rng.ts";
 
 /** The update from tfjs ops, in lib/optimizer.ts's order. */
@@ -48,6 +49,34 @@ Deno.test("SsdMomentum equals the composed ops bit for bit: SIMD on one and two 
         assert.strictEqual(tf.memory().numTensors, before);
       }
       tf.dispose([w, v, g]);
+    }
+  }
+});
+
+Deno.test("applyBnUpdates() through the kernel equals the composed moving average bit for bit", async () => {
+  const rng = createRng(8);
+  const c = 37; // a SIMD tail too
+  const vals = [0, 1, 2, 3].map(() => Float32Array.from({ length: c }, () => rng() * 3));
+  for (const backend of ["wasm", "cpu"] as const) {
+    await setBackend(backend);
+    for (const momentum of [0.9, 0.997, 0]) {
+      const params = new Map([
+        ["bn.moving_mean", tf.variable(tf.tensor1d(vals[0]))],
+        ["bn.moving_variance", tf.variable(tf.tensor1d(vals[1]))],
+      ]);
+      const [mean, variance] = [tf.tensor1d(vals[2]), tf.tensor1d(vals[3])];
+      const want = [[vals[0], vals[2]], [vals[1], vals[3]]].map(([a, s]) =>
+        tf.tidy(() => tf.add(tf.mul(tf.tensor1d(a), momentum), tf.mul(tf.tensor1d(s), 1 - momentum))).dataSync()
+      );
+      const before = tf.memory().numTensors;
+      applyBnUpdates(params, [{ name: "bn", mean, variance, momentum } as BnUpdate]);
+      assert.strictEqual(tf.memory().numTensors, before - 2, "the statistics are disposed, nothing else is left");
+      const got = [params.get("bn.moving_mean")!.dataSync(), params.get("bn.moving_variance")!.dataSync()];
+      for (let k = 0; k < 2; k++) {
+        const bad = got[k].findIndex((x, i) => !Object.is(x, want[k][i]));
+        assert.strictEqual(bad, -1, `${backend}, momentum ${momentum}: ${k ? "variance" : "mean"}[${bad}]`);
+      }
+      tf.dispose([...params.values()]);
     }
   }
 });

@@ -52,7 +52,6 @@ export {
   openMpi,
   slurmTasksPerNode,
 } from "./mpi.ts";
-export { hasMomentumKernel, type MomentumUpdate, momentumUpdate } from "./momentum_kernel.ts";
 export { GradReplica, type RemoteGrads, splitBatch } from "./replicas.ts";
 export { simdKernelsUnavailable } from "./simd_kernels.ts";
 export {

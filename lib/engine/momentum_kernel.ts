@@ -1,13 +1,15 @@
 /**
- * One Momentum update of a parameter as one kernel, `SsdMomentum`: from w, its
- * velocity v and gradient g, the new w and v, with the float32 roundings of the
- * same update composed from ops (lib/optimizer.ts). Composed, each parameter
- * takes six ops; the demo's 80 parameters took 4.5 ms a step that way. On
- * `wasm` it is one SIMD pass (`momentum` in simd_kernels.wat), on `cpu` a loop.
+ * One Momentum update of a parameter as one kernel, `SsdMomentum` (called as
+ * `momentumUpdate` from ../custom_ops.ts): from w, its velocity v and gradient
+ * g, the new w and v, with the float32 roundings of the same update composed
+ * from ops (lib/optimizer.ts). Composed, each parameter takes six ops; the
+ * demo's 80 parameters took 4.5 ms a step that way. On `wasm` it is one SIMD
+ * pass (`momentum` in simd_kernels.wat), on `cpu` a loop.
  *
  * @example
  * ```ts
  * import * as tf from "@tensorflow/tfjs-core";
+ * import { momentumUpdate } from "../custom_ops.ts";
  * import { setBackend } from "./backend.ts";
  * await setBackend("cpu");
  * // v = 0.9 * 1 + 2 = 2.9; w = 1 - 0.5 * 2.9 = -0.45
@@ -20,35 +22,9 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { MOMENTUM, type MomentumUpdate } from "../custom_ops.ts";
 import { checkFloat32, ioOf } from "./kernel_io.ts";
 import { simdKernels } from "./simd_kernels.ts";
-
-/** Name of the kernel (registered for wasm and cpu). */
-export const MOMENTUM = "SsdMomentum";
-
-/** The update's constants; a `weightDecay` of 0 adds no decay term, `sens` and `scale` of 1 no product. */
-export interface MomentumUpdate {
-  momentum: number;
-  weightDecay: number;
-  /** The gradient (with decay) is multiplied by this: 1 / loss_scale. */
-  scale: number;
-  lr: number;
-  /** The gradient is multiplied by this first. */
-  sens: number;
-}
-
-/** Whether {@linkcode momentumUpdate} runs as one kernel on the current backend. */
-export function hasMomentumKernel(): boolean {
-  return tf.getKernel(MOMENTUM, tf.getBackend()) !== undefined;
-}
-
-/**
- * `s = g * sens; s += w * weightDecay; s *= scale; v' = v * momentum + s; w' = w - v' * lr`, each step a
- * float32 op (skipped where it is the identity), as [w', v']. Needs {@linkcode hasMomentumKernel}.
- */
-export function momentumUpdate(w: tf.Tensor, v: tf.Tensor, g: tf.Tensor, u: MomentumUpdate): [tf.Tensor, tf.Tensor] {
-  return tf.engine().runKernel(MOMENTUM, { w, v, g }, { ...u }) as unknown as [tf.Tensor, tf.Tensor];
-}
 
 const kernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const { w, v, g } = inputs as { w: tf.TensorInfo; v: tf.TensorInfo; g: tf.TensorInfo };
