@@ -220,91 +220,6 @@ export function colourJitter(rgb: Float32Array, f: JitterFactors): void {
   for (const k of f.order ?? [0, 1, 2]) steps[k]();
 }
 
-/**
- * {@linkcode colourJitter} then normalisation (`(v - mean) / std` per
- * channel), fused into two passes over the pixels (one without a contrast
- * step) with the same float32 roundings: the same output as the three
- * separate passes, at a third of the time. It is the training loader's last
- * step for every image.
- *
- * @example
- * ```ts
- * const f = { brightness: 1.2, contrast: 0.9, saturation: 1.1, order: [1, 0, 2] };
- * const raw = Uint8Array.of(200, 100, 0, 10, 20, 30);
- * const cfg = { mean: [120, 110, 100], std: [60, 60, 60] };
- * const rgb = Float32Array.from(raw);
- * colourJitter(rgb, f);
- * const fused = jitterAndNormalise(raw, f, cfg);
- * if (fused.some((v, i) => v !== Math.fround((rgb[i] - cfg.mean[i % 3]) * (1 / cfg.std[i % 3])))) throw new Error("differs");
- * ```
- */
-export function jitterAndNormalise(
-  raw: Uint8Array,
-  f: JitterFactors,
-  cfg: Pick<AugmentConfig, "mean" | "std">,
-): Float32Array {
-  const out = new Float32Array(raw.length);
-  const factor = [f.brightness, f.contrast, f.saturation];
-  const steps = (f.order ?? [0, 1, 2]).filter((k) => factor[k] !== 1);
-  const at = steps.indexOf(1); // the contrast step needs the mean grey of the image as it is by then
-  const norm = { mean: cfg.mean, inv: cfg.std.map((x) => 1 / x) };
-  if (at < 0) {
-    jitterPass(raw, out, steps, factor, 0, norm);
-    return out;
-  }
-  // Pass 1 applies the steps before contrast and sums the grey levels; pass 2 the rest, then normalises.
-  const sum = jitterPass(raw, out, steps.slice(0, at), factor, 0, null);
-  jitterPass(out, out, steps.slice(at), factor, sum / (raw.length / 3), norm);
-  return out;
-}
-
-/**
- * One pass of {@linkcode jitterAndNormalise}: `steps` on each pixel of `src`
- * into `dst` (rounded to float32 after each, as colourJitter's stores do), then
- * normalised when `norm` is given. Returns the sum of the grey levels written.
- */
-function jitterPass(
-  src: Uint8Array | Float32Array,
-  dst: Float32Array,
-  steps: number[],
-  [b, c, s]: number[],
-  mean: number,
-  norm: { mean: number[]; inv: number[] } | null,
-): number {
-  const fr = Math.fround;
-  const k0 = steps[0] ?? -1, k1 = steps[1] ?? -1, k2 = steps[2] ?? -1;
-  const [m0, m1, m2] = norm?.mean ?? [0, 0, 0], [i0, i1, i2] = norm?.inv ?? [1, 1, 1];
-  let sum = 0;
-  for (let p = 0; p < src.length; p += 3) {
-    let r = src[p], g = src[p + 1], bl = src[p + 2];
-    for (let j = 0; j < 3; j++) {
-      const k = j === 0 ? k0 : j === 1 ? k1 : k2;
-      if (k < 0) break;
-      if (k === 0) {
-        r = fr(clamp255(r * b)), g = fr(clamp255(g * b)), bl = fr(clamp255(bl * b));
-      } else if (k === 1) {
-        r = fr(clamp255(mean + c * (r - mean))), g = fr(clamp255(mean + c * (g - mean)));
-        bl = fr(clamp255(mean + c * (bl - mean)));
-      } else {
-        const grey = 0.299 * r + 0.587 * g + 0.114 * bl;
-        r = fr(clamp255(grey + s * (r - grey))), g = fr(clamp255(grey + s * (g - grey)));
-        bl = fr(clamp255(grey + s * (bl - grey)));
-      }
-    }
-    if (norm) {
-      dst[p] = (r - m0) * i0, dst[p + 1] = (g - m1) * i1, dst[p + 2] = (bl - m2) * i2;
-    } else {
-      dst[p] = r, dst[p + 1] = g, dst[p + 2] = bl;
-      sum += 0.299 * r + 0.587 * g + 0.114 * bl;
-    }
-  }
-  return sum;
-}
-
-function clamp255(v: number): number {
-  return v < 0 ? 0 : v > 255 ? 255 : v;
-}
-
 /** A preprocessed sample. */
 export interface Sample {
   /** [S, S, 3] normalised pixels, HWC. */
@@ -318,6 +233,11 @@ export interface Sample {
   height: number;
 }
 
+/** Whether `rect` covers the whole image of `record` (no crop). */
+function isWholeImage(rect: CropRect, record: DetectionRecord): boolean {
+  return rect.x === 0 && rect.y === 0 && rect.w === record.width && rect.h === record.height;
+}
+
 async function decodeCropResize(
   record: DetectionRecord,
   bytes: Uint8Array,
@@ -328,7 +248,7 @@ async function decodeCropResize(
 ): Promise<Uint8Array> {
   try {
     let img = sharp(bytes, { failOn: "error" });
-    if (rect && !(rect.x === 0 && rect.y === 0 && rect.w === record.width && rect.h === record.height)) {
+    if (rect && !isWholeImage(rect, record)) {
       img = img.extract({ left: rect.x, top: rect.y, width: rect.w, height: rect.h });
     }
     img = img.resize(size, size, { fit: "fill", kernel: kernel === "linear" ? "linear" : kernel });
@@ -409,8 +329,7 @@ export async function augmentSample(
     // RandomColorAdjust shuffles the order of its adjustments per image (random_color_adjust_op.cc).
     order: shuffled([0, 1, 2], rng),
   };
-  const whole = crop.rect.x === 0 && crop.rect.y === 0 && crop.rect.w === record.width && crop.rect.h === record.height;
-  const raw = cache && whole
+  const raw = cache && isWholeImage(crop.rect, record)
     ? await wholeImage(record, size, flip, cfg.resize_kernel, cache)
     : await decodeCropResize(record, await imageBytes(record), crop.rect, size, flip, cfg.resize_kernel);
   const m = crop.labels.length;
@@ -423,13 +342,9 @@ export async function augmentSample(
     boxes[4 * k + 2] = y2;
     boxes[4 * k + 3] = flip ? 1 - x1 : x2;
   }
-  return {
-    image: jitterAndNormalise(raw, f, cfg),
-    boxes,
-    labels: crop.labels,
-    width: record.width,
-    height: record.height,
-  };
+  const rgb = Float32Array.from(raw);
+  colourJitter(rgb, f);
+  return { image: normalise(rgb, cfg), boxes, labels: crop.labels, width: record.width, height: record.height };
 }
 
 /** The uncropped image resized to `size`, kept in `cache` unflipped; a flip mirrors the kept copy. */
