@@ -3,6 +3,7 @@
  * and writes JSON to bench/results/. Figures are ratios against references
  * measured in the same run; peers (PyTorch, pycocotools) appear when present.
  */
+import { benchStepKernels } from "./step_kernels_bench.ts";
 import * as path from "node:path";
 import { parseTaskArgs, runTask } from "../tasks/cli.ts";
 import { InputError } from "../lib/errors.ts";
@@ -50,7 +51,7 @@ async function cocoevalSection(o: { quick: boolean }): Promise<BenchRow[]> {
 }
 
 const SECTIONS: Record<string, (o: { quick: boolean }) => Promise<BenchRow[]>> = {
-  conv: async (o) => [...await benchConv(o), ...await benchMemoryKernels(o)],
+  conv: async (o) => [...await benchConv(o), ...await benchMemoryKernels(o), ...await benchStepKernels(o)],
   cocoeval: cocoevalSection,
   analyze: benchAnalyze,
   loader: benchLoader,
