@@ -4,6 +4,7 @@
  * measured in the same run; peers (PyTorch, pycocotools) appear when present.
  */
 import { benchStepKernels } from "./step_kernels_bench.ts";
+import { benchMobileNetKernels } from "./mobilenet_kernels_bench.ts";
 import * as path from "node:path";
 import { parseTaskArgs, runTask } from "../tasks/cli.ts";
 import { InputError } from "../lib/errors.ts";
@@ -51,7 +52,12 @@ async function cocoevalSection(o: { quick: boolean }): Promise<BenchRow[]> {
 }
 
 const SECTIONS: Record<string, (o: { quick: boolean }) => Promise<BenchRow[]>> = {
-  conv: async (o) => [...await benchConv(o), ...await benchMemoryKernels(o), ...await benchStepKernels(o)],
+  conv: async (o) => [
+    ...await benchConv(o),
+    ...await benchMemoryKernels(o),
+    ...await benchStepKernels(o),
+    ...await benchMobileNetKernels(o),
+  ],
   cocoeval: cocoevalSection,
   analyze: benchAnalyze,
   loader: benchLoader,

@@ -81,3 +81,23 @@ export function hasMomentumKernel(): boolean {
 export function momentumUpdate(w: tf.Tensor, v: tf.Tensor, g: tf.Tensor, u: MomentumUpdate): [tf.Tensor, tf.Tensor] {
   return tf.engine().runKernel(MOMENTUM, { w, v, g }, { ...u }) as unknown as [tf.Tensor, tf.Tensor];
 }
+
+/** The sigmoid focal loss's sum and gradient as one kernel: outputs `[sum, dL/dx]` (see {@linkcode focalLossKernel}). */
+export const FOCAL = "SsdFocalLoss";
+
+/** Whether the current backend runs {@linkcode focalLossKernel}. */
+export function hasFocalKernel(): boolean {
+  return tf.getKernel(FOCAL, tf.getBackend()) !== undefined;
+}
+
+/**
+ * The sum over all elements of the sigmoid focal loss of logits `x` against 0/1 targets `z` (same shape),
+ * and its gradient with respect to `x`, as `[sum, grad]`. Needs {@linkcode hasFocalKernel}.
+ */
+export function focalLossKernel(
+  x: tf.Tensor,
+  z: tf.Tensor,
+  o: { gamma: number; alpha: number },
+): [tf.Scalar, tf.Tensor] {
+  return tf.engine().runKernel(FOCAL, { x, z }, { ...o }) as unknown as [tf.Scalar, tf.Tensor];
+}

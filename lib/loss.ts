@@ -9,6 +9,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import type { Spec } from "./config.ts";
+import { focalLossKernel, hasFocalKernel } from "./custom_ops.ts";
 
 /** The `loss` section of a model config. */
 export interface LossConfig {
@@ -119,6 +120,7 @@ export function focalLossAndGrad(
  * SSD300-MobileNetV2 at batch 4, [4, 1917, 81]: ~45 ms of a 630 ms step), and
  * autodiff kept as many logit-sized tensors alive until the backward pass
  * (51150 x 81 floats each per 640 px image). This keeps only the gradient.
+ * On wasm and cpu the pass is a kernel (engine/focal_kernel.ts: SIMD on wasm).
  *
  * @example
  * ```ts
@@ -136,7 +138,8 @@ export function focalLossSum(logits: tf.Tensor, onehot: tf.Tensor, o: { gamma: n
     const [x, z] = args as tf.Tensor[];
     const save = args[2] as (t: tf.Tensor[]) => void;
     let value: tf.Scalar, g: tf.Tensor; // g: [..., C] dL/dx
-    if (HOST_BACKENDS.has(tf.getBackend())) {
+    if (hasFocalKernel()) [value, g] = focalLossKernel(x, z, o);
+    else if (HOST_BACKENDS.has(tf.getBackend())) {
       const { sum, grad } = focalLossAndGrad(x.dataSync(), z.dataSync(), o);
       [value, g] = [tf.scalar(sum), tf.tensor(grad, x.shape)];
     } else [value, g] = focalLossAndGradOps(x, z, o);

@@ -4,7 +4,14 @@ import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { deviceDescription, deviceWarning, setBackend } from "../lib/engine/mod.ts";
-import { type ConvPass, dnnlAvailable, dnnlConv, dnnlMatmul } from "../lib/engine/dnnl.ts";
+import { type ConvPass, dnnlAvailable, dnnlBatchNormBackward, dnnlConv, dnnlMatmul } from "../lib/engine/dnnl.ts";
+import {
+  batchNormBackward,
+  batchNormForward,
+  batchNormOnDnnl,
+  batchNormStats,
+} from "../lib/engine/batch_norm_kernel.ts";
+import { batchNormTrainKernel } from "../lib/custom_ops.ts";
 import {
   DEFAULT_ORT_KERNELS,
   ORT_KERNELS,
@@ -86,6 +93,109 @@ Deno.test("oneDNN convs match the cpu backend: forward (with and without bias), 
   await setBackend("wasm");
 });
 
+// Depthwise: side, channels, multiplier, stride, dilation, padding (MobileNetV2's 3x3s at stride 1 and 2, a
+// multiplier of 2, a dilated one, valid padding and a channel count that is not a multiple of 4 or 16).
+const DEPTHWISE = [
+  [12, 16, 1, 1, 1, "same"],
+  [13, 24, 1, 2, 1, "same"],
+  [11, 6, 2, 1, 1, "same"],
+  [14, 8, 1, 1, 2, "same"],
+  [10, 5, 1, 2, 1, "valid"],
+] as const;
+
+Deno.test("oneDNN depthwise convs match the cpu backend: forward, dX, dW (multiplier, stride, dilation)", async () => {
+  await setBackend("cpu");
+  for (const [h, c, m, s, dil, pad] of DEPTHWISE) {
+    const x = tf.randomNormal([2, h, h, c], 0, 1, "float32", 1) as tf.Tensor4D;
+    const w = tf.randomNormal([3, 3, c, m], 0, 1, "float32", 2) as tf.Tensor4D;
+    const conv = (a: tf.Tensor, b: tf.Tensor) =>
+      tf.depthwiseConv2d(a as tf.Tensor4D, b as tf.Tensor4D, s, pad, "NHWC", dil);
+    const y = conv(x, w);
+    const dy = tf.randomNormal(y.shape, 0, 1, "float32", 3);
+    // tfjs has no depthwise gradient with dilation (so training never asks): the forward only there.
+    const [dx, dw] = dil === 1 ? tf.grads(conv)([x, w], dy) : [x.clone(), w.clone()];
+    const p = tf.backend_util.computeConv2DInfo(x.shape, w.shape, s, dil, pad, undefined, true).padInfo;
+    const g: ConvGeometry = {
+      x: x.shape,
+      w: w.shape,
+      y: y.shape,
+      strides: [s, s],
+      dilations: [dil, dil],
+      pads: [p.top, p.left, p.bottom, p.right],
+      depthwise: true,
+    };
+    const [X, W, DY] = await Promise.all([x.data(), w.data(), dy.data()]) as Float32Array[];
+    const out = (t: tf.Tensor) => new Float32Array(t.size).fill(NaN);
+    const got: Record<string, Float32Array> = { y: out(y), dx: out(x), dw: out(w) };
+    dnnlConv("fwd", g, { x: X, w: W, y: got.y });
+    dnnlConv("dx", g, { dy: DY, w: W, dx: got.dx });
+    dnnlConv("dw", g, { x: X, dy: DY, dw: got.dw });
+    const want: Record<string, tf.Tensor> = dil === 1 ? { y, dx, dw } : { y };
+    for (const key of Object.keys(want)) {
+      const e = relL2(await want[key].data(), got[key]);
+      assert.ok(e < 1e-6, `${h}x${h}x${c} m${m} s${s} d${dil} ${pad} ${key}: ${e}`);
+    }
+    tf.dispose([x, w, y, dy, dx, dw]);
+  }
+  await setBackend("wasm");
+});
+
+Deno.test("oneDNN's batch-norm gradient matches batchNormBackward given the same statistics (ReLU6, ReLU, none)", () => {
+  // [2, 5, 7, 12] and [2, 3, 3, 6] as images, [10, 3] as rows; gamma and beta per channel.
+  for (const [shape, act] of [[[2, 5, 7, 12], "relu6"], [[2, 3, 3, 6], "relu"], [[10, 3], "linear"]] as const) {
+    const n = shape.reduce((a: number, b: number) => a * b, 1), c = shape[shape.length - 1];
+    const x = Float32Array.from({ length: n }, (_, i) => Math.sin(i * 1.7) * 4 + (i % c) * 0.3);
+    const dy = Float32Array.from({ length: n }, (_, i) => Math.cos(i * 0.37));
+    const gamma = Float32Array.from({ length: c }, (_, j) => 1.5 + 0.1 * j);
+    const beta = Float32Array.from({ length: c }, (_, j) => 0.5 - 0.2 * j);
+    const s = batchNormStats(x, gamma, 1e-3);
+    const y = new Float32Array(n);
+    batchNormForward(x, s.mean, s.scale, beta, act, y);
+    const want = { dx: new Float32Array(n), dgamma: new Float32Array(c), dbeta: new Float32Array(c) };
+    batchNormBackward(dy, x, act, s, gamma, beta, want);
+    const got = { dx: new Float32Array(n).fill(NaN), dgamma: new Float32Array(c), dbeta: new Float32Array(c) };
+    const stats = { mean: s.mean, variance: s.variance };
+    dnnlBatchNormBackward([...shape], 1e-3, act, { x, y, dy, ...stats, gamma, beta, ...got });
+    for (const key of ["dx", "dgamma", "dbeta"] as const) {
+      const e = relL2(want[key], got[key]);
+      assert.ok(e < 1e-5, `${shape} ${act} ${key}: ${e}`);
+    }
+  }
+});
+
+Deno.test("the wasm batch-norm kernel's gradient on oneDNN (batchNormOnDnnl) matches the SIMD one; the onnxruntime backend turns it on", async () => {
+  await setBackend("wasm");
+  const x = tf.randomNormal([2, 6, 6, 20], 1, 2, "float32", 5);
+  const gamma = tf.randomNormal([20], 1, 0.2, "float32", 6), beta = tf.randomNormal([20], 0, 1, "float32", 7);
+  const dy = tf.randomNormal(x.shape, 0, 1, "float32", 8);
+  const f = (a: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => batchNormTrainKernel(a, g, b, 1e-3, "relu6")[0];
+  const grads = async (on: boolean) => {
+    batchNormOnDnnl(on);
+    const gs = tf.grads(f)([x, gamma, beta], dy);
+    const out = await Promise.all(gs.map((g) => g.data())) as Float32Array[];
+    tf.dispose(gs);
+    return out;
+  };
+  const before = tf.memory().numTensors;
+  const simd = await grads(false), dnnl = await grads(true);
+  batchNormOnDnnl(false);
+  assert.equal(tf.memory().numTensors, before);
+  for (const i of [0, 1, 2]) {
+    assert.ok(relL2(simd[i], dnnl[i]) < 1e-5, `input ${i}: ${relL2(simd[i], dnnl[i])}`);
+  }
+  assert.notDeepEqual([...simd[1]], [...dnnl[1]], "a different path rounds differently");
+  await setBackend("onnxruntime");
+  const gs = tf.grads(f)([x, gamma, beta], dy);
+  const ortDgamma = await gs[1].data();
+  tf.dispose(gs);
+  assert.deepEqual([...ortDgamma], [...dnnl[1]], "the onnxruntime backend's gradient is oneDNN's");
+  await setBackend("wasm");
+  const back = tf.grads(f)([x, gamma, beta], dy);
+  assert.deepEqual([...await back[1].data()], [...simd[1]], "and the wasm backend's the SIMD kernels' again");
+  tf.dispose(back);
+  tf.dispose([x, gamma, beta, dy]);
+});
+
 Deno.test("oneDNN's matmul (the bench's peak): row-major [M, K] x [K, N]", () => {
   const c = new Float32Array(8);
   dnnlMatmul(Float32Array.of(1, 2, 3, 4, 5, 6), Float32Array.of(1, 0, 2, 1, 0, 3, 0, 1, 1, 0, 1, 1), c, 2, 3, 4);
@@ -93,7 +203,7 @@ Deno.test("oneDNN's matmul (the bench's peak): row-major [M, K] x [K, N]", () =>
   assert.deepEqual([...c], [4, 6, 5, 6, 10, 15, 14, 15]);
 });
 
-Deno.test("the onnxruntime backend runs its convs on oneDNN (1x1s as matmuls); biased 1x1s and depthwise stay; onednn: false turns it off", async () => {
+Deno.test("the onnxruntime backend runs its convs on oneDNN (1x1s as matmuls); depthwise too; biased 1x1s stay; onednn: false turns it off", async () => {
   await setBackend("onnxruntime");
   const x = tf.randomNormal([2, 16, 16, 32]) as tf.Tensor4D;
   const step = (w: tf.Tensor4D, stride: number) =>
@@ -124,13 +234,24 @@ Deno.test("the onnxruntime backend runs its convs on oneDNN (1x1s as matmuls); b
   resetOrtStats();
   tf.dispose(tf.fused.conv2d({ x, filter: w1, strides: 1, pad: "valid", bias: tf.ones([64]) }));
   assert.deepEqual(Object.keys(ortStats().byKind), ["Conv"], "a biased 1x1 stays on onnxruntime");
-  registerOrtKernels({ kernels: ORT_KERNELS });
+  // Depthwise convs go to oneDNN whatever `kernels` lists; without it, to onnxruntime only where listed.
+  const dwStep = () =>
+    tf.dispose(
+      tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.depthwiseConv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, "same").sum())(
+        [x, tf.ones([3, 3, 32, 1])],
+      ),
+    );
+  resetOrtStats();
+  dwStep();
+  assert.deepEqual(Object.keys(ortStats().byKind).sort(), ["OneDnnConv", "OneDnnConvDw", "OneDnnConvDx"]);
+  registerOrtKernels({ kernels: ORT_KERNELS, onednnDepthwise: false });
   resetOrtStats();
   tf.dispose(tf.depthwiseConv2d(x, tf.ones([3, 3, 32, 1]) as tf.Tensor4D, 1, "same"));
   assert.deepEqual(Object.keys(ortStats().byKind), ["DepthwiseConv"]);
-  registerOrtKernels({ kernels: DEFAULT_ORT_KERNELS, onednn: false });
+  registerOrtKernels({ kernels: DEFAULT_ORT_KERNELS, onednn: false, onednnDepthwise: true });
   resetOrtStats();
   step(w3, 1);
+  dwStep();
   assert.deepEqual(Object.keys(ortStats().byKind).sort(), ["Conv", "ConvDw", "ConvDx"]);
   registerOrtKernels({ onednn: true });
   tf.dispose([x, w3, w1]);

@@ -7,7 +7,9 @@
  * it, and a pass then runs near the machine's best GEMM rate; a 1x1 conv at
  * stride 1 is a matmul over the NHWC rows, with no reorders
  * ({@linkcode dnnlPointwise}). `deno task bench --only ort` measures both
- * against onnxruntime.
+ * against onnxruntime. Depthwise convs keep NHWC, where oneDNN has kernels of
+ * their own, and the batch-norm gradient with its ReLU or ReLU6
+ * ({@linkcode dnnlBatchNormBackward}) runs here too (`--only conv` times both).
  *
  * Optional: without the library {@linkcode dnnlAvailable} is false and the
  * onnxruntime kernels keep the convs. `deno task test` installs it (as root).
@@ -42,6 +44,7 @@ const SYMBOLS = {
   dnnl_stream_create: { parameters: ["buffer", "pointer", "u32"], result: "i32" },
   dnnl_stream_wait: { parameters: ["pointer"], result: "i32" },
   dnnl_memory_desc_init_by_tag: { parameters: ["buffer", "i32", "buffer", "i32", "i32"], result: "i32" },
+  dnnl_memory_desc_init_by_strides: { parameters: ["buffer", "i32", "buffer", "i32", "buffer"], result: "i32" },
   dnnl_memory_desc_equal: { parameters: ["pointer", "pointer"], result: "i32" },
   dnnl_dilated_convolution_forward_desc_init: {
     parameters: [
@@ -67,6 +70,13 @@ const SYMBOLS = {
     parameters: ["buffer", "i32", "buffer", "buffer", "pointer", "buffer", "buffer", "buffer", "buffer", "buffer"],
     result: "i32",
   },
+  dnnl_batch_normalization_forward_desc_init: { parameters: ["buffer", "i32", "buffer", "f32", "u32"], result: "i32" },
+  dnnl_batch_normalization_backward_desc_init: {
+    parameters: ["buffer", "i32", "buffer", "buffer", "f32", "u32"],
+    result: "i32",
+  },
+  dnnl_eltwise_forward_desc_init: { parameters: ["buffer", "i32", "i32", "buffer", "f32", "f32"], result: "i32" },
+  dnnl_eltwise_backward_desc_init: { parameters: ["buffer", "i32", "buffer", "buffer", "f32", "f32"], result: "i32" },
   dnnl_matmul_desc_init: { parameters: ["buffer", "buffer", "buffer", "pointer", "buffer"], result: "i32" },
   dnnl_primitive_desc_create: { parameters: ["buffer", "buffer", "pointer", "pointer", "pointer"], result: "i32" },
   dnnl_primitive_desc_query_md: { parameters: ["pointer", "i32", "i32"], result: "pointer" },
@@ -81,11 +91,13 @@ const SYMBOLS = {
 } as const;
 
 // dnnl_types.h (v2.6.3)
-const CPU = 1, IN_ORDER = 1, F32 = 3, FORWARD_TRAINING = 64, DIRECT = 1;
+const CPU = 1, IN_ORDER = 1, F32 = 3, FORWARD_TRAINING = 64, BACKWARD = 128, DIRECT = 1;
 const TAG_ANY = 1, TAG_X = 2, TAG_AB = 3, TAG_NHWC = 20, TAG_BA = 22, TAG_HWIO = 30;
 const Q_SRC = 129, Q_DIFF_SRC = 130, Q_WEIGHTS = 131, Q_DIFF_WEIGHTS = 132, Q_DST = 133, Q_DIFF_DST = 134;
 const ARG_SRC = 1, ARG_DST = 17, ARG_WEIGHTS = 33, ARG_BIAS = 41;
 const ARG_DIFF_SRC = 129, ARG_DIFF_DST = 145, ARG_DIFF_WEIGHTS = 161;
+const ARG_MEAN = 49, ARG_VARIANCE = 50, ARG_SCALE = 51, ARG_SHIFT = 52, ARG_DIFF_SCALE = 255, ARG_DIFF_SHIFT = 256;
+const Q_EXEC_ARG = 255, USE_SCALE_SHIFT = 0x8 | 0x10, RELU_USE_DST = 0x100, CLIP_V2_USE_DST = 0x106;
 const STATUS = ["success", "out_of_memory", "invalid_arguments", "unimplemented", "iterator_ends", "runtime_error"];
 /** sizeof(dnnl_memory_desc_t) is 696 and sizeof(dnnl_convolution_desc_t) 5976 in v2.6: room to spare. */
 const MD_BYTES = 1024, OP_BYTES = 8192;
@@ -104,15 +116,20 @@ function handle(out: BigUint64Array): Deno.PointerValue {
 
 /**
  * Opens the library once. `threads` (default: OMP_NUM_THREADS, else 2) sets
- * its OpenMP threads, read when the library loads; idle ones sleep rather
- * than spin (OMP_WAIT_POLICY=PASSIVE unless set).
+ * its OpenMP threads, read when the library loads; idle ones spin briefly,
+ * then sleep (OMP_WAIT_POLICY=ACTIVE with GOMP_SPINCOUNT=50000 unless set).
  */
 export function dnnlAvailable(threads?: number): boolean {
   if (state !== undefined) return state !== null;
   try {
     if (!Deno.env.get("OMP_NUM_THREADS")) Deno.env.set("OMP_NUM_THREADS", String(threads ?? 2));
-    // OpenMP's idle threads otherwise spin after each conv, taking the cores from wasm's and onnxruntime's threads.
-    if (!Deno.env.get("OMP_WAIT_POLICY")) Deno.env.set("OMP_WAIT_POLICY", "PASSIVE");
+    // Idle OpenMP threads spin for a bounded while (GNU OpenMP's GOMP_SPINCOUNT), then sleep. Spinning without
+    // end took the cores from wasm's and onnxruntime's threads; sleeping at once made each of a step's hundreds
+    // of short calls wait for a wake-up (SSD300-MobileNetV2 batch 4: 1.10-1.21x slower in 5 paired runs).
+    if (!Deno.env.get("OMP_WAIT_POLICY")) {
+      Deno.env.set("OMP_WAIT_POLICY", "ACTIVE");
+      if (!Deno.env.get("GOMP_SPINCOUNT")) Deno.env.set("GOMP_SPINCOUNT", "50000");
+    }
     const lib = Deno.dlopen(LIB, SYMBOLS).symbols;
     const e = new BigUint64Array(1), s = new BigUint64Array(1);
     check(lib.dnnl_engine_create(e, CPU, 0n), "engine_create");
@@ -134,6 +151,16 @@ const dims = (...d: number[]) => BigInt64Array.from({ length: 12 }, (_, i) => Bi
 function md(d: number[], tag: number): Uint8Array {
   const m = new Uint8Array(MD_BYTES);
   check(lib().lib.dnnl_memory_desc_init_by_tag(m, d.length, dims(...d), F32, tag), "memory_desc_init_by_tag");
+  return m;
+}
+
+/** A memory descriptor of dims `d` with element strides `s` (any layout a tag cannot name). */
+function mdStrided(d: number[], s: number[]): Uint8Array {
+  const m = new Uint8Array(MD_BYTES);
+  check(
+    lib().lib.dnnl_memory_desc_init_by_strides(m, d.length, dims(...d), F32, dims(...s)),
+    "memory_desc_init_by_strides",
+  );
   return m;
 }
 
@@ -202,14 +229,23 @@ function execArgs(pairs: [number, Deno.PointerValue][]): Uint8Array {
 }
 
 function planOf(pass: ConvPass, g: ConvGeometry, bias: boolean): Plan {
-  const key = `${pass}|${g.x}|${g.w}|${g.strides}|${g.dilations}|${g.pads}|${bias}`;
+  const key = `${pass}|${g.x}|${g.w}|${g.strides}|${g.dilations}|${g.pads}|${bias}|${g.depthwise}`;
   const hit = plans.get(key);
   if (hit) return hit;
   const { lib: l } = lib();
-  const [n, h, w, ci] = g.x, [kh, kw, , co] = g.w, [, oh, ow] = g.y;
+  const [n, h, w, ci] = g.x, [kh, kw] = g.w, [, oh, ow, co] = g.y;
   // User layouts: NHWC activations, tfjs filters [KH, KW, Ci, Co] (hwio); dims are logical N,C,H,W and O,I,H,W.
-  const user = { x: md([n, ci, h, w], TAG_NHWC), w: md([co, ci, kh, kw], TAG_HWIO), y: md([n, co, oh, ow], TAG_NHWC) };
-  const any = { x: md([n, ci, h, w], TAG_ANY), w: md([co, ci, kh, kw], TAG_ANY), y: md([n, co, oh, ow], TAG_ANY) };
+  // A depthwise filter [KH, KW, C, M] is grouped: G = C, O = M, I = 1 (strides of hwigo).
+  const m = g.w[3];
+  const wUser = g.depthwise
+    ? mdStrided([ci, m, 1, kh, kw], [m, 1, ci * m, kw * ci * m, ci * m])
+    : md([co, ci, kh, kw], TAG_HWIO);
+  const wAny = g.depthwise ? md([ci, m, 1, kh, kw], TAG_ANY) : md([co, ci, kh, kw], TAG_ANY);
+  const user = { x: md([n, ci, h, w], TAG_NHWC), w: wUser, y: md([n, co, oh, ow], TAG_NHWC) };
+  // Depthwise convs keep NHWC: oneDNN's depthwise kernels read it directly, and letting it pick a blocked
+  // layout cost reorders that took longer than the conv (MobileNetV2's at batch 4: 48.8 against 20.7 ms).
+  const act = g.depthwise ? TAG_NHWC : TAG_ANY;
+  const any = { x: md([n, ci, h, w], act), w: wAny, y: md([n, co, oh, ow], act) };
   const b = bias ? md([co], TAG_X) : null;
   const strides = dims(...g.strides), dil = dims(g.dilations[0] - 1, g.dilations[1] - 1);
   const padL = dims(g.pads[0], g.pads[1]), padR = dims(g.pads[2], g.pads[3]);
@@ -320,7 +356,6 @@ function addressOf(v: Float32Array): Deno.PointerValue {
  * the output buffer (`y`, `dx` or `dw`) whole. Plans are cached by geometry.
  */
 export function dnnlConv(pass: ConvPass, g: ConvGeometry, bufs: ConvBuffers): void {
-  if (g.depthwise) throw new Error("oneDNN convs: depthwise convs are not planned here");
   execute(planOf(pass, g, pass === "fwd" && bufs.b !== undefined), bufs, `conv ${pass}`);
 }
 
@@ -371,4 +406,113 @@ export function dnnlPointwise(pass: ConvPass, g: ConvGeometry, bufs: ConvBuffers
   if (pass === "fwd") dnnlMatmul(bufs.x!, bufs.w!, bufs.y!, rows, ci, co);
   else if (pass === "dx") dnnlMatmul(bufs.dy!, bufs.w!, bufs.dx!, rows, co, ci, { transB: true });
   else dnnlMatmul(bufs.x!, bufs.dy!, bufs.dw!, ci, rows, co, { transA: true });
+}
+
+/** The activation a batch norm may end in: none, ReLU, or ReLU6 (a clip to [0, 6]). */
+export type DnnlBnActivation = "linear" | "relu" | "relu6";
+
+/**
+ * The buffers of a batch-norm gradient: the forward's input x, output y (after the activation), batch mean
+ * and biased variance, gamma, beta and the output gradient dy in; dx, dgamma, dbeta out.
+ */
+export type BatchNormBackwardBuffers = Record<
+  "x" | "y" | "dy" | "mean" | "variance" | "gamma" | "beta" | "dx" | "dgamma" | "dbeta",
+  Float32Array
+>;
+
+/** Channels-last `shape` as oneDNN's logical N, C, H, W (other ranks as P rows of C). */
+function bnDims(shape: number[]): number[] {
+  const c = shape[shape.length - 1];
+  if (shape.length === 4) return [shape[0], c, shape[1], shape[2]];
+  return [shape.slice(0, -1).reduce((a, b) => a * b, 1), c, 1, 1];
+}
+
+/** The backward plans of one batch norm + activation: the activation's (none when linear), then batch norm's. */
+interface BnPlans {
+  act: Plan | null;
+  bn: Plan;
+}
+
+const bnPlans = new Map<string, BnPlans>();
+
+function bnPlanOf(shape: number[], eps: number, act: DnnlBnActivation): BnPlans {
+  const key = `bn|${shape}|${eps}|${act}`;
+  const hit = bnPlans.get(key);
+  if (hit) return hit;
+  const { lib: l } = lib();
+  const data = md(bnDims(shape), TAG_NHWC), vec = md([shape[shape.length - 1]], TAG_X);
+  const argsOf = (pd: Deno.PointerValue, spec: [string, number, Uint8Array, boolean][]) =>
+    Object.fromEntries(spec.map(([name, arg, m, out]) => [name, argOf(pd, Q_EXEC_ARG, arg, m, out, arg)]));
+  // A backward primitive is made against its forward one (the hint), which never runs here.
+  const fwdOp = new Uint8Array(OP_BYTES), backOp = new Uint8Array(OP_BYTES);
+  check(l.dnnl_batch_normalization_forward_desc_init(fwdOp, FORWARD_TRAINING, data, eps, USE_SCALE_SHIFT), "bnorm");
+  check(l.dnnl_batch_normalization_backward_desc_init(backOp, BACKWARD, data, data, eps, USE_SCALE_SHIFT), "bnorm");
+  const back = primitiveDesc(backOp, primitiveDesc(fwdOp, null));
+  // dx is read and written in place when the activation's gradient went there first (dxIn).
+  const plans: BnPlans = {
+    act: null,
+    bn: planFrom(
+      `${key}|bn`,
+      back,
+      argsOf(back, [
+        ["x", ARG_SRC, data, false],
+        ["dxIn", ARG_DIFF_DST, data, false],
+        ["mean", ARG_MEAN, vec, false],
+        ["variance", ARG_VARIANCE, vec, false],
+        ["gamma", ARG_SCALE, vec, false],
+        ["beta", ARG_SHIFT, vec, false],
+        ["dx", ARG_DIFF_SRC, data, true],
+        ["dgamma", ARG_DIFF_SCALE, vec, true],
+        ["dbeta", ARG_DIFF_SHIFT, vec, true],
+      ]),
+    ),
+  };
+  if (act !== "linear") {
+    // The "use dst" forms pass the gradient where 0 < y < 6 (ReLU6) or 0 < y (ReLU): the same mask as the
+    // pre-activation's, read off y, which the next layer keeps as its input anyway.
+    const alg = act === "relu6" ? CLIP_V2_USE_DST : RELU_USE_DST, hi = act === "relu6" ? 6 : 0;
+    const eOp = new Uint8Array(OP_BYTES), eBackOp = new Uint8Array(OP_BYTES);
+    check(l.dnnl_eltwise_forward_desc_init(eOp, FORWARD_TRAINING, alg, data, 0, hi), "eltwise");
+    check(l.dnnl_eltwise_backward_desc_init(eBackOp, alg, data, data, 0, hi), "eltwise");
+    const eBack = primitiveDesc(eBackOp, primitiveDesc(eOp, null));
+    plans.act = planFrom(
+      `${key}|act`,
+      eBack,
+      argsOf(eBack, [
+        ["y", ARG_DST, data, false],
+        ["dy", ARG_DIFF_DST, data, false],
+        ["dx", ARG_DIFF_SRC, data, true],
+      ]),
+    );
+  }
+  bnPlans.set(key, plans);
+  return plans;
+}
+
+/**
+ * The gradient of training-mode batch norm (statistics over every axis but the last of channels-last
+ * `shape`) followed by `act`, on oneDNN: the activation's mask applied to dy into dx, then batch norm's
+ * backward from there, in place, with dgamma and dbeta. Plans are cached by shape, eps and activation.
+ *
+ * @example
+ * ```ts
+ * // One channel, x = 1, 3: mean 2, variance 1; y = x - mean; dy = 1, 0 gives dbeta 1, dgamma -1.
+ * if (dnnlAvailable()) {
+ *   const f = (...v: number[]) => Float32Array.from(v), dx = f(0, 0), dgamma = f(0), dbeta = f(0);
+ *   dnnlBatchNormBackward([2, 1], 0, "linear", {
+ *     x: f(1, 3), y: f(-1, 1), dy: f(1, 0), mean: f(2), variance: f(1), gamma: f(1), beta: f(0), dx, dgamma, dbeta,
+ *   });
+ *   if (dbeta[0] !== 1 || dgamma[0] !== -1 || dx.join() !== "0,0") throw new Error(`${dx} ${dgamma} ${dbeta}`);
+ * }
+ * ```
+ */
+export function dnnlBatchNormBackward(
+  shape: number[],
+  eps: number,
+  act: DnnlBnActivation,
+  bufs: BatchNormBackwardBuffers,
+): void {
+  const p = bnPlanOf(shape, eps, act);
+  if (p.act) execute(p.act, { y: bufs.y, dy: bufs.dy, dx: bufs.dx }, "batch norm activation gradient");
+  execute(p.bn, { ...bufs, dxIn: p.act ? bufs.dx : bufs.dy }, "batch norm gradient");
 }

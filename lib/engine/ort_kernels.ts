@@ -49,6 +49,7 @@ import { Tensor as OrtTensor } from "onnxruntime-node";
 import { installTrainingKernels, noteOrtKernels } from "./training_kernels.ts";
 import { POINTWISE_MAX_K } from "./pointwise_conv.ts";
 import { type ConvPass, dnnlAvailable, dnnlConv, dnnlPointwise } from "./dnnl.ts";
+import { batchNormOnDnnl } from "./batch_norm_kernel.ts";
 import {
   batchMatMulGraph,
   convBackpropFilterGraph,
@@ -110,6 +111,10 @@ export interface OrtKernelOptions {
    * `SSD_ONEDNN=0` makes it false). Without the library, onnxruntime runs them.
    */
   onednn?: boolean;
+  /** With `onednn`, run the depthwise convs there too ({@linkcode DNNL_DEPTHWISE_KERNELS}; default true). */
+  onednnDepthwise?: boolean;
+  /** With `onednn`, run batch norm's gradient (and its activation's) there too (batch_norm_kernel.ts; default true). */
+  onednnBatchNorm?: boolean;
   /** tfjs backend whose kernels are replaced (default "wasm"; must keep data in a wasm heap). */
   backendName?: string;
 }
@@ -160,7 +165,8 @@ export type OrtKernelName = (typeof ORT_KERNELS)[number];
  * with its layout transposes (batch 4, 75x75x144: forward 4.9 vs 27.8 ms, input gradient 6.6 vs
  * 23.3 ms), and the SIMD filter gradient of conv_grad_kernels.ts beats onnxruntime's 3-5x (8.2 vs
  * 27.8 ms). The SIMD max-pool gradient of max_pool_grad.ts beats the MaxPool + ScatterElements
- * graph here more than 10x.
+ * graph here more than 10x. Where oneDNN runs the convs it takes the depthwise ones too
+ * ({@linkcode DNNL_DEPTHWISE_KERNELS}).
  */
 export const DEFAULT_ORT_KERNELS: readonly OrtKernelName[] = ORT_KERNELS.filter((k) =>
   !k.startsWith("DepthwiseConv2dNative") && k !== "FusedDepthwiseConv2D" && k !== "MaxPoolGrad"
@@ -193,6 +199,8 @@ let opts: Required<Omit<OrtKernelOptions, "backendName">> = {
   autoSelect: false,
   kernels: DEFAULT_ORT_KERNELS,
   onednn: Deno.env.get("SSD_ONEDNN") !== "0",
+  onednnDepthwise: true,
+  onednnBatchNorm: true,
 };
 
 interface NativeSession {
@@ -344,14 +352,29 @@ export function ortConvsOnDnnl(): boolean {
 const DNNL_KINDS = { fwd: "OneDnnConv", dx: "OneDnnConvDx", dw: "OneDnnConvDw" } as const;
 
 /**
- * Whether a conv goes to oneDNN: asked for and the library loads; not depthwise; a 1x1 at stride 1
- * (a matmul over the NHWC rows, no reorders) only without a bias. Per pass, oneDNN ran at or below
- * onnxruntime's time on every SSD300-MobileNetV2 1x1 shape tried (4x10x10 to 4x150x150).
+ * Whether a conv goes to oneDNN: asked for and the library loads; a 1x1 at stride 1 (a matmul over
+ * the NHWC rows, no reorders) only without a bias. Per pass, oneDNN ran at or below onnxruntime's
+ * time on every SSD300-MobileNetV2 1x1 shape tried (4x10x10 to 4x150x150).
  */
 function useDnnl(g: ConvGeometry, bias = false): boolean {
   if (isPointwise(g)) return !bias && ortConvsOnDnnl();
-  return !g.depthwise && ortConvsOnDnnl();
+  return (!g.depthwise || opts.onednnDepthwise) && ortConvsOnDnnl();
 }
+
+/**
+ * The depthwise kernels oneDNN takes over whenever it runs the convs, whatever `kernels` says:
+ * in NHWC it beats both XNNPACK and the SIMD kernels on every SSD300-MobileNetV2 depthwise shape
+ * (batch 4, all ten: forward + dX + dW 20.7 against 76.8 ms; `deno task bench --only conv`).
+ * Without oneDNN they go to onnxruntime's grouped Conv only where `kernels` lists them.
+ */
+export const DNNL_DEPTHWISE_KERNELS: readonly OrtKernelName[] = [
+  "DepthwiseConv2dNative",
+  "DepthwiseConv2dNativeBackpropInput",
+  "DepthwiseConv2dNativeBackpropFilter",
+];
+
+/** Whether a depthwise call that oneDNN does not take runs an onnxruntime session (else the previous kernel). */
+const ortTakes = (name: OrtKernelName) => opts.kernels.includes(name);
 
 /**
  * One conv pass on oneDNN, in place in the wasm heap like {@linkcode runSession}: the output is
@@ -520,6 +543,7 @@ function convForward(
   // Only a per-channel bias maps onto Conv's B input.
   if (bias && !(bias.shape.length === 1 && bias.shape[0] === outC)) return null;
   const dnnl = activation === "linear" && useDnnl(g, !!bias);
+  if (depthwise && !dnnl && !ortTakes(fused ? "FusedDepthwiseConv2D" : "DepthwiseConv2dNative")) return null;
   // oneDNN's matmul beats the few-channel SIMD kernel too (4x150x150, 16->96: 1.0-1.4 vs 3.9-4.1 ms).
   if (macs(g) < opts.minMacs || (!dnnl && isPointwise(g) && g.x[3] <= opts.pointwiseMaxK)) return null;
   if (dnnl) {
@@ -551,6 +575,7 @@ function backpropInput(
   const g = geometry(attrs.inputShape as number[], filter.shape, attrs, depthwise);
   if (macs(g) < opts.minMacs) return null;
   if (useDnnl(g)) return runDnnl(backend, "dx", g, [["dy", dy], ["w", filter]], ["dx", g.x]);
+  if (depthwise && !ortTakes("DepthwiseConv2dNativeBackpropInput")) return null;
   return runSession(
     backend,
     keyOf(depthwise ? "DepthwiseDx" : "ConvDx", g, `|${opts.inputGrad}`),
@@ -571,6 +596,7 @@ function backpropFilter(
   const g = geometry(x.shape, attrs.filterShape as number[], attrs, depthwise);
   if (macs(g) < opts.minMacs) return null;
   if (useDnnl(g)) return runDnnl(backend, "dw", g, [["x", x], ["dy", dy]], ["dw", g.w]);
+  if (depthwise && !ortTakes("DepthwiseConv2dNativeBackpropFilter")) return null;
   // Depthwise: the per-tap multiply-and-reduce wins on small maps, the grouped conv on large ones
   // (bench at batch 4: 38x38x192 taps 20 vs conv 24 ms; 75x75x96 taps 95 vs conv 82 ms).
   const variant = depthwise && opts.filterGrad !== "conv" && g.y[1] * g.y[2] > 1600 ? "conv" : opts.filterGrad;
@@ -717,14 +743,19 @@ export function registerOrtKernels(options: OrtKernelOptions = {}): void {
     autoSelect: options.autoSelect ?? opts.autoSelect,
     kernels: options.kernels ?? opts.kernels,
     onednn: options.onednn ?? opts.onednn,
+    onednnDepthwise: options.onednnDepthwise ?? opts.onednnDepthwise,
+    onednnBatchNorm: options.onednnBatchNorm ?? opts.onednnBatchNorm,
   };
   // Timings taken under other options no longer hold.
   if (JSON.stringify(opts) !== before) choices.clear();
   const backendName = options.backendName ?? "wasm";
-  const names = [...opts.kernels];
+  const names = [
+    ...new Set([...opts.kernels, ...(opts.onednnDepthwise && ortConvsOnDnnl() ? DNNL_DEPTHWISE_KERNELS : [])]),
+  ];
   // The composed gradients must be in place first: they are the fallback, and registered later they
   // would take our kernels for the shipped ones.
   installTrainingKernels();
+  batchNormOnDnnl(opts.onednnBatchNorm && ortConvsOnDnnl());
   const intact = () => names.every((n) => tf.getKernel(n, backendName)?.kernelFunc === ourFuncs.get(n));
   if (registeredOn && registeredOn.backendName === backendName && registeredOn.names.join() === names.join()) {
     if (intact()) return;
@@ -772,6 +803,7 @@ export function registerOrtKernels(options: OrtKernelOptions = {}): void {
 /** Restores the kernels that were registered before {@linkcode registerOrtKernels}; keeps the sessions. */
 export function unregisterOrtKernels(): void {
   if (!registeredOn) return;
+  batchNormOnDnnl(false);
   const { backendName, names } = registeredOn;
   const backend = tf.findBackend(backendName);
   for (const name of names) {

@@ -130,6 +130,7 @@ export interface SimdExports {
     flags: number,
   ): void;
   pointwise(x: number, w: number, y: number, rows: number, k: number, co: number): void;
+  focal(x: number, z: number, g: number, n: number, alpha: number, acc: number): void;
 }
 
 /** The kernels bound to one backend's heap, with its allocator. */

@@ -16,6 +16,7 @@ import { registerReluGradients } from "./relu_grad.ts";
 import { registerBatchNormKernels } from "./batch_norm_kernel.ts";
 import { registerSplitKernel } from "./split_kernel.ts";
 import { registerMomentumKernel } from "./momentum_kernel.ts";
+import { registerFocalKernel } from "./focal_kernel.ts";
 
 let gradientsReady = false;
 // Loaded on first use: it loads onnxruntime's native addon.
@@ -71,6 +72,7 @@ export function installTrainingKernels(): void {
   registerSharedIdentity();
   registerSplitKernel();
   registerMomentumKernel();
+  registerFocalKernel();
   registerGradKernels("wasm", "replace");
   registerGradKernels("cpu", "dilated-only");
   gradientsReady = true;
