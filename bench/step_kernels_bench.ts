@@ -1,8 +1,8 @@
 /**
  * The pieces of the demo's training step that tfjs's wasm backend composed
  * slowly, each against what it replaced, on the demo's own shapes (batch 16,
- * 1364 anchors, its 80 parameters): the heads' SplitV, the hard-negative
- * mask and the Momentum update.
+ * its anchors and 80 parameters): the heads' SplitV, the hard-negative mask
+ * and the Momentum update.
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { MOMENTUM } from "../lib/custom_ops.ts";
@@ -31,21 +31,21 @@ export async function benchStepKernels(o: { quick?: boolean } = {}): Promise<Ben
   });
   const rows: BenchRow[] = [];
 
-  // The gradient of the heads' concat: [16, 1364, 4] split back into the five levels.
-  const levels = [1024, 256, 64, 16, 4];
+  // The gradient of the heads' concat: [16, A, 4] split back into the five levels.
+  const levels = cfg.anchors.feature_size!.map((f, i) => f * f * cfg.anchors.num_default![i]);
   const x = tf.randomNormal([b, a, 4], 0, 1, "float32", 1);
   const split = () => tf.dispose(tf.split(x, levels, 1));
   const splitOurs = await timeMedian(split, reps);
   const splitShipped = await withShippedKernel("wasm", "SplitV", () => timeMedian(split, reps));
-  rows.push(row("SplitV [16, 1364, 4] on axis 1: block copies", splitOurs, splitShipped, "wasm's SplitV (Slice)"));
+  rows.push(row(`SplitV [16, ${a}, 4] on axis 1: block copies`, splitOurs, splitShipped, "wasm's SplitV (Slice)"));
 
-  // The hard-negative mask over [16, 1364] background losses, 3:1.
+  // The hard-negative mask over [16, A] background losses, 3:1.
   const rng = createRng(2);
   const ce = tf.tensor2d(Float32Array.from({ length: b * a }, () => rng() * 4), [b, a]);
   const pos = tf.tensor2d(Float32Array.from({ length: b * a }, (_, i) => (i % 97 === 0 ? 1 : 0)), [b, a]);
   const maskHost = await timeMedian(() => tf.dispose(hardNegativeMask(ce, pos, 3)), reps);
   const maskOps = await timeMedian(() => tf.dispose(hardNegativeMaskOps(ce, pos, 3)), reps);
-  rows.push(row("hard-negative mask [16, 1364]: a selection per image on the host", maskHost, maskOps, "tfjs ops"));
+  rows.push(row(`hard-negative mask [16, ${a}]: a selection per image on the host`, maskHost, maskOps, "tfjs ops"));
 
   // Momentum over the demo's parameters, the kernel against the same update composed from ops.
   const params = initParams(buildModel(cfg, anchors), createRng(1), { scheme: cfg.model.init });

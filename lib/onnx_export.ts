@@ -628,8 +628,8 @@ export interface OnnxConfigOptions {
  * import { deepStrictEqual as assertEquals } from "node:assert";
  * import { loadSsdConfig } from "./ssd_config.ts";
  * const cfg = loadSsdConfig("configs/demo.yaml");
- * const c = onnxModelConfig(cfg, { classNames: cfg.model.class_names!, numAnchors: 1364 });
- * assertEquals([c.input.shape, c.input.values], [["N", 128, 128, 3], "normalised"]);
+ * const c = onnxModelConfig(cfg, { classNames: cfg.model.class_names!, numAnchors: 2152 });
+ * assertEquals([c.input.shape, c.input.values], [["N", 160, 160, 3], "normalised"]);
  * assertEquals(c.outputs.scores.activation, cfg.model.score_activation);
  * ```
  */

@@ -100,8 +100,8 @@ export interface OnnxModel {
  * import { loadSsdConfig } from "./ssd_config.ts";
  * import { onnxConfigYaml, onnxModelConfig } from "./onnx_export.ts";
  * const cfg = loadSsdConfig("configs/demo.yaml");
- * const text = onnxConfigYaml(onnxModelConfig(cfg, { classNames: cfg.model.class_names!, numAnchors: 1364 }));
- * assertEquals(parseOnnxModelConfig(text, "config.yaml").preprocess.input_size, 128);
+ * const text = onnxConfigYaml(onnxModelConfig(cfg, { classNames: cfg.model.class_names!, numAnchors: 2152 }));
+ * assertEquals(parseOnnxModelConfig(text, "config.yaml").preprocess.input_size, 160);
  * ```
  */
 export function parseOnnxModelConfig(text: string, file: string): OnnxModelConfig {

@@ -51,16 +51,17 @@ Deno.test("runDemo() runs every stage on a tiny dataset and writes its report an
 });
 
 // The README's quick start, whole: the demo's own config and dataset, seed 1 (`deno task demo`'s default). The bar
-// the README states, mAP@[.5:.95] >= 0.62 and mAP@0.5 >= 0.9, is what this asserts; about 2.5 minutes on 2 cores.
-// Training is deterministic for a seed on a backend (0.659 / 0.929 here, 2026-12-06), so a drop below the bar means
-// the demo learns less; the margin is for other CPUs, whose oneDNN kernels round differently.
-Deno.test("the full demo reaches the README's bar: mAP@[.5:.95] >= 0.62, mAP@0.5 >= 0.9", async () => {
+// the README states, mAP@[.5:.95] >= 0.65 and mAP@0.5 >= 0.92, is what this asserts; about 2 minutes on 2 cores.
+// Training is deterministic for a seed on a backend (0.692 / 0.946 here, 2026-12-07; seed 2 gave 0.682 / 0.950), so
+// a drop below the bar means the demo learns less; the margin is for other CPUs, whose oneDNN kernels round
+// differently, which moves the result about as much as another seed does.
+Deno.test("the full demo reaches the README's bar: mAP@[.5:.95] >= 0.65, mAP@0.5 >= 0.92", async () => {
   const out = Deno.makeTempDirSync({ prefix: "demo_full_" });
   try {
     const r = await runDemo({ out, seed: 1, config: "configs/demo.yaml", quiet: true });
     const [map, map50] = r.stats;
-    assert.ok(map >= 0.62, `mAP@[.5:.95] ${map.toFixed(3)} is under the bar 0.62`);
-    assert.ok(map50 >= 0.9, `mAP@0.5 ${map50.toFixed(3)} is under the bar 0.9`);
+    assert.ok(map >= 0.65, `mAP@[.5:.95] ${map.toFixed(3)} is under the bar 0.65`);
+    assert.ok(map50 >= 0.92, `mAP@0.5 ${map50.toFixed(3)} is under the bar 0.92`);
   } finally {
     fs.rmSync(out, { recursive: true, force: true });
   }

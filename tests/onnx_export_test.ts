@@ -185,7 +185,7 @@ Deno.test("the demo model keeps its batch dimension dynamic: batch 1 and 3 run t
   );
   const rng = createRng(9);
   for (const n of [1, 3]) {
-    const d = await compare(graph, params, session, randomInput(rng, n, 128), n, "sigmoid");
+    const d = await compare(graph, params, session, randomInput(rng, n, 160), n, "sigmoid");
     assertEquals(d.out.loc.dims[0], n);
     assert(d.loc.rel <= TOL && d.scores.rel <= TOL, `batch ${n}: ${d.loc.rel}, ${d.scores.rel}`);
   }
@@ -248,7 +248,7 @@ Deno.test("normalisation inside the graph takes 0-255 pixels as float32 or uint8
   const params = randomParams(graph, 6);
   const { mean, std } = cfg.augment;
   const rng = createRng(8);
-  const pixels = Uint8Array.from({ length: 2 * 128 * 128 * 3 }, () => Math.floor(rng() * 256));
+  const pixels = Uint8Array.from({ length: 2 * 160 * 160 * 3 }, () => Math.floor(rng() * 256));
   const normalised = Float32Array.from(pixels, (v, i) => (v - mean[i % 3]) / std[i % 3]);
   for (const inputType of ["float32", "uint8"] as const) {
     const model = graphToOnnx(graph, paramValuesOf(params), {
@@ -258,8 +258,8 @@ Deno.test("normalisation inside the graph takes 0-255 pixels as float32 or uint8
     assertEquals(model.graph!.input![0].type!.tensorType!.elemType, inputType === "uint8" ? 2 : 1);
     const session = await ortSession(encodeOnnx(model));
     const feed = inputType === "uint8"
-      ? new ort.Tensor("uint8", pixels, [2, 128, 128, 3])
-      : new ort.Tensor("float32", Float32Array.from(pixels), [2, 128, 128, 3]);
+      ? new ort.Tensor("uint8", pixels, [2, 160, 160, 3])
+      : new ort.Tensor("float32", Float32Array.from(pixels), [2, 160, 160, 3]);
     const d = await compare(graph, params, session, normalised, 2, "sigmoid", feed);
     assert(d.loc.rel <= TOL && d.scores.rel <= TOL, `${inputType}: ${d.loc.rel}, ${d.scores.rel}`);
     await session.release();
@@ -277,8 +277,8 @@ Deno.test("the boxes output decodes loc against the anchors like lib/box_coder.t
   };
   const session = await ortSession(encodeOnnx(graphToOnnx(graph, paramValuesOf(params), o)));
   assertEquals(session.outputNames, ["loc", "scores", "boxes"]);
-  const x = randomInput(createRng(1), 2, 128);
-  const out = await session.run({ images: new ort.Tensor("float32", x, [2, 128, 128, 3]) });
+  const x = randomInput(createRng(1), 2, 160);
+  const out = await session.run({ images: new ort.Tensor("float32", x, [2, 160, 160, 3]) });
   assertEquals(out.boxes.dims, [2, anchors.count, 4]);
   const loc = out.loc.data as Float32Array, boxes = out.boxes.data as Float32Array;
   for (let k = 0; k < 2; k++) {
@@ -309,10 +309,10 @@ Deno.test("exportModel writes model.onnx and config.yaml atomically, with opset,
   const g = m.graph!;
   assertEquals(g.input!.map((i) => i.name), ["images"]);
   const dims = g.input![0].type!.tensorType!.shape!.dim!.map((d) => d.dimParam || Number(d.dimValue));
-  assertEquals(dims, ["N", 128, 128, 3]);
+  assertEquals(dims, ["N", 160, 160, 3]);
   assertEquals(g.output!.map((o) => o.name), ["loc", "scores", "boxes"]);
   const outDims = g.output!.map((o) => o.type!.tensorType!.shape!.dim!.map((d) => d.dimParam || Number(d.dimValue)));
-  assertEquals(outDims, [["N", 1364, 4], ["N", 1364, 4], ["N", 1364, 4]]);
+  assertEquals(outDims, [["N", 2152, 4], ["N", 2152, 4], ["N", 2152, 4]]);
   assertEquals(g.node!.filter((n) => n.opType === "BatchNormalization").length, 0);
   // The metadata holds the same config as config.yaml, and it says what inference needs.
   const text = onnxMetadata(m)[CONFIG_METADATA_KEY];
@@ -326,12 +326,12 @@ Deno.test("exportModel writes model.onnx and config.yaml atomically, with opset,
     "normalised",
   ]);
   assertEquals([c.preprocess.input_size, c.preprocess.resize, c.preprocess.normalise_inside_graph], [
-    128,
+    160,
     "stretch",
     false,
   ]);
   assertEquals([c.preprocess.mean, c.preprocess.std], [cfg.augment.mean, cfg.augment.std]);
-  assertEquals([c.anchors.generator, c.num_anchors, c.box_coder.prior_scaling], ["ssd", 1364, [0.1, 0.2]]);
+  assertEquals([c.anchors.generator, c.num_anchors, c.box_coder.prior_scaling], ["ssd", 2152, [0.1, 0.2]]);
   assertEquals([c.postprocess.min_score, c.outputs.scores.activation, c.outputs.boxes?.clipped], [
     cfg.postprocess.min_score,
     cfg.model.score_activation,
@@ -366,7 +366,7 @@ Deno.test("deno task export turns a checkpoint into model.onnx and config.yaml, 
   assertEquals(model.graph!.output!.map((o) => o.name), ["loc", "scores"]);
   // The exported weights are the checkpoint's: same numbers as tfjs on the same input.
   const session = await ortSession(fs.readFileSync(`${dir}/export/model.onnx`));
-  const d = await compare(graph, params, session, randomInput(createRng(2), 1, 128), 1, cfg.model.score_activation);
+  const d = await compare(graph, params, session, randomInput(createRng(2), 1, 160), 1, cfg.model.score_activation);
   assert(d.loc.rel <= TOL && d.scores.rel <= TOL);
   await session.release();
   Deno.writeFileSync(`${dir}/bad.ckpt`, new TextEncoder().encode("not a checkpoint"));

@@ -26,7 +26,7 @@ Deno.test("SplitV on wasm is the block-copy kernel, and splits as the cpu backen
     "ours replaced the shipped SplitV",
   );
   const cases: { shape: number[]; sizes: number[] | number; axis: number; dtype: tf.DataType }[] = [
-    { shape: [16, 1364, 4], sizes: [1024, 256, 64, 16, 4], axis: 1, dtype: "float32" }, // the demo's heads
+    { shape: [16, 1364, 4], sizes: [1024, 256, 64, 16, 4], axis: 1, dtype: "float32" }, // the demo's heads at 128 px
     { shape: [2, 7, 3, 5], sizes: [2, -1, 1], axis: 1, dtype: "float32" },
     { shape: [6, 5], sizes: 3, axis: 0, dtype: "int32" },
     { shape: [3, 4, 6], sizes: [1, 0, 5], axis: -1, dtype: "float32" }, // an empty part
