@@ -4,7 +4,9 @@
  * oneDNN against the SIMD kernels and XNNPACK, the batch-norm + ReLU6 gradient
  * on oneDNN against the two SIMD passes, and the focal loss's SIMD kernel
  * against the float64 loop. Rows of the conv section; oneDNN's rows need
- * Debian's libdnnl2 and say so when it is missing.
+ * Debian's libdnnl2 and say so when it is missing. Alone, a kernel runs on
+ * cores nothing else wants; the ort section times the oneDNN kernels' share of
+ * whole steps too (ort_bench.ts's `mobileNetKernelRows`).
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { BN_TRAIN_GRAD, focalLossKernel } from "../lib/custom_ops.ts";
@@ -52,13 +54,15 @@ export async function benchMobileNetKernels(o: { quick?: boolean } = {}): Promis
     const dy = tf.randomNormal([4, Math.ceil(s / stride), Math.ceil(s / stride), c], 0, 1, "float32", 3) as tf.Tensor4D;
     return { x, w, dy, stride };
   });
+  // The wasm backend's kernels finish before they return, so nothing is read back: a read copies the
+  // output out of the heap, which took longer than some of these convs.
   const depthwise = () =>
     tf.tidy(() => {
       for (const { x, w, dy, stride } of convs) {
         const attrs = { strides: stride, pad: "same", dilations: 1 };
-        tf.depthwiseConv2d(x, w, stride, "same").dataSync();
+        tf.depthwiseConv2d(x, w, stride, "same");
         const run = (k: string, ins: tf.NamedTensorMap, a: object) =>
-          (tf.engine().runKernel(k, ins, a as tf.NamedAttrMap) as tf.Tensor).dataSync();
+          tf.engine().runKernel(k, ins, a as tf.NamedAttrMap);
         run("DepthwiseConv2dNativeBackpropInput", { dy, filter: w }, { ...attrs, inputShape: x.shape });
         run("DepthwiseConv2dNativeBackpropFilter", { x, dy }, { ...attrs, filterShape: w.shape });
       }
@@ -88,7 +92,7 @@ export async function benchMobileNetKernels(o: { quick?: boolean } = {}): Promis
   const bnGrad = () =>
     tf.tidy(() => {
       const ins = { dy, x, y, mean, variance, invstd, gamma, beta };
-      (tf.engine().runKernel(BN_TRAIN_GRAD, ins, { eps: 1e-5, activation: "relu6" }) as tf.Tensor[])[0].dataSync();
+      tf.engine().runKernel(BN_TRAIN_GRAD, ins, { eps: 1e-5, activation: "relu6" });
     });
   batchNormOnDnnl(false);
   const bnBefore = await timeMedian(bnGrad, reps);

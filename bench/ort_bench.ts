@@ -14,11 +14,17 @@ import * as tf from "@tensorflow/tfjs-core";
 import * as fs from "node:fs";
 import { setBackend } from "../lib/engine/mod.ts";
 import type { FilterGradVariant, InputGradVariant } from "../lib/engine/ort_graphs.ts";
-import { ortStats, registerOrtKernels, resetOrtStats, unregisterOrtKernels } from "../lib/engine/ort_kernels.ts";
+import {
+  type OrtKernelOptions,
+  ortStats,
+  registerOrtKernels,
+  resetOrtStats,
+  unregisterOrtKernels,
+} from "../lib/engine/ort_kernels.ts";
 import { loadSsdConfig } from "../lib/ssd_config.ts";
 import { DNNL_INSTALL_HINT, dnnlAvailable } from "../lib/engine/dnnl.ts";
 import { type ConvShape, flops, label } from "./conv_bench.ts";
-import { torchFigures } from "./peers.ts";
+import { torchFigures, torchTrainStep } from "./peers.ts";
 import { jsonFromChild, type StepJob, type StepTiming, timeTrainStep } from "./step_timer.ts";
 import { type BenchRow, formatTable, timeMedian } from "./report.ts";
 import { cpuPeak, gflopsOfPeak, type Peak, peakRow } from "./peak.ts";
@@ -155,18 +161,22 @@ async function convRows(
 /** A step timing with the share of it inside onnxruntime and its runs per step. */
 type OrtStepTiming = StepTiming & { ortShare: number; runs: number };
 
+/** A step job with kernel options set before the step is built (they persist through `setBackend`). */
+type OrtJob = StepJob & { ortOptions?: Pick<OrtKernelOptions, "onednnDepthwise" | "onednnBatchNorm"> };
+
 /**
  * {@linkcode timeTrainStep} with the onnxruntime counters, in this process: the default options, as training
  * runs them (the default kernel set on onnxruntime).
  */
-async function ortStepTiming(job: StepJob): Promise<OrtStepTiming> {
+async function ortStepTiming(job: OrtJob): Promise<OrtStepTiming> {
+  if (job.ortOptions) registerOrtKernels(job.ortOptions);
   const t = await timeTrainStep(job, resetOrtStats);
   const st = ortStats(), ms = 1000 * t.times.reduce((a, b) => a + b, 0);
   return { ...t, ortShare: st.runMs / ms, runs: st.runs / job.steps };
 }
 
 /** {@linkcode ortStepTiming} in a fresh process, each backend in its own (see step_timer.ts). */
-export function ortStepInChild(job: StepJob): OrtStepTiming {
+export function ortStepInChild(job: OrtJob): OrtStepTiming {
   try {
     return jsonFromChild<OrtStepTiming>(import.meta.filename!, ["--step", JSON.stringify(job)]);
   } catch (e) {
@@ -217,14 +227,19 @@ function trainRows(o: { quick?: boolean }): BenchRow[] {
       // The same, with onnxruntime's own convs instead of oneDNN's (the child reads SSD_ONEDNN).
       const plainStep = () => withEnv("SSD_ONEDNN", "0", ortStep).seconds;
       const plain: number[] = [];
+      // torchvision's step too, right after ours in each round (5 steps; VGG16 3), when the peer runs here.
+      const peer = (): number | null => m.peer ? torchTrainStep(m.peer, m.config.includes("vgg") ? 3 : 5) : null;
+      const peers: (number | null)[] = [];
       for (let r = 0; r < rounds; r++) {
         if (r % 2 === 0) {
           const wasm = wasmStep();
           pairs.push({ wasm, ort: ortStep() });
+          peers.push(peer());
           if (dnnlAvailable()) plain.push(plainStep());
         } else {
           if (dnnlAvailable()) plain.push(plainStep());
           const ort = ortStep();
+          peers.push(peer());
           pairs.push({ wasm: wasmStep(), ort });
         }
       }
@@ -258,7 +273,21 @@ function trainRows(o: { quick?: boolean }): BenchRow[] {
           against: `img/s vs onnxruntime's convs ${(p * 1000).toFixed(0)} ms (SSD_ONEDNN=0) in the same run`,
         });
       }
-      if (m.peer) {
+      if (m.peer && peers.every((t) => t !== null)) {
+        // Interleaved: each round's ratio against the torchvision step timed right after ours.
+        const r = pairs.map((p, i) => (m.batch / p.ort.seconds) / (4 / peers[i]!));
+        const t = mid(peers as number[], (x) => x);
+        rows.push({
+          section: "ort",
+          name: `train step ${name}: onnxruntime kernels vs torchvision`,
+          ms: ort.seconds * 1000,
+          speedup: mid(r, (x) => x),
+          against: `img/s vs torchvision ${m.peer} ${t.toFixed(2)} s/step at batch 4, timed right after ours in ` +
+            `each of ${rounds} round${rounds > 1 ? "s" : ""}${
+              rounds > 1 ? ` (ratios ${Math.min(...r).toFixed(2)}-${Math.max(...r).toFixed(2)})` : ""
+            } (${torch.label})`,
+        });
+      } else if (m.peer) {
         const t = torch[m.peer].train;
         rows.push({
           section: "ort",
@@ -359,6 +388,52 @@ export async function trajectoryRows(): Promise<BenchRow[]> {
 }
 
 /** The onnxruntime section of `deno task bench`. Leaves the onnxruntime kernels registered as they were. */
+/**
+ * SSD300-MobileNetV2's step at batch 4 with oneDNN's depthwise convs and batch-norm gradient, against the same
+ * step with either back on the SIMD kernels (and XNNPACK): fresh processes in interleaved rounds, as the other
+ * step rows. Per-kernel timings leave out what a step shares: between oneDNN's calls its OpenMP threads spin,
+ * and a SIMD kernel that runs then competes with them for the two cores. (Switching the options back and forth
+ * within one process hid the difference: every variant ran at the slow speed there.)
+ */
+function mobileNetKernelRows(o: { quick?: boolean }): BenchRow[] {
+  const job = (ortOptions: OrtJob["ortOptions"]): OrtJob => ({
+    config: "configs/ssd300_mobilenetv2.yaml",
+    backend: "onnxruntime",
+    batch: 4,
+    steps: o.quick ? 2 : 5,
+    segments: 1,
+    ortOptions,
+  });
+  const variants = [
+    { what: "", options: {} },
+    { what: "depthwise convs on the SIMD kernels and XNNPACK", options: { onednnDepthwise: false } },
+    { what: "the batch-norm gradient on the SIMD kernels", options: { onednnBatchNorm: false } },
+  ];
+  const rounds = o.quick ? 1 : 3;
+  const name = "train step ssd300_mobilenetv2, batch 4: oneDNN's depthwise convs and batch-norm gradient";
+  const times: number[][] = variants.map(() => []);
+  try {
+    for (let r = 0; r < rounds; r++) {
+      const order = r % 2 === 0 ? [0, 1, 2] : [2, 1, 0];
+      for (const i of order) times[i].push(ortStepInChild(job(variants[i].options)).seconds);
+    }
+  } catch (e) {
+    return [{ section: "ort", name, ms: null, note: `failed: ${(e as Error).message.slice(0, 120)}` }];
+  }
+  const med = (xs: number[]) => xs.slice().sort((a, b) => a - b)[xs.length >> 1];
+  return [1, 2].map((i) => {
+    const ratios = times[i].map((t, r) => t / times[0][r]);
+    return {
+      section: "ort",
+      name: `${name} vs ${variants[i].what}`,
+      ms: med(times[0]) * 1000,
+      speedup: med(ratios),
+      against: `vs ${(med(times[i]) * 1000).toFixed(0)} ms, ${rounds} interleaved round${rounds > 1 ? "s" : ""}` +
+        (rounds > 1 ? ` (ratios ${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)})` : ""),
+    };
+  });
+}
+
 export async function benchOrt(o: { quick?: boolean } = {}): Promise<BenchRow[]> {
   await setBackend("wasm");
   const wasActive = (await import("../lib/engine/ort_kernels.ts")).ortKernelsActive();
@@ -371,6 +446,7 @@ export async function benchOrt(o: { quick?: boolean } = {}): Promise<BenchRow[]>
     if (!o.quick) shapes.push({ n: 4, hw: 38, ci: 512, co: 512 }, { n: 4, hw: 150, ci: 128, co: 128 });
     for (const s of shapes) rows.push(...await convRows(s, reps, ["conv", "im2col", "taps", "shifted"], peak));
     rows.push(...trainRows(o));
+    if (dnnlAvailable()) rows.push(...mobileNetKernelRows(o));
     rows.push(...await trajectoryRows());
   } finally {
     if (!wasActive) unregisterOrtKernels();

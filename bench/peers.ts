@@ -80,3 +80,22 @@ export function torchFigures(o: { quick?: boolean } = {}): TorchFigures {
     `median of ${o.quick ? 1 : 5} steps)`;
   return (cached = { source: "measured", label, ssd300_vgg16: vgg, ssdlite320: lite });
 }
+
+/** torchvision's name of each peer model. */
+const TORCH_MODEL = { ssd300_vgg16: "ssd300_vgg16", ssdlite320: "ssdlite320_mobilenet_v3_large" } as const;
+
+/**
+ * One more measurement of a peer's train step (the median of `steps` after a warm-up, in seconds), for benches
+ * that interleave it with their own steps: the machine's speed drifts over minutes, so ratios taken back to back
+ * hold better than ones against a figure taken at the start. Null when {@linkcode torchFigures} could not
+ * measure (it says why) or the run fails.
+ */
+export function torchTrainStep(model: keyof typeof TORCH_MODEL, steps: number): number | null {
+  if (torchFigures().source !== "measured") return null;
+  const out = path.join(Deno.makeTempDirSync(), "torch.json");
+  const args = [TORCH_BENCH_SCRIPT, "--models", TORCH_MODEL[model], "--train-steps", String(steps)];
+  const r = spawnSync("/usr/bin/python3", [...args, "--infer-runs", "0", "--json", out], { encoding: "utf8" });
+  if (r.status !== 0 || !fs.existsSync(out)) return null;
+  const t = Number(JSON.parse(fs.readFileSync(out, "utf8"))[TORCH_MODEL[model]]?.train_step_bs4_median_s);
+  return Number.isFinite(t) ? t : null;
+}

@@ -83,26 +83,7 @@ export interface StepTiming {
  * `afterWarmUp` runs between the warm-up and the timed steps (the ort bench resets its counters there).
  */
 export async function timeTrainStep(job: StepJob, afterWarmUp?: () => void): Promise<StepTiming> {
-  await setBackend(job.backend);
-  const cfg = loadSsdConfig(job.config, {
-    ...(job.size ? sizeOverrides(job.config, job.size) : {}),
-    "train.segments": String(job.segments),
-  });
-  const anchors = anchorsOf(cfg);
-  const graph = buildModel(cfg, anchors);
-  const params = initParams(graph, createRng(1), { scheme: cfg.model.init, sigma: cfg.model.init_sigma });
-  const vars = trainableParams(params, []).map(([, v]) => v);
-  const state = createMomentumState(params);
-  const s = cfg.model.input_size, a = anchors.count;
-  const batch = syntheticBatch(job.batch, s, a);
-  const opts = { inputSize: s, numAnchors: a, loss: cfg.loss, segments: job.segments };
-  const step = async () => {
-    const r = gradStep(graph, params, vars, batch, opts);
-    momentumStep(params, r.grads, state, 0.001, { momentum: cfg.train.momentum, weightDecay: 5e-4 });
-    applyBnUpdates(params, r.bn);
-    await r.loss.data();
-    tf.dispose([r.loss, r.loc, r.cls, ...Object.values(r.grads)]);
-  };
+  const { step, params, state } = await stepOf(job);
   try {
     if (job.steps > 1) await step();
     afterWarmUp?.();
@@ -123,6 +104,31 @@ export async function timeTrainStep(job: StepJob, afterWarmUp?: () => void): Pro
   } finally {
     tf.dispose([...params.values(), ...state.values()]);
   }
+}
+
+/** The job's model, a synthetic batch and one training step over them (forward, loss, backward, updates). */
+async function stepOf(job: StepJob) {
+  await setBackend(job.backend);
+  const cfg = loadSsdConfig(job.config, {
+    ...(job.size ? sizeOverrides(job.config, job.size) : {}),
+    "train.segments": String(job.segments),
+  });
+  const anchors = anchorsOf(cfg);
+  const graph = buildModel(cfg, anchors);
+  const params = initParams(graph, createRng(1), { scheme: cfg.model.init, sigma: cfg.model.init_sigma });
+  const vars = trainableParams(params, []).map(([, v]) => v);
+  const state = createMomentumState(params);
+  const s = cfg.model.input_size, a = anchors.count;
+  const batch = syntheticBatch(job.batch, s, a);
+  const opts = { inputSize: s, numAnchors: a, loss: cfg.loss, segments: job.segments };
+  const step = async () => {
+    const r = gradStep(graph, params, vars, batch, opts);
+    momentumStep(params, r.grads, state, 0.001, { momentum: cfg.train.momentum, weightDecay: 5e-4 });
+    applyBnUpdates(params, r.bn);
+    await r.loss.data();
+    tf.dispose([r.loss, r.loc, r.cls, ...Object.values(r.grads)]);
+  };
+  return { step, params, state };
 }
 
 /**

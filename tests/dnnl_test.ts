@@ -29,6 +29,28 @@ Deno.test("oneDNN is installed here (deno task test installs libdnnl2)", () => {
   assert.ok(dnnlAvailable(), "libdnnl.so.2 did not load: sudo apt-get install -y libdnnl2");
 });
 
+/** The conv's geometry as the onnxruntime kernels hand it to oneDNN (tfjs's padding for `pad`). */
+function geometryOf(
+  x: tf.Tensor4D,
+  w: tf.Tensor4D,
+  y: tf.Tensor,
+  s: number,
+  dil: number,
+  pad: "same" | "valid",
+  depthwise: boolean,
+): ConvGeometry {
+  const p = tf.backend_util.computeConv2DInfo(x.shape, w.shape, s, dil, pad, undefined, depthwise).padInfo;
+  return {
+    x: x.shape,
+    w: w.shape,
+    y: y.shape,
+    strides: [s, s],
+    dilations: [dil, dil],
+    pads: [p.top, p.left, p.bottom, p.right],
+    depthwise,
+  };
+}
+
 // n, side, ci, co, kernel, stride, dilation, padding: strided, dilated (VGG16's fc6), valid, a 1x1 at stride 2,
 // three input channels (a stem), odd sides.
 const CASES = [
@@ -51,16 +73,7 @@ Deno.test("oneDNN convs match the cpu backend: forward (with and without bias), 
     const dy = tf.randomNormal(y.shape, 0, 1, "float32", 3);
     const [dx, dw] = tf.grads(conv)([x, w], dy);
     const yb = tf.add(y, bias);
-    const p = tf.backend_util.computeConv2DInfo(x.shape, w.shape, s, dil, pad).padInfo;
-    const g: ConvGeometry = {
-      x: x.shape,
-      w: w.shape,
-      y: y.shape,
-      strides: [s, s],
-      dilations: [dil, dil],
-      pads: [p.top, p.left, p.bottom, p.right],
-      depthwise: false,
-    };
+    const g = geometryOf(x, w, y, s, dil, pad, false);
     const [X, W, B, DY] = await Promise.all([x.data(), w.data(), bias.data(), dy.data()]) as Float32Array[];
     const out = (t: tf.Tensor) => new Float32Array(t.size).fill(NaN); // every element must be written
     const got: Record<string, Float32Array> = { y: out(y), yb: out(y), dx: out(x), dw: out(w) };
@@ -114,16 +127,7 @@ Deno.test("oneDNN depthwise convs match the cpu backend: forward, dX, dW (multip
     const dy = tf.randomNormal(y.shape, 0, 1, "float32", 3);
     // tfjs has no depthwise gradient with dilation (so training never asks): the forward only there.
     const [dx, dw] = dil === 1 ? tf.grads(conv)([x, w], dy) : [x.clone(), w.clone()];
-    const p = tf.backend_util.computeConv2DInfo(x.shape, w.shape, s, dil, pad, undefined, true).padInfo;
-    const g: ConvGeometry = {
-      x: x.shape,
-      w: w.shape,
-      y: y.shape,
-      strides: [s, s],
-      dilations: [dil, dil],
-      pads: [p.top, p.left, p.bottom, p.right],
-      depthwise: true,
-    };
+    const g = geometryOf(x, w, y, s, dil, pad, true);
     const [X, W, DY] = await Promise.all([x.data(), w.data(), dy.data()]) as Float32Array[];
     const out = (t: tf.Tensor) => new Float32Array(t.size).fill(NaN);
     const got: Record<string, Float32Array> = { y: out(y), dx: out(x), dw: out(w) };

@@ -52,11 +52,13 @@ let onDnnl = false;
 
 /**
  * Runs the wasm backend's batch-norm gradient on oneDNN (`on`), or on the SIMD kernels. The onnxruntime
- * backend turns it on with its oneDNN convs: oneDNN's clip and batch-norm backward take about half the
- * time of the two SIMD passes, which wasm's 128-bit vectors keep from the memory's bandwidth (batch 4,
- * 150x150x96 with ReLU6: 7.5 against 15.7 ms). The forward stays on the SIMD kernels: oneDNN's was
- * faster too, but its float32 statistics moved the lockstep gradients 200x further from wasm's
- * (5.6e-4 against 2.5e-6), where the backward alone leaves them (2.7e-6).
+ * backend turns it on with its oneDNN convs. Alone, oneDNN's clip and batch-norm backward are a little
+ * faster than the two SIMD passes (batch 4, 150x150x96 with ReLU6: 6.6 against 8.2 ms), but the
+ * SSD300-MobileNetV2 step runs 1.39x faster with them (`deno task bench --only conv,ort`): between
+ * oneDNN's calls its OpenMP threads spin, and the SIMD kernels would share the cores with them. The
+ * forward stays on the SIMD kernels: oneDNN's was faster too, but its float32 statistics moved the
+ * lockstep gradients 200x further from wasm's (5.6e-4 against 2.5e-6), where the backward alone
+ * leaves them (2.7e-6).
  */
 export function batchNormOnDnnl(on: boolean): void {
   onDnnl = on;

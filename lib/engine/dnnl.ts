@@ -243,7 +243,7 @@ function planOf(pass: ConvPass, g: ConvGeometry, bias: boolean): Plan {
   const wAny = g.depthwise ? md([ci, m, 1, kh, kw], TAG_ANY) : md([co, ci, kh, kw], TAG_ANY);
   const user = { x: md([n, ci, h, w], TAG_NHWC), w: wUser, y: md([n, co, oh, ow], TAG_NHWC) };
   // Depthwise convs keep NHWC: oneDNN's depthwise kernels read it directly, and letting it pick a blocked
-  // layout cost reorders that took longer than the conv (MobileNetV2's at batch 4: 48.8 against 20.7 ms).
+  // layout cost reorders that took longer than the conv (MobileNetV2's at batch 4: 48.8 against 20.7 ms, a development run).
   const act = g.depthwise ? TAG_NHWC : TAG_ANY;
   const any = { x: md([n, ci, h, w], act), w: wAny, y: md([n, co, oh, ow], act) };
   const b = bias ? md([co], TAG_X) : null;
