@@ -4,7 +4,14 @@ import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { deviceDescription, deviceWarning, setBackend } from "../lib/engine/mod.ts";
-import { type ConvPass, dnnlAvailable, dnnlBatchNormBackward, dnnlConv, dnnlMatmul } from "../lib/engine/dnnl.ts";
+import {
+  type ConvPass,
+  dnnlAvailable,
+  dnnlBatchNormBackward,
+  dnnlConv,
+  dnnlConvImpl,
+  dnnlMatmul,
+} from "../lib/engine/dnnl.ts";
 import {
   batchNormBackward,
   batchNormForward,
@@ -134,6 +141,8 @@ Deno.test("oneDNN depthwise convs match the cpu backend: forward, dX, dW (multip
     dnnlConv("fwd", g, { x: X, w: W, y: got.y });
     dnnlConv("dx", g, { dy: DY, w: W, dx: got.dx });
     dnnlConv("dw", g, { x: X, dy: DY, dw: got.dw });
+    // The implementation is named (the onnxruntime kernels keep a depthwise pass off oneDNN when it is "ref...").
+    for (const pass of ["fwd", "dx", "dw"] as const) assert.match(dnnlConvImpl(pass, g), /^[a-z_]+:/);
     const want: Record<string, tf.Tensor> = dil === 1 ? { y, dx, dw } : { y };
     for (const key of Object.keys(want)) {
       const e = relL2(await want[key].data(), got[key]);

@@ -45,7 +45,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { type SimdKernels, simdKernels } from "./simd_kernels.ts";
 import { checkFloat32, ioOf, type WasmLike } from "./kernel_io.ts";
 import { BN_TRAIN, BN_TRAIN_GRAD, type BnActivation } from "../custom_ops.ts";
-import { dnnlBatchNormBackward } from "./dnnl.ts";
+import { dnnlBatchNormBackward, dnnlBatchNormBackwardFast } from "./dnnl.ts";
 
 /** Whether the wasm kernels hand the batch-norm gradient to oneDNN (see {@linkcode batchNormOnDnnl}). */
 let onDnnl = false;
@@ -310,10 +310,14 @@ function gradDnnl(backend: WasmLike, io: Record<string, Info>, eps: number, act:
   return outs;
 }
 
-/** oneDNN takes the gradient: turned on, on the wasm heap, and given the saved output and variance. */
-const dnnlFor = (backend: unknown, y: Info | undefined, variance: Info | undefined) =>
+/**
+ * oneDNN takes the gradient: turned on, on the wasm heap, given the saved output and variance, and with
+ * fast kernels for the shape (not its reference loops).
+ */
+const dnnlFor = (backend: unknown, x: Info, y: Info | undefined, variance: Info | undefined, attrs: tf.NamedAttrMap) =>
   onDnnl && y !== undefined && variance !== undefined &&
-  typeof (backend as Partial<WasmLike>).typedArrayFromHeap === "function";
+  typeof (backend as Partial<WasmLike>).typedArrayFromHeap === "function" &&
+  dnnlBatchNormBackwardFast(x.shape, attrs.eps as number, attrs.activation as BnActivation);
 
 const forwardKernel: tf.KernelFunc = ({ inputs, backend, attrs = {} }) => {
   const { x, gamma, beta } = inputs as { x: Info; gamma: Info; beta: Info };
@@ -337,7 +341,7 @@ const gradKernel: tf.KernelFunc = ({ inputs, backend, attrs = {} }) => {
   const act = attrs.activation as BnActivation;
   const used = [dy, x, mean, invstd, gamma, beta];
   checkFloat32(used, BN_TRAIN_GRAD);
-  if (dnnlFor(backend, y, variance)) {
+  if (dnnlFor(backend, x, y, variance, attrs)) {
     return gradDnnl(
       backend as unknown as WasmLike,
       { dy, x, y, mean, variance, gamma, beta },

@@ -80,6 +80,7 @@ const SYMBOLS = {
   dnnl_matmul_desc_init: { parameters: ["buffer", "buffer", "buffer", "pointer", "buffer"], result: "i32" },
   dnnl_primitive_desc_create: { parameters: ["buffer", "buffer", "pointer", "pointer", "pointer"], result: "i32" },
   dnnl_primitive_desc_query_md: { parameters: ["pointer", "i32", "i32"], result: "pointer" },
+  dnnl_primitive_desc_query: { parameters: ["pointer", "i32", "i32", "buffer"], result: "i32" },
   dnnl_reorder_primitive_desc_create: {
     parameters: ["buffer", "pointer", "pointer", "pointer", "pointer", "pointer"],
     result: "i32",
@@ -97,7 +98,7 @@ const Q_SRC = 129, Q_DIFF_SRC = 130, Q_WEIGHTS = 131, Q_DIFF_WEIGHTS = 132, Q_DS
 const ARG_SRC = 1, ARG_DST = 17, ARG_WEIGHTS = 33, ARG_BIAS = 41;
 const ARG_DIFF_SRC = 129, ARG_DIFF_DST = 145, ARG_DIFF_WEIGHTS = 161;
 const ARG_MEAN = 49, ARG_VARIANCE = 50, ARG_SCALE = 51, ARG_SHIFT = 52, ARG_DIFF_SCALE = 255, ARG_DIFF_SHIFT = 256;
-const Q_EXEC_ARG = 255, USE_SCALE_SHIFT = 0x8 | 0x10, RELU_USE_DST = 0x100, CLIP_V2_USE_DST = 0x106;
+const Q_IMPL_INFO = 8, Q_EXEC_ARG = 255, USE_SCALE_SHIFT = 0x8 | 0x10, RELU_USE_DST = 0x100, CLIP_V2_USE_DST = 0x106;
 const STATUS = ["success", "out_of_memory", "invalid_arguments", "unimplemented", "iterator_ends", "runtime_error"];
 /** sizeof(dnnl_memory_desc_t) is 696 and sizeof(dnnl_convolution_desc_t) 5976 in v2.6: room to spare. */
 const MD_BYTES = 1024, OP_BYTES = 8192;
@@ -179,7 +180,23 @@ interface Plan {
   prim: Deno.PointerValue;
   args: Record<string, Arg>;
   exec: Uint8Array;
+  /** oneDNN's name for the implementation it chose, e.g. "jit_dw:avx512_core", or "ref:any" for its slow reference. */
+  impl: string;
 }
+
+/** The name of the implementation behind a primitive descriptor. */
+function implOf(pd: Deno.PointerValue): string {
+  const out = new BigUint64Array(1);
+  check(lib().lib.dnnl_primitive_desc_query(pd, Q_IMPL_INFO, 0, out), "primitive_desc_query");
+  const p = Deno.UnsafePointer.create(out[0]);
+  return p ? Deno.UnsafePointerView.getCString(p) : "";
+}
+
+/**
+ * Whether oneDNN fell back to a reference implementation: plain loops, which machines without the vector
+ * units its fast kernels need get for some primitives (depthwise convs, batch norm). Those stay off oneDNN.
+ */
+const isReference = (plan: Plan) => plan.impl.startsWith("ref");
 
 /** The buffers of one call: x/w/y (and bias) forward, dy/w/dx for dX, x/dy/dw for dW. */
 export type ConvBuffers = Partial<Record<"x" | "w" | "b" | "y" | "dy" | "dx" | "dw", Float32Array>>;
@@ -318,7 +335,8 @@ function planOf(pass: ConvPass, g: ConvGeometry, bias: boolean): Plan {
 /** The primitive of `pd` with its arguments, cached under `key`. */
 function planFrom(key: string, pd: Deno.PointerValue, args: Record<string, Arg>): Plan {
   const prim = newHandle((o) => lib().lib.dnnl_primitive_create(o, pd), "primitive_create");
-  const plan = { prim, args, exec: execArgs(Object.values(args).map((a) => [a.arg, a.inner ?? a.user])) };
+  const exec = execArgs(Object.values(args).map((a) => [a.arg, a.inner ?? a.user]));
+  const plan = { prim, args, exec, impl: implOf(pd) };
   plans.set(key, plan);
   return plan;
 }
@@ -357,6 +375,20 @@ function addressOf(v: Float32Array): Deno.PointerValue {
  */
 export function dnnlConv(pass: ConvPass, g: ConvGeometry, bufs: ConvBuffers): void {
   execute(planOf(pass, g, pass === "fwd" && bufs.b !== undefined), bufs, `conv ${pass}`);
+}
+
+/** The implementation oneDNN runs for this pass of the conv of geometry `g` (plans it if needed). */
+export function dnnlConvImpl(pass: ConvPass, g: ConvGeometry, bias = false): string {
+  return planOf(pass, g, bias).impl;
+}
+
+/** Whether oneDNN has a fast (not reference) implementation for this pass of the conv. */
+export function dnnlConvFast(pass: ConvPass, g: ConvGeometry, bias = false): boolean {
+  try {
+    return !isReference(planOf(pass, g, bias));
+  } catch {
+    return false; // no implementation at all: the caller's own kernel runs it
+  }
 }
 
 /**
@@ -487,6 +519,16 @@ function bnPlanOf(shape: number[], eps: number, act: DnnlBnActivation): BnPlans 
   }
   bnPlans.set(key, plans);
   return plans;
+}
+
+/** Whether oneDNN has fast (not reference) implementations for this batch-norm gradient (plans it if needed). */
+export function dnnlBatchNormBackwardFast(shape: number[], eps: number, act: DnnlBnActivation): boolean {
+  try {
+    const p = bnPlanOf(shape, eps, act);
+    return !isReference(p.bn) && !(p.act && isReference(p.act));
+  } catch {
+    return false; // no implementation at all: the caller's own kernel runs it
+  }
 }
 
 /**

@@ -48,7 +48,7 @@ import { binding, initOrt } from "onnxruntime-node/dist/binding.js";
 import { Tensor as OrtTensor } from "onnxruntime-node";
 import { installTrainingKernels, noteOrtKernels } from "./training_kernels.ts";
 import { POINTWISE_MAX_K } from "./pointwise_conv.ts";
-import { type ConvPass, dnnlAvailable, dnnlConv, dnnlPointwise } from "./dnnl.ts";
+import { type ConvPass, dnnlAvailable, dnnlConv, dnnlConvFast, dnnlPointwise } from "./dnnl.ts";
 import { batchNormOnDnnl } from "./batch_norm_kernel.ts";
 import {
   batchMatMulGraph,
@@ -356,9 +356,11 @@ const DNNL_KINDS = { fwd: "OneDnnConv", dx: "OneDnnConvDx", dw: "OneDnnConvDw" }
  * the NHWC rows, no reorders) only without a bias. Per pass, oneDNN ran at or below onnxruntime's
  * time on every SSD300-MobileNetV2 1x1 shape tried (4x10x10 to 4x150x150).
  */
-function useDnnl(g: ConvGeometry, bias = false): boolean {
+function useDnnl(g: ConvGeometry, pass: ConvPass, bias = false): boolean {
   if (isPointwise(g)) return !bias && ortConvsOnDnnl();
-  return (!g.depthwise || opts.onednnDepthwise) && ortConvsOnDnnl();
+  if (!g.depthwise) return ortConvsOnDnnl();
+  // A depthwise pass only where oneDNN has a fast kernel for it (not its reference loops).
+  return opts.onednnDepthwise && ortConvsOnDnnl() && dnnlConvFast(pass, g, bias);
 }
 
 /**
@@ -543,7 +545,7 @@ function convForward(
   const outC = g.y[3];
   // Only a per-channel bias maps onto Conv's B input.
   if (bias && !(bias.shape.length === 1 && bias.shape[0] === outC)) return null;
-  const dnnl = activation === "linear" && useDnnl(g, !!bias);
+  const dnnl = activation === "linear" && useDnnl(g, "fwd", !!bias);
   if (depthwise && !dnnl && !ortTakes(fused ? "FusedDepthwiseConv2D" : "DepthwiseConv2dNative")) return null;
   // oneDNN's matmul beats the few-channel SIMD kernel too (4x150x150, 16->96: 1.0-1.4 vs 3.9-4.1 ms).
   if (macs(g) < opts.minMacs || (!dnnl && isPointwise(g) && g.x[3] <= opts.pointwiseMaxK)) return null;
@@ -575,7 +577,7 @@ function backpropInput(
   if (!usable([dy, filter], attrs)) return null;
   const g = geometry(attrs.inputShape as number[], filter.shape, attrs, depthwise);
   if (macs(g) < opts.minMacs) return null;
-  if (useDnnl(g)) return runDnnl(backend, "dx", g, [["dy", dy], ["w", filter]], ["dx", g.x]);
+  if (useDnnl(g, "dx")) return runDnnl(backend, "dx", g, [["dy", dy], ["w", filter]], ["dx", g.x]);
   if (depthwise && !ortTakes("DepthwiseConv2dNativeBackpropInput")) return null;
   return runSession(
     backend,
@@ -596,7 +598,7 @@ function backpropFilter(
   if (!usable([x, dy], attrs)) return null;
   const g = geometry(x.shape, attrs.filterShape as number[], attrs, depthwise);
   if (macs(g) < opts.minMacs) return null;
-  if (useDnnl(g)) return runDnnl(backend, "dw", g, [["x", x], ["dy", dy]], ["dw", g.w]);
+  if (useDnnl(g, "dw")) return runDnnl(backend, "dw", g, [["x", x], ["dy", dy]], ["dw", g.w]);
   if (depthwise && !ortTakes("DepthwiseConv2dNativeBackpropFilter")) return null;
   // Depthwise: the per-tap multiply-and-reduce wins on small maps, the grouped conv on large ones
   // (bench at batch 4: 38x38x192 taps 20 vs conv 24 ms; 75x75x96 taps 95 vs conv 82 ms).
