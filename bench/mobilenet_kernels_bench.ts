@@ -9,7 +9,7 @@
  * whole steps too (ort_bench.ts's `mobileNetKernelRows`).
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { BN_TRAIN_GRAD, focalLossKernel } from "../lib/custom_ops.ts";
+import { BN_TRAIN, BN_TRAIN_GRAD, focalLossKernel } from "../lib/custom_ops.ts";
 import { setBackend } from "../lib/engine/mod.ts";
 import { batchNormOnDnnl } from "../lib/engine/batch_norm_kernel.ts";
 import { DNNL_INSTALL_HINT } from "../lib/engine/dnnl.ts";
@@ -85,7 +85,7 @@ export async function benchMobileNetKernels(o: { quick?: boolean } = {}): Promis
   const gamma = tf.randomNormal([96], 1, 0.1, "float32", 5), beta = tf.randomNormal([96], 0, 1, "float32", 6);
   const dy = tf.randomNormal(x.shape, 0, 1, "float32", 7);
   const [y, mean, variance, invstd] = tf.engine().runKernel(
-    "SsdBatchNormTrain",
+    BN_TRAIN,
     { x, gamma, beta },
     { eps: 1e-5, activation: "relu6" },
   ) as tf.Tensor[];

@@ -32,6 +32,7 @@
  * @module
  */
 import type { ConvGeometry } from "./ort_graphs.ts";
+import type { BnActivation } from "../custom_ops.ts";
 
 /** The library: Debian's soname, or `SSD_ONEDNN_LIB` (another build, or a missing path to test without it). */
 const LIB = Deno.env.get("SSD_ONEDNN_LIB") || "libdnnl.so.2";
@@ -261,8 +262,8 @@ function planOf(pass: ConvPass, g: ConvGeometry, bias: boolean): Plan {
   const user = { x: md([n, ci, h, w], TAG_NHWC), w: wUser, y: md([n, co, oh, ow], TAG_NHWC) };
   // Depthwise convs keep NHWC: oneDNN's depthwise kernels read it directly, and letting it pick a blocked
   // layout cost reorders that took longer than the conv (MobileNetV2's at batch 4: 48.8 against 20.7 ms, a development run).
-  const act = g.depthwise ? TAG_NHWC : TAG_ANY;
-  const any = { x: md([n, ci, h, w], act), w: wAny, y: md([n, co, oh, ow], act) };
+  const layout = g.depthwise ? TAG_NHWC : TAG_ANY;
+  const any = { x: md([n, ci, h, w], layout), w: wAny, y: md([n, co, oh, ow], layout) };
   const b = bias ? md([co], TAG_X) : null;
   const strides = dims(...g.strides), dil = dims(g.dilations[0] - 1, g.dilations[1] - 1);
   const padL = dims(g.pads[0], g.pads[1]), padR = dims(g.pads[2], g.pads[3]);
@@ -440,9 +441,6 @@ export function dnnlPointwise(pass: ConvPass, g: ConvGeometry, bufs: ConvBuffers
   else dnnlMatmul(bufs.x!, bufs.dy!, bufs.dw!, ci, rows, co, { transA: true });
 }
 
-/** The activation a batch norm may end in: none, ReLU, or ReLU6 (a clip to [0, 6]). */
-export type DnnlBnActivation = "linear" | "relu" | "relu6";
-
 /**
  * The buffers of a batch-norm gradient: the forward's input x, output y (after the activation), batch mean
  * and biased variance, gamma, beta and the output gradient dy in; dx, dgamma, dbeta out.
@@ -467,7 +465,7 @@ interface BnPlans {
 
 const bnPlans = new Map<string, BnPlans>();
 
-function bnPlanOf(shape: number[], eps: number, act: DnnlBnActivation): BnPlans {
+function bnPlanOf(shape: number[], eps: number, act: BnActivation): BnPlans {
   const key = `bn|${shape}|${eps}|${act}`;
   const hit = bnPlans.get(key);
   if (hit) return hit;
@@ -522,7 +520,7 @@ function bnPlanOf(shape: number[], eps: number, act: DnnlBnActivation): BnPlans 
 }
 
 /** Whether oneDNN has fast (not reference) implementations for this batch-norm gradient (plans it if needed). */
-export function dnnlBatchNormBackwardFast(shape: number[], eps: number, act: DnnlBnActivation): boolean {
+export function dnnlBatchNormBackwardFast(shape: number[], eps: number, act: BnActivation): boolean {
   try {
     const p = bnPlanOf(shape, eps, act);
     return !isReference(p.bn) && !(p.act && isReference(p.act));
@@ -551,7 +549,7 @@ export function dnnlBatchNormBackwardFast(shape: number[], eps: number, act: Dnn
 export function dnnlBatchNormBackward(
   shape: number[],
   eps: number,
-  act: DnnlBnActivation,
+  act: BnActivation,
   bufs: BatchNormBackwardBuffers,
 ): void {
   const p = bnPlanOf(shape, eps, act);
