@@ -1,8 +1,9 @@
 /**
  * SSD300-MobileNetV2's kernels outside the dense convs, each against what it
  * replaced, in the same run on its own shapes (batch 4): the depthwise convs on
- * oneDNN against the SIMD kernels and XNNPACK, the batch-norm + ReLU6 gradient
- * on oneDNN against the two SIMD passes, and the focal loss's SIMD kernel
+ * oneDNN against the SIMD kernels and XNNPACK, batch norm + ReLU6 and its
+ * gradient as native code on oneDNN's threads (native_kernels.ts) and the
+ * gradient on oneDNN, each against the two SIMD passes, and the focal loss's SIMD kernel
  * against the float64 loop. Rows of the conv section; oneDNN's rows need
  * Debian's libdnnl2 and say so when it is missing. Alone, a kernel runs on
  * cores nothing else wants; the ort section times the oneDNN kernels' share of
@@ -13,6 +14,7 @@ import { BN_TRAIN, BN_TRAIN_GRAD, focalLossKernel } from "../lib/custom_ops.ts";
 import { setBackend } from "../lib/engine/mod.ts";
 import { batchNormOnDnnl } from "../lib/engine/batch_norm_kernel.ts";
 import { DNNL_INSTALL_HINT } from "../lib/engine/dnnl.ts";
+import { nativeKernels, nativeKernelsUnavailable } from "../lib/engine/native_kernels.ts";
 import { ortConvsOnDnnl, registerOrtKernels } from "../lib/engine/ort_kernels.ts";
 import { focalLossAndGrad } from "../lib/loss.ts";
 import { createRng } from "../lib/rng.ts";
@@ -32,7 +34,7 @@ const DEPTHWISE: [number, number, number][] = [
   [10, 960, 1],
 ];
 
-/** Rows of the conv section for SSD300-MobileNetV2's depthwise convs, batch-norm gradient and focal loss. */
+/** Rows of the conv section for SSD300-MobileNetV2's depthwise convs, batch norm and focal loss. */
 export async function benchMobileNetKernels(o: { quick?: boolean } = {}): Promise<BenchRow[]> {
   const reps = o.quick ? 3 : 9;
   const row = (name: string, ours: number | null, before: number, what: string, note?: string): BenchRow => ({
@@ -89,22 +91,30 @@ export async function benchMobileNetKernels(o: { quick?: boolean } = {}): Promis
     { x, gamma, beta },
     { eps: 1e-5, activation: "relu6" },
   ) as tf.Tensor[];
+  const attrs = { eps: 1e-5, activation: "relu6" };
+  const bnFwd = () => tf.tidy(() => void tf.engine().runKernel(BN_TRAIN, { x, gamma, beta }, attrs));
   const bnGrad = () =>
     tf.tidy(() => {
       const ins = { dy, x, y, mean, variance, invstd, gamma, beta };
-      tf.engine().runKernel(BN_TRAIN_GRAD, ins, { eps: 1e-5, activation: "relu6" });
+      tf.engine().runKernel(BN_TRAIN_GRAD, ins, attrs);
     });
+  // On the SIMD kernels' threads; natively on oneDNN's threads; the gradient on oneDNN itself.
   batchNormOnDnnl(false);
-  const bnBefore = await timeMedian(bnGrad, reps);
+  const fwdBefore = await timeMedian(bnFwd, reps), bnBefore = await timeMedian(bnGrad, reps);
+  const native = dnnl ? nativeKernels() : null;
   batchNormOnDnnl(dnnl);
+  const fwdNative = native ? await timeMedian(bnFwd, reps) : null;
+  const gradNative = native ? await timeMedian(bnGrad, reps) : null;
+  batchNormOnDnnl(dnnl, { native: false });
   const bnOurs = dnnl ? await timeMedian(bnGrad, reps) : null;
-  rows.push(row(
-    "batch-norm + ReLU6 gradient 4x150x150x96: oneDNN",
-    bnOurs,
-    bnBefore,
-    "two SIMD passes",
-    dnnl ? undefined : DNNL_INSTALL_HINT,
-  ));
+  batchNormOnDnnl(dnnl);
+  const why = dnnl ? `native kernels unavailable: ${nativeKernelsUnavailable()}` : DNNL_INSTALL_HINT;
+  const shape = "4x150x150x96";
+  rows.push(
+    row(`batch norm + ReLU6 ${shape}: native, on oneDNN's threads`, fwdNative, fwdBefore, "two SIMD passes", native ? undefined : why),
+    row(`batch-norm + ReLU6 gradient ${shape}: native, on oneDNN's threads`, gradNative, bnBefore, "two SIMD passes", native ? undefined : why),
+    row(`batch-norm + ReLU6 gradient ${shape}: oneDNN`, bnOurs, bnBefore, "two SIMD passes", dnnl ? undefined : DNNL_INSTALL_HINT),
+  );
   tf.dispose([x, gamma, beta, dy, y, mean, variance, invstd]);
 
   // The focal loss and its gradient over [4, 1917, 81] logits.

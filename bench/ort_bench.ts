@@ -162,7 +162,9 @@ async function convRows(
 type OrtStepTiming = StepTiming & { ortShare: number; runs: number };
 
 /** A step job with kernel options set before the step is built (they persist through `setBackend`). */
-type OrtJob = StepJob & { ortOptions?: Pick<OrtKernelOptions, "onednnDepthwise" | "onednnBatchNorm"> };
+type OrtJob = StepJob & {
+  ortOptions?: Pick<OrtKernelOptions, "onednnDepthwise" | "onednnBatchNorm" | "nativeBatchNorm">;
+};
 
 /**
  * {@linkcode timeTrainStep} with the onnxruntime counters, in this process: the default options, as training
@@ -407,22 +409,27 @@ function mobileNetKernelRows(o: { quick?: boolean }): BenchRow[] {
   const variants = [
     { what: "", options: {} },
     { what: "depthwise convs on the SIMD kernels and XNNPACK", options: { onednnDepthwise: false } },
-    { what: "the batch-norm gradient on the SIMD kernels", options: { onednnBatchNorm: false } },
+    { what: "batch norm on the SIMD kernels", options: { onednnBatchNorm: false } },
+    {
+      what: "no native code (the batch-norm gradient on oneDNN, its forward on the SIMD kernels)",
+      options: { nativeBatchNorm: false },
+    },
   ];
   const rounds = o.quick ? 1 : 3;
-  const name = "train step ssd300_mobilenetv2, batch 4: oneDNN's depthwise convs and batch-norm gradient";
+  const name = "train step ssd300_mobilenetv2, batch 4: oneDNN's depthwise convs, batch norm native on its threads";
   const times: number[][] = variants.map(() => []);
   try {
     for (let r = 0; r < rounds; r++) {
-      const order = r % 2 === 0 ? [0, 1, 2] : [2, 1, 0];
+      const order = variants.map((_, i) => i);
+      if (r % 2 === 1) order.reverse();
       for (const i of order) times[i].push(ortStepInChild(job(variants[i].options)).seconds);
     }
   } catch (e) {
     return [{ section: "ort", name, ms: null, note: `failed: ${(e as Error).message.slice(0, 120)}` }];
   }
   const med = (xs: number[]) => xs.slice().sort((a, b) => a - b)[xs.length >> 1];
-  return [1, 2].map((i) => {
-    const ratios = times[i].map((t, r) => t / times[0][r]);
+  return variants.slice(1).map((_, k) => {
+    const i = k + 1, ratios = times[i].map((t, r) => t / times[0][r]);
     return {
       section: "ort",
       name: `${name} vs ${variants[i].what}`,

@@ -1,11 +1,13 @@
 /**
  * Checks for, and where possible installs, the Debian packages a task needs
- * (the notebook runner needs python3-nbclient, the MPI tests openmpi-bin, the oneDNN tests libdnnl2). Stops with the exact command
+ * (the notebook runner needs python3-nbclient, the MPI tests openmpi-bin, the oneDNN tests libdnnl2, the
+ * native kernel tests gcc). Stops with the exact command
  * when it cannot install them itself.
  *
  * @module
  */
 import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
 import { InputError } from "../lib/errors.ts";
 
 /** The interpreter that sees Debian's python modules (plain python3 may be a pyenv one). */
@@ -27,6 +29,11 @@ export function hasCommand(command: string): boolean {
 export function hasSharedLibrary(soname: string): boolean {
   const r = spawnSync("/sbin/ldconfig", ["-p"], { encoding: "utf8" });
   return r.status === 0 && (r.stdout ?? "").split("\n").some((l) => l.trim().startsWith(`${soname} `));
+}
+
+/** Whether a C compiler (`cc`) runs and the C library's headers are there (what native_kernels.ts needs). */
+export function hasCompiler(): boolean {
+  return hasCommand(Deno.env.get("CC") || "cc") && fs.existsSync("/usr/include/stdint.h");
 }
 
 /**

@@ -18,8 +18,10 @@
  * float32 over blocks of 16 rows, then in float64). The `cpu` backend, and
  * other channel counts, run the JavaScript loops below (float64 arithmetic);
  * other backends keep the op-composed form of `graph.ts`. On the onnxruntime
- * backend with oneDNN, the gradient runs on oneDNN ({@linkcode batchNormOnDnnl}),
- * which reads the activation's mask off the saved output instead. The fused
+ * backend with oneDNN ({@linkcode batchNormOnDnnl}), the same passes run as
+ * native code on oneDNN's OpenMP threads (native_kernels.ts), bit for bit; where
+ * no C compiler built them, the gradient runs on oneDNN itself, which reads the
+ * activation's mask off the saved output instead. The fused
  * activation's gradient passes `dy` where the pre-activation is strictly
  * inside (0, 6) (ReLU6) or above 0 (ReLU), as PyTorch does. The statistics
  * outputs carry no gradient.
@@ -46,22 +48,25 @@ import { type SimdKernels, simdKernels } from "./simd_kernels.ts";
 import { checkFloat32, ioOf, type WasmLike } from "./kernel_io.ts";
 import { BN_TRAIN, BN_TRAIN_GRAD, type BnActivation } from "../custom_ops.ts";
 import { dnnlBatchNormBackward, dnnlBatchNormBackwardFast } from "./dnnl.ts";
+import { type NativeKernels, nativeKernels } from "./native_kernels.ts";
 
-/** Whether the wasm kernels hand the batch-norm gradient to oneDNN (see {@linkcode batchNormOnDnnl}). */
-let onDnnl = false;
+/** Whether oneDNN's OpenMP threads take the passes, and whether as native code (see {@linkcode batchNormOnDnnl}). */
+let onDnnl = false, nativeOn = true;
 
 /**
- * Runs the wasm backend's batch-norm gradient on oneDNN (`on`), or on the SIMD kernels. The onnxruntime
- * backend turns it on with its oneDNN convs. Alone, oneDNN's clip and batch-norm backward are a little
- * faster than the two SIMD passes (batch 4, 150x150x96 with ReLU6: 6.6 against 8.2 ms), but the
- * SSD300-MobileNetV2 step runs 1.39x faster with them (`deno task bench --only conv,ort`): between
- * oneDNN's calls its OpenMP threads spin, and the SIMD kernels would share the cores with them. The
- * forward stays on the SIMD kernels: oneDNN's was faster too, but its float32 statistics moved the
- * lockstep gradients 200x further from wasm's (5.6e-4 against 2.5e-6), where the backward alone
- * leaves them (2.7e-6).
+ * Runs the wasm backend's batch norm on oneDNN's OpenMP threads (`on`), or on the SIMD kernels' threads.
+ * The onnxruntime backend turns it on with its oneDNN convs: between oneDNN's calls its OpenMP threads
+ * spin, and the SIMD kernel threads would share the two cores with them (a hand-off to a worker took
+ * ~100 us there). Both passes then run as native code on those threads (native_kernels.ts), computing
+ * the SIMD kernels' bits; the SSD300-MobileNetV2 step runs 1.2x faster (`deno task bench --only ort`).
+ * Where no C compiler built that code, the gradient runs on oneDNN's clip and batch-norm backward (the
+ * step was 1.39x faster with them than on the SIMD kernels) and the forward stays on the SIMD kernels:
+ * oneDNN's forward computes its statistics in float32, which moved the lockstep gradients 200x further
+ * from wasm's (5.6e-4 against 2.5e-6). `native: false` keeps that arrangement with the native code built.
  */
-export function batchNormOnDnnl(on: boolean): void {
+export function batchNormOnDnnl(on: boolean, o: { native?: boolean } = {}): void {
   onDnnl = on;
+  nativeOn = o.native ?? true;
 }
 
 /**
@@ -226,7 +231,9 @@ function forwardSimd(
     f32(shift, c).set(f32(k.offset(x), c)); // sums about the first row
     new Float64Array(heap, acc, 2 * c * parts.length).fill(0);
     const xp = k.offset(x);
-    k.parallel("moments", parts.map(([r0, rows], i) => [xp + 4 * r0 * c, rows, c, shift, acc + 16 * c * i]));
+    const nat = nativeFor(k);
+    if (nat) nat.k.moments(nat.at(xp), c, nat.at(shift), nat.at(acc), parts);
+    else k.parallel("moments", parts.map(([r0, rows], i) => [xp + 4 * r0 * c, rows, c, shift, acc + 16 * c * i]));
     const sums = addParts(new Float64Array(heap, acc, 2 * c * parts.length), parts.length), sh = f32(shift, c);
     const mean = f32(k.offset(meanI), c), variance = f32(k.offset(varI), c), invstd = f32(k.offset(invI), c);
     const g = f32(k.offset(gamma), c), sc = f32(scale, c);
@@ -239,14 +246,31 @@ function forwardSimd(
     }
     const lo = act === "linear" ? -Infinity : 0;
     const yp = k.offset(y), m = k.offset(meanI), b = k.offset(beta), hi = upper(act);
-    k.parallel(
-      "bn_apply",
-      parts.map(([r0, rows]) => [xp + 4 * r0 * c, yp + 4 * r0 * c, rows * c, c, m, scale, b, lo, hi]),
-    );
+    if (nat) nat.k.bnApply(nat.at(xp), nat.at(yp), p, c, nat.at(m), nat.at(scale), nat.at(b), lo, hi);
+    else {
+      k.parallel(
+        "bn_apply",
+        parts.map(([r0, rows]) => [xp + 4 * r0 * c, yp + 4 * r0 * c, rows * c, c, m, scale, b, lo, hi]),
+      );
+    }
   } finally {
     k.free(scratch);
   }
   return outs;
+}
+
+/** The native kernels, when oneDNN runs the convs (see {@linkcode batchNormOnDnnl}) and they compiled. */
+const native = () => onDnnl && nativeOn ? nativeKernels() : null;
+
+/**
+ * The native kernels (native_kernels.ts) and a way to address the heap at an offset, or null: the SIMD
+ * kernels' passes then run on the kernel threads. Both compute the same bits.
+ */
+function nativeFor(k: SimdKernels): { k: NativeKernels; at: (offset: number) => Deno.PointerValue } | null {
+  const nat = native();
+  if (!nat) return null;
+  const base = nat.address(new Uint8Array(k.heap()));
+  return { k: nat, at: (o) => nat.offset(base, o) };
 }
 
 /** Gradient with the SIMD kernels: the two sums in one pass, dx in a second. */
@@ -267,13 +291,17 @@ function gradSimd(k: SimdKernels, backend: WasmLike, io: Record<string, Info>, a
     for (let j = 0; j < c; j++) sc[j] = g[j] * inv[j];
     const masked = act === "linear" ? 0 : 1, hi = upper(act), m = k.offset(mean), b = k.offset(beta);
     const dyp = k.offset(dy), xp = k.offset(x), dxp = k.offset(dx);
-    k.parallel(
-      "bn_grad_sums",
-      parts.map((
-        [r0, rows],
-        i,
-      ) => [dyp + 4 * r0 * c, xp + 4 * r0 * c, rows, c, m, sp, b, hi, masked, acc + 16 * c * i]),
-    );
+    const nat = nativeFor(k);
+    if (nat) {
+      const v = { mean: nat.at(m), scale: nat.at(sp), beta: nat.at(b), hi, masked: masked === 1 };
+      nat.k.bnGradSums(nat.at(dyp), nat.at(xp), c, v, nat.at(acc), parts);
+    } else {k.parallel(
+        "bn_grad_sums",
+        parts.map((
+          [r0, rows],
+          i,
+        ) => [dyp + 4 * r0 * c, xp + 4 * r0 * c, rows, c, m, sp, b, hi, masked, acc + 16 * c * i]),
+      );}
     const sums = addParts(new Float64Array(heap, acc, 2 * c * parts.length), parts.length);
     const dg = f32(k.offset(dgI), c), db = f32(k.offset(dbI), c);
     const kk = f32(kp, c), aa = f32(ap, c), bb = f32(bp, c);
@@ -285,13 +313,16 @@ function gradSimd(k: SimdKernels, backend: WasmLike, io: Record<string, Info>, a
       aa[j] = s1 / p;
       bb[j] = inv[j] * inv[j] * s2 / p;
     }
-    k.parallel(
-      "bn_grad_dx",
-      parts.map(([r0, rows]) => {
-        const at = 4 * r0 * c;
-        return [dyp + at, xp + at, dxp + at, rows * c, c, m, sp, b, kp, ap, bp, hi, masked];
-      }),
-    );
+    if (nat) {
+      const v = { mean: nat.at(m), scale: nat.at(sp), beta: nat.at(b), k: nat.at(kp), a: nat.at(ap), b: nat.at(bp) };
+      nat.k.bnGradDx(nat.at(dyp), nat.at(xp), nat.at(dxp), p, c, { ...v, hi, masked: masked === 1 });
+    } else {k.parallel(
+        "bn_grad_dx",
+        parts.map(([r0, rows]) => {
+          const at = 4 * r0 * c;
+          return [dyp + at, xp + at, dxp + at, rows * c, c, m, sp, b, kp, ap, bp, hi, masked];
+        }),
+      );}
   } finally {
     k.free(scratch);
   }
@@ -341,7 +372,7 @@ const gradKernel: tf.KernelFunc = ({ inputs, backend, attrs = {} }) => {
   const act = attrs.activation as BnActivation;
   const used = [dy, x, mean, invstd, gamma, beta];
   checkFloat32(used, BN_TRAIN_GRAD);
-  if (dnnlFor(backend, x, y, variance, attrs)) {
+  if (!native() && dnnlFor(backend, x, y, variance, attrs)) {
     return gradDnnl(
       backend as unknown as WasmLike,
       { dy, x, y, mean, variance, gamma, beta },

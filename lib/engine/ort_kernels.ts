@@ -113,8 +113,13 @@ export interface OrtKernelOptions {
   onednn?: boolean;
   /** With `onednn`, run the depthwise convs there too ({@linkcode DNNL_DEPTHWISE_KERNELS}; default true). */
   onednnDepthwise?: boolean;
-  /** With `onednn`, run batch norm's gradient (and its activation's) there too (batch_norm_kernel.ts; default true). */
+  /**
+   * With `onednn`, run batch norm on oneDNN's OpenMP threads too (batch_norm_kernel.ts; default true): as
+   * native code where a C compiler builds it (native_kernels.ts), else its gradient on oneDNN itself.
+   */
   onednnBatchNorm?: boolean;
+  /** With `onednnBatchNorm`, use the native code where it builds (default true; false: oneDNN's gradient). */
+  nativeBatchNorm?: boolean;
   /** tfjs backend whose kernels are replaced (default "wasm"; must keep data in a wasm heap). */
   backendName?: string;
 }
@@ -201,6 +206,7 @@ let opts: Required<Omit<OrtKernelOptions, "backendName">> = {
   onednn: Deno.env.get("SSD_ONEDNN") !== "0",
   onednnDepthwise: true,
   onednnBatchNorm: true,
+  nativeBatchNorm: true,
 };
 
 interface NativeSession {
@@ -748,6 +754,7 @@ export function registerOrtKernels(options: OrtKernelOptions = {}): void {
     onednn: options.onednn ?? opts.onednn,
     onednnDepthwise: options.onednnDepthwise ?? opts.onednnDepthwise,
     onednnBatchNorm: options.onednnBatchNorm ?? opts.onednnBatchNorm,
+    nativeBatchNorm: options.nativeBatchNorm ?? opts.nativeBatchNorm,
   };
   // Timings taken under other options no longer hold.
   if (JSON.stringify(opts) !== before) choices.clear();
@@ -758,7 +765,7 @@ export function registerOrtKernels(options: OrtKernelOptions = {}): void {
   // The composed gradients must be in place first: they are the fallback, and registered later they
   // would take our kernels for the shipped ones.
   installTrainingKernels();
-  batchNormOnDnnl(opts.onednnBatchNorm && ortConvsOnDnnl());
+  batchNormOnDnnl(opts.onednnBatchNorm && ortConvsOnDnnl(), { native: opts.nativeBatchNorm });
   const intact = () => names.every((n) => tf.getKernel(n, backendName)?.kernelFunc === ourFuncs.get(n));
   if (registeredOn && registeredOn.backendName === backendName && registeredOn.names.join() === names.join()) {
     if (intact()) return;

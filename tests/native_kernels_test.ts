@@ -1,0 +1,125 @@
+// The native batch-norm passes (lib/engine/native_kernels.c) against the SIMD kernels they stand in for:
+// the same bits, forward and backward, on the shapes SSD300-MobileNetV2 uses and on awkward ones.
+import * as tf from "@tensorflow/tfjs-core";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { setBackend } from "../lib/engine/mod.ts";
+import { batchNormOnDnnl } from "../lib/engine/batch_norm_kernel.ts";
+import { dnnlAvailable } from "../lib/engine/dnnl.ts";
+import { nativeKernels, nativeKernelsUnavailable } from "../lib/engine/native_kernels.ts";
+import { registerOrtKernels } from "../lib/engine/ort_kernels.ts";
+import { BN_TRAIN, BN_TRAIN_GRAD } from "../lib/custom_ops.ts";
+
+Deno.test("the native kernels build and load here (deno task test installs gcc)", () => {
+  assert.ok(dnnlAvailable(), "oneDNN first: it sets the OpenMP environment both share");
+  assert.ok(nativeKernels(), `did not build: ${nativeKernelsUnavailable()}`);
+});
+
+/** Forward and gradient of the batch-norm kernel, every output's bits. */
+function bitsOf(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, dy: tf.Tensor, activation: string): Uint32Array[] {
+  const attrs = { eps: 1e-3, activation };
+  const fwd = tf.engine().runKernel(BN_TRAIN, { x, gamma, beta }, attrs) as tf.Tensor[];
+  const [y, mean, variance, invstd] = fwd;
+  const back = tf.engine().runKernel(
+    BN_TRAIN_GRAD,
+    { dy, x, y, mean, variance, invstd, gamma, beta },
+    attrs,
+  ) as tf.Tensor[];
+  const out = [...fwd, ...back].map((t) => new Uint32Array(t.dataSync().slice().buffer));
+  tf.dispose([...fwd, ...back]);
+  return out;
+}
+
+Deno.test("native batch norm computes the SIMD kernels' bits: statistics, output, dx, dgamma, dbeta", async () => {
+  await setBackend("wasm", { threads: 2 });
+  const k = nativeKernels()!;
+  const names = ["y", "mean", "variance", "invstd", "dx", "dgamma", "dbeta"];
+  // MobileNetV2's largest, a channel count that leaves a group of 4, rows not a multiple of 16, one row, and a
+  // large mean against the spread (the shifted sums' case).
+  const shapes = [[4, 150, 150, 96], [2, 7, 5, 12], [3, 17, 1, 8], [1, 1, 1, 4], [4, 19, 19, 576], [5, 36]];
+  let seed = 1;
+  for (const activation of ["linear", "relu", "relu6"]) {
+    for (const shape of shapes) {
+      const c = shape.at(-1)!;
+      const before = tf.memory().numTensors;
+      const x = tf.randomNormal(shape, shape.length === 2 ? 1000 : 2, 3, "float32", seed++);
+      const dy = tf.randomNormal(shape, 0, 1, "float32", seed++);
+      const gamma = tf.randomNormal([c], 1, 0.5, "float32", seed++),
+        beta = tf.randomNormal([c], 1, 2, "float32", seed++);
+      batchNormOnDnnl(false);
+      const simd = bitsOf(x, gamma, beta, dy, activation);
+      batchNormOnDnnl(true);
+      const calls = k.calls;
+      const native = bitsOf(x, gamma, beta, dy, activation);
+      batchNormOnDnnl(false);
+      assert.equal(k.calls - calls, 4, "moments, apply, gradient sums and dx ran natively");
+      simd.forEach((bits, i) => {
+        const differ = bits.findIndex((b, j) => b !== native[i][j]);
+        assert.equal(differ, -1, `${activation} ${shape} ${names[i]}[${differ}]`);
+      });
+      tf.dispose([x, dy, gamma, beta]);
+      assert.equal(tf.memory().numTensors, before);
+    }
+  }
+});
+
+Deno.test("native batch norm keeps a NaN input NaN, as the SIMD kernels do", async () => {
+  await setBackend("wasm");
+  const x = tf.tensor4d([1, NaN, 3, 4, 5, 6, 7, 8], [2, 1, 1, 4]);
+  const ones = tf.ones([4]), zeros = tf.zeros([4]), dy = tf.onesLike(x);
+  batchNormOnDnnl(true);
+  const native = bitsOf(x, ones, zeros, dy, "relu6");
+  batchNormOnDnnl(false);
+  const simd = bitsOf(x, ones, zeros, dy, "relu6");
+  // NaN's sign bit may differ (x86 makes negative NaNs): compare NaN as NaN, the rest bit for bit.
+  const values = (bits: Uint32Array[]) =>
+    bits.map((b) => [...new Float32Array(b.buffer)].map((v) => isNaN(v) ? "NaN" : v));
+  assert.deepEqual(values(native), values(simd));
+  // Channel 1 holds the NaN: both its outputs, its statistics, its dx and dgamma are NaN; dbeta sums dy where
+  // the pre-activation is inside (0, 6), which a NaN never is.
+  assert.deepEqual(values(native).map((v) => v.filter((e) => e === "NaN").length), [2, 1, 1, 1, 2, 1, 0]);
+  assert.ok(Number.isNaN(new Float32Array(native[0].buffer)[1]), "y keeps the NaN");
+  tf.dispose([x, ones, zeros, dy]);
+});
+
+Deno.test("the onnxruntime backend runs batch norm natively; nativeBatchNorm: false gives the gradient to oneDNN", async () => {
+  await setBackend("onnxruntime");
+  const k = nativeKernels()!;
+  const x = tf.randomNormal([2, 6, 6, 20], 1, 2, "float32", 5), dy = tf.randomNormal(x.shape, 0, 1, "float32", 6);
+  const gamma = tf.ones([20]), beta = tf.zeros([20]);
+  let calls = k.calls;
+  bitsOf(x, gamma, beta, dy, "relu6");
+  assert.equal(k.calls - calls, 4);
+  registerOrtKernels({ nativeBatchNorm: false });
+  calls = k.calls;
+  bitsOf(x, gamma, beta, dy, "relu6");
+  assert.equal(k.calls, calls, "nothing native");
+  registerOrtKernels({ nativeBatchNorm: true });
+  tf.dispose([x, dy, gamma, beta]);
+  await setBackend("wasm");
+});
+
+Deno.test("without a C compiler the onnxruntime backend still trains, on the SIMD kernels and oneDNN, and says why", () => {
+  const dir = Deno.makeTempDirSync();
+  const code = `
+    import * as tf from "@tensorflow/tfjs-core";
+    import { setBackend } from "./lib/engine/mod.ts";
+    import { batchNormTrainKernel } from "./lib/custom_ops.ts";
+    import { nativeKernels, nativeKernelsUnavailable } from "./lib/engine/native_kernels.ts";
+    await setBackend("onnxruntime");
+    const x = tf.randomNormal([2, 4, 4, 8]);
+    const g = tf.grads((a, b, c) => batchNormTrainKernel(a, b, c, 1e-3, "relu6")[0].sum())([x, tf.ones([8]), tf.zeros([8])]);
+    console.log(JSON.stringify({ native: nativeKernels() !== null, why: nativeKernelsUnavailable(), dgamma: g[1].shape }));
+  `;
+  const r = spawnSync(Deno.execPath(), ["eval", "--ext=ts", code], {
+    encoding: "utf8",
+    env: { ...Deno.env.toObject(), CC: "/nonexistent/cc", SSD_NATIVE_CACHE: dir, NO_COLOR: "1" },
+  });
+  Deno.removeSync(dir, { recursive: true });
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+  assert.equal(out.native, false);
+  assert.match(out.why, /nonexistent|No such file|not found/i);
+  assert.deepEqual(out.dgamma, [8]);
+  assert.match(r.stderr, /native batch-norm kernels did not build .*apt-get install -y --no-install-recommends gcc/);
+});
