@@ -5,7 +5,6 @@
  */
 import { intFlag, parseTaskArgs, runTask } from "./cli.ts";
 import { hasCompiler, hasSharedLibrary, offerDebianPackages } from "./setup_check.ts";
-import { NATIVE_PACKAGES } from "../lib/engine/native_kernels.ts";
 import { runDemo } from "../lib/demo.ts";
 
 const spec = {
@@ -31,7 +30,7 @@ runTask(async () => {
   // oneDNN runs the onnxruntime backend's convs (lib/engine/dnnl.ts): the demo trains about 1.7x faster with it.
   offerDebianPackages(["libdnnl2"], () => hasSharedLibrary("libdnnl.so.2"), "oneDNN would train the demo 1.7x faster");
   // And a C compiler builds the batch-norm passes that run on oneDNN's threads (lib/engine/native_kernels.ts).
-  offerDebianPackages(NATIVE_PACKAGES.split(" "), hasCompiler, "a C compiler would train the demo faster");
+  offerDebianPackages(["gcc", "libc6-dev"], hasCompiler, "a C compiler would train the demo faster");
   await runDemo({
     out: values.out as string,
     seed: intFlag(values, "seed")!,

@@ -9,7 +9,9 @@
  * - Kernels: composed conv gradients (`conv_grad_kernels.ts`), SIMD kernels
  *   from `simd_kernels.wat` (batch norm, ReLU and max-pool gradients,
  *   depthwise and few-channel 1x1 convs), onnxruntime kernels and their ONNX
- *   graphs (`ort_kernels.ts`, `ort_graphs.ts`, loaded only when chosen), and the
+ *   graphs (`ort_kernels.ts`, `ort_graphs.ts`, loaded only when chosen), oneDNN
+ *   through FFI (`dnnl.ts`) with batch norm as native code on its threads
+ *   (`native_kernels.c`, built and loaded by `native_kernels.ts`), and the
  *   registry that keeps the shipped kernels as fallbacks and baselines.
  * - Memory and threads: the shared wasm heap (`shared_heap.ts`), the kernel
  *   threads that split SIMD calls (`simd_threads.ts`, `simd_worker.ts`).

@@ -1,7 +1,7 @@
 // Batch-norm passes for the onnxruntime backend, on the OpenMP threads that oneDNN already runs on
 // (both link the one GNU OpenMP runtime, so its team is shared; the wasm kernel threads would compete
 // with it for the cores). native_kernels.ts compiles this file with the system's C compiler and loads
-// it; without one, the SIMD kernels of simd_kernels.wat run instead.
+// it; without one, batch_norm_kernel.ts keeps the forward on the SIMD kernels and the gradient on oneDNN.
 //
 // Every function computes bit for bit what its namesake in simd_kernels.wat computes: the same float32
 // operations in the same order per channel (no contraction into FMA: -ffp-contract=off), sums over

@@ -16,8 +16,9 @@
  *
  * The shared library is cached under `$XDG_CACHE_HOME/ssd-workbench` (else
  * `~/.cache/ssd-workbench`, or `SSD_NATIVE_CACHE`), keyed by the source, the
- * flags and the CPU. Without a compiler (or with `SSD_NATIVE=0`) everything
- * stays on the SIMD kernels.
+ * flags and the CPU. Without a compiler (or with `SSD_NATIVE=0`) batch norm
+ * stays where it ran before: the forward on the SIMD kernels, the gradient on
+ * oneDNN (batch_norm_kernel.ts).
  *
  * @example
  * ```ts
@@ -161,13 +162,12 @@ function build(): string {
   const path = `${dir}/native_kernels-${hashOf(source + FLAGS.join(" ") + cpuKey())}.so`;
   if (fs.existsSync(path)) return path;
   fs.mkdirSync(dir, { recursive: true });
-  const tmp = `${path}.${Deno.pid}.tmp`;
-  const src = SOURCE.protocol === "file:" ? SOURCE.pathname : `${dir}/native_kernels.c`;
-  if (SOURCE.protocol !== "file:") fs.writeFileSync(src, source);
-  const out = new Deno.Command(Deno.env.get("CC") || "cc", { args: [...FLAGS, "-o", tmp, src], stderr: "piped" })
-    .outputSync();
-  if (!out.success) throw new Error(`cc failed: ${new TextDecoder().decode(out.stderr).slice(0, 400)}`);
-  fs.renameSync(tmp, path); // another process may have won the race: same bytes
+  // Replica threads of one process may build at once: each writes its own file, then renames it into place.
+  const tmp = `${path}.${crypto.randomUUID()}.tmp`;
+  const cc = Deno.env.get("CC") || "cc";
+  const out = new Deno.Command(cc, { args: [...FLAGS, "-o", tmp, SOURCE.pathname], stderr: "piped" }).outputSync();
+  if (!out.success) throw new Error(`${cc} failed: ${new TextDecoder().decode(out.stderr).slice(0, 400)}`);
+  fs.renameSync(tmp, path); // the same bytes as any other build of this key
   return path;
 }
 
