@@ -111,9 +111,27 @@ export async function benchMobileNetKernels(o: { quick?: boolean } = {}): Promis
   const why = dnnl ? `native kernels unavailable: ${nativeKernelsUnavailable()}` : DNNL_INSTALL_HINT;
   const shape = "4x150x150x96";
   rows.push(
-    row(`batch norm + ReLU6 ${shape}: native, on oneDNN's threads`, fwdNative, fwdBefore, "two SIMD passes", native ? undefined : why),
-    row(`batch-norm + ReLU6 gradient ${shape}: native, on oneDNN's threads`, gradNative, bnBefore, "two SIMD passes", native ? undefined : why),
-    row(`batch-norm + ReLU6 gradient ${shape}: oneDNN`, bnOurs, bnBefore, "two SIMD passes", dnnl ? undefined : DNNL_INSTALL_HINT),
+    row(
+      `batch norm + ReLU6 ${shape}: native, on oneDNN's threads`,
+      fwdNative,
+      fwdBefore,
+      "two SIMD passes",
+      native ? undefined : why,
+    ),
+    row(
+      `batch-norm + ReLU6 gradient ${shape}: native, on oneDNN's threads`,
+      gradNative,
+      bnBefore,
+      "two SIMD passes",
+      native ? undefined : why,
+    ),
+    row(
+      `batch-norm + ReLU6 gradient ${shape}: oneDNN`,
+      bnOurs,
+      bnBefore,
+      "two SIMD passes",
+      dnnl ? undefined : DNNL_INSTALL_HINT,
+    ),
   );
   tf.dispose([x, gamma, beta, dy, y, mean, variance, invstd]);
 
