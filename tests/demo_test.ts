@@ -53,9 +53,9 @@ Deno.test("runDemo() runs every stage on a tiny dataset and writes its report an
 // The README's quick start, whole: the demo's own config and dataset, seed 1 (`deno task demo`'s default). The bar
 // the README states, mAP@[.5:.95] >= 0.65 and mAP@0.5 >= 0.92, is what this asserts; about 2 minutes on 2 cores.
 // Training is deterministic for a seed on a backend (0.681 / 0.946 here with native batch norm, 2026-12-07; 0.692 /
-// 0.946 with oneDNN's batch-norm gradient, seed 2 0.682 / 0.950), so
-// a drop below the bar means the demo learns less; the margin is for other CPUs, whose oneDNN kernels round
-// differently, which moves the result about as much as another seed does.
+// 0.946 with oneDNN's batch-norm gradient, seed 2 0.682 / 0.950), so a drop below the bar means the demo learns
+// less; the margin is for other CPUs, whose oneDNN kernels round differently, which moves the result about as much
+// as another seed does.
 Deno.test("the full demo reaches the README's bar: mAP@[.5:.95] >= 0.65, mAP@0.5 >= 0.92", async () => {
   const out = Deno.makeTempDirSync({ prefix: "demo_full_" });
   try {
