@@ -12,7 +12,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import * as fs from "node:fs";
-import { setBackend } from "../lib/engine/mod.ts";
+import { setBackend, useUntapedBackward } from "../lib/engine/mod.ts";
 import type { FilterGradVariant, InputGradVariant } from "../lib/engine/ort_graphs.ts";
 import {
   type OrtKernelOptions,
@@ -164,6 +164,8 @@ type OrtStepTiming = StepTiming & { ortShare: number; runs: number };
 /** A step job with kernel options set before the step is built (they persist through `setBackend`). */
 type OrtJob = StepJob & {
   ortOptions?: Pick<OrtKernelOptions, "onednnDepthwise" | "onednnBatchNorm" | "nativeBatchNorm">;
+  /** The backward pass on tfjs's tape instead of lib/engine/graph_backward.ts. */
+  tape?: boolean;
 };
 
 /**
@@ -172,6 +174,7 @@ type OrtJob = StepJob & {
  */
 async function ortStepTiming(job: OrtJob): Promise<OrtStepTiming> {
   if (job.ortOptions) registerOrtKernels(job.ortOptions);
+  if (job.tape) useUntapedBackward(false);
   const t = await timeTrainStep(job, resetOrtStats);
   const st = ortStats(), ms = 1000 * t.times.reduce((a, b) => a + b, 0);
   return { ...t, ortShare: st.runMs / ms, runs: st.runs / job.steps };
@@ -398,16 +401,18 @@ export async function trajectoryRows(): Promise<BenchRow[]> {
  * within one process hid the difference: every variant ran at the slow speed there.)
  */
 function mobileNetKernelRows(o: { quick?: boolean }): BenchRow[] {
-  const job = (ortOptions: OrtJob["ortOptions"]): OrtJob => ({
+  const job = (ortOptions: OrtJob["ortOptions"], tape?: boolean): OrtJob => ({
     config: "configs/ssd300_mobilenetv2.yaml",
     backend: "onnxruntime",
     batch: 4,
     steps: o.quick ? 2 : 5,
     segments: 1,
     ortOptions,
+    tape,
   });
-  const variants = [
+  const variants: { what: string; options: OrtJob["ortOptions"]; tape?: boolean }[] = [
     { what: "", options: {} },
+    { what: "the backward pass on tfjs's tape", options: {}, tape: true },
     { what: "depthwise convs on the SIMD kernels and XNNPACK", options: { onednnDepthwise: false } },
     { what: "batch norm on the SIMD kernels", options: { onednnBatchNorm: false } },
     {
@@ -422,7 +427,7 @@ function mobileNetKernelRows(o: { quick?: boolean }): BenchRow[] {
     for (let r = 0; r < rounds; r++) {
       const order = variants.map((_, i) => i);
       if (r % 2 === 1) order.reverse();
-      for (const i of order) times[i].push(ortStepInChild(job(variants[i].options)).seconds);
+      for (const i of order) times[i].push(ortStepInChild(job(variants[i].options, variants[i].tape)).seconds);
     }
   } catch (e) {
     return [{ section: "ort", name, ms: null, note: `failed: ${(e as Error).message.slice(0, 120)}` }];

@@ -82,6 +82,48 @@ export function momentumUpdate(w: tf.Tensor, v: tf.Tensor, g: tf.Tensor, u: Mome
   return tf.engine().runKernel(MOMENTUM, { w, v, g }, { ...u }) as unknown as [tf.Tensor, tf.Tensor];
 }
 
+/** Many {@linkcode momentumUpdate}s as one kernel: inputs `w0, v0, g0, w1 ...`, outputs `[w'0, v'0, w'1 ...]`. */
+export const MOMENTUM_MANY = "SsdMomentumMany";
+
+/**
+ * {@linkcode momentumUpdate} of each item, `[w', v']` per item, computed alike: in one kernel call where
+ * the backend has {@linkcode MOMENTUM_MANY} (a step updates hundreds of tensors), else one call each.
+ * Needs {@linkcode hasMomentumKernel}.
+ */
+export function momentumUpdates(
+  items: { w: tf.Tensor; v: tf.Tensor; g: tf.Tensor; u: MomentumUpdate }[],
+): [tf.Tensor, tf.Tensor][] {
+  if (!tf.getKernel(MOMENTUM_MANY, tf.getBackend())) return items.map(({ w, v, g, u }) => momentumUpdate(w, v, g, u));
+  const inputs: Record<string, tf.Tensor> = {};
+  items.forEach(({ w, v, g }, i) => Object.assign(inputs, { [`w${i}`]: w, [`v${i}`]: v, [`g${i}`]: g }));
+  const attrs = { updates: items.map(({ u }) => ({ ...u })) } as unknown as tf.NamedAttrMap;
+  const outs = tf.engine().runKernel(MOMENTUM_MANY, inputs, attrs) as unknown as tf.Tensor[];
+  return items.map((_, i) => [outs[2 * i], outs[2 * i + 1]]);
+}
+
+/** {@linkcode momentumUpdates} into the tensors themselves; outputs a flag: 1 when done, else 0. */
+export const MOMENTUM_IN_PLACE = "SsdMomentumInPlace";
+
+/**
+ * {@linkcode momentumUpdates} written over the tensors themselves: v' over each v, and w' over w where
+ * an item has a `w` (without, v' alone: a moving average, `v m + g sens`). Saves allocating, and
+ * freeing, a copy of every weight and velocity each step. Returns false, having changed nothing, where
+ * the backend has no such kernel or a w or v shares its data with another tensor (a clone, the value a
+ * variable was made from): callers then take {@linkcode momentumUpdates}.
+ */
+export function momentumUpdatesInPlace(
+  items: { w?: tf.Tensor; v: tf.Tensor; g: tf.Tensor; u: MomentumUpdate }[],
+): boolean {
+  if (!tf.getKernel(MOMENTUM_IN_PLACE, tf.getBackend())) return false;
+  const inputs: Record<string, tf.Tensor> = {};
+  items.forEach(({ w, v, g }, i) => Object.assign(inputs, { [`v${i}`]: v, [`g${i}`]: g }, w ? { [`w${i}`]: w } : {}));
+  const attrs = { updates: items.map(({ u }) => ({ ...u })) } as unknown as tf.NamedAttrMap;
+  const done = tf.engine().runKernel(MOMENTUM_IN_PLACE, inputs, attrs) as tf.Tensor;
+  const ok = done.dataSync()[0] === 1;
+  done.dispose();
+  return ok;
+}
+
 /** The sigmoid focal loss's sum and gradient as one kernel: outputs `[sum, dL/dx]` (see {@linkcode focalLossKernel}). */
 export const FOCAL = "SsdFocalLoss";
 

@@ -44,7 +44,7 @@ import { saveCheckpoint } from "./checkpoint.ts";
 import type { DefaultBoxes } from "./default_boxes.ts";
 import { InputError } from "./errors.ts";
 import { writeFileAtomic } from "./fs_atomic.ts";
-import type { Graph, ParamMap } from "./graph.ts";
+import { type Graph, type ParamMap, variableOf } from "./graph.ts";
 import { exportModel, paramValuesOf } from "./onnx_export.ts";
 import { anchorsOf, buildModel, loadSsdConfig, scaleFactorsOf, type SsdConfig } from "./ssd_config.ts";
 import type { DrawBox } from "./draw.ts";
@@ -230,7 +230,7 @@ export function faceapiModel(
         throw new InputError(`${src} has shape [${w.shape}] but ${spec.name} needs [${spec.shape}]`);
       }
       const trainable = spec.kind !== "moving_mean" && spec.kind !== "moving_variance";
-      params.set(spec.name, tf.variable(tf.tensor(w.data as Float32Array, spec.shape), trainable));
+      params.set(spec.name, variableOf(tf.tensor(w.data as Float32Array, spec.shape), trainable));
     }
     if (byParam.size > 0) throw new InputError(`face-api tensors left unused: ${[...byParam.values()].join(", ")}`);
   } catch (e) {

@@ -18,7 +18,8 @@ import {
   type BnActivation,
   hasBatchNormKernels,
   hasMomentumKernel,
-  momentumUpdate,
+  momentumUpdates,
+  momentumUpdatesInPlace,
 } from "./custom_ops.ts";
 
 /** Explicit spatial padding: top, bottom, left, right. */
@@ -358,9 +359,19 @@ export function initParams(
     else values = new Float32Array(size);
     const trainable = p.kind !== "moving_mean" && p.kind !== "moving_variance";
     // tfjs variable names are global; leave them unnamed so several models can coexist.
-    params.set(p.name, tf.variable(tf.tensor(values, p.shape), trainable));
+    params.set(p.name, variableOf(tf.tensor(values, p.shape), trainable));
   }
   return params;
+}
+
+/**
+ * A variable holding `t`'s values; `t` is disposed. The variable then owns its data alone, which lets
+ * the optimizer update it in place (custom_ops.ts's `momentumUpdatesInPlace`).
+ */
+export function variableOf(t: tf.Tensor, trainable: boolean): tf.Variable {
+  const v = tf.variable(t, trainable);
+  t.dispose();
+  return v;
 }
 
 /** Count of trainable and total parameter values. */
@@ -405,6 +416,13 @@ export interface RunOptions {
    * (`train.sync_bn`). Gets this part's sums, returns the global ones.
    */
   syncBn?: (sums: Float64Array) => Float64Array;
+  /**
+   * Filled in training mode, for the tape-free backward pass (lib/engine/graph_backward.ts): by node
+   * id, what a node's gradient needs besides its inputs and output. A batch norm's mean, variance and
+   * inverse deviation (on backends with the batch-norm kernels, without `syncBn`), a padded max pool's
+   * padded input, a dropout's mask. The receiver disposes them, except the means that `bnUpdates` holds.
+   */
+  saved?: Map<number, tf.Tensor[]>;
 }
 
 const fusionCache = new WeakMap<Graph, Map<number, BnActivation>>();
@@ -433,7 +451,7 @@ export function bnActFusions(graph: Graph): ReadonlyMap<number, BnActivation> {
   return m;
 }
 
-function padArg(p: Pads): [[number, number], [number, number], [number, number], [number, number]] {
+export function padArg(p: Pads): [[number, number], [number, number], [number, number], [number, number]] {
   return [[0, 0], [p[0], p[1]], [p[2], p[3]], [0, 0]];
 }
 
@@ -492,7 +510,10 @@ export function runNodes(
         if (options.training) {
           const stats: { mean?: tf.Tensor1D; variance?: tf.Tensor1D; count?: number } = {};
           const act = options.fusions?.get(node.id);
-          y = batchNormTrain(inp, gamma, beta, node.eps, stats, act, options.syncBn);
+          const save = options.saved && hasBatchNormKernels() && !options.syncBn
+            ? (t: tf.Tensor[]) => options.saved!.set(node.id, t)
+            : undefined;
+          y = batchNormTrain(inp, gamma, beta, node.eps, stats, act, options.syncBn, save);
           if (options.bnUpdates) {
             // Moving variance uses the unbiased estimate, as TF's and PyTorch's batch norms do.
             const count = stats.count ?? inp.size / inp.shape[3]!;
@@ -502,8 +523,8 @@ export function runNodes(
               variance: tf.keep(tf.tidy(() => tf.mul(stats.variance!, count / Math.max(1, count - 1)) as tf.Tensor1D)),
               momentum: node.momentum,
             });
-            stats.variance!.dispose();
-          } else tf.dispose([stats.mean!, stats.variance!]);
+            if (!save) stats.variance!.dispose();
+          } else if (!save) tf.dispose([stats.mean!, stats.variance!]);
         } else {
           y = tf.batchNorm(
             inp,
@@ -518,12 +539,14 @@ export function runNodes(
       }
       case "dropout": {
         const inp = values.get(node.input)!;
-        y = options.training && node.rate > 0
-          ? tf.mul(
-            inp,
-            tf.tensor(dropoutMask(inp.shape, node.rate, node.id, options.dropout ?? { seed: 0, offset: 0 }), inp.shape),
-          )
-          : inp;
+        if (options.training && node.rate > 0) {
+          const mask = tf.tensor(
+            dropoutMask(inp.shape, node.rate, node.id, options.dropout ?? { seed: 0, offset: 0 }),
+            inp.shape,
+          );
+          options.saved?.set(node.id, [mask]);
+          y = tf.mul(inp, mask);
+        } else y = inp;
         break;
       }
       case "act": {
@@ -540,6 +563,7 @@ export function runNodes(
         const [t, b, l, r] = node.pads;
         // tfjs pools take no explicit padding; pad with -inf (a large negative) by hand when needed.
         const padded = t + b + l + r === 0 ? inp : tf.pad(inp, padArg(node.pads), -3.4e38) as tf.Tensor4D;
+        if (padded !== inp) options.saved?.set(node.id, [padded]);
         y = tf.maxPool(padded, node.kernel, node.strides, "valid");
         break;
       }
@@ -660,6 +684,10 @@ export function channelMean(x: tf.Tensor): tf.Tensor1D {
  * is the global count). In the backward pass `dx` then uses the global means
  * of `dy` and `dy * xhat`, while `dgamma` and `dbeta` stay this rank's sums,
  * which the gradient all-reduce adds up.
+ *
+ * On the kernel path `save`, when given, receives the kernel's mean, variance
+ * and inverse deviation for a backward pass without the tape; the caller then
+ * owns them (`stats` holds the same mean and variance).
  */
 export function batchNormTrain(
   x: tf.Tensor,
@@ -669,10 +697,13 @@ export function batchNormTrain(
   stats: { mean?: tf.Tensor1D; variance?: tf.Tensor1D; count?: number },
   activation?: BnActivation,
   reduce?: (sums: Float64Array) => Float64Array,
+  save?: (t: tf.Tensor[]) => void,
 ): tf.Tensor {
   if (hasBatchNormKernels() && !reduce) {
     const [y, mean, variance, invstd] = batchNormTrainKernel(x, gamma, beta, eps, activation);
-    invstd.dispose(); // the gradient keeps its own copy
+    // The tape keeps its own copy for the gradient; the tape-free backward gets them through `save`.
+    if (save) save([mean, variance, invstd]);
+    else invstd.dispose();
     stats.mean = tf.keep(mean);
     stats.variance = tf.keep(variance);
     return y;
@@ -733,20 +764,22 @@ export function batchNormTrain(
 export function applyBnUpdates(params: ParamMap, updates: BnUpdate[]): void {
   // The moving average is Momentum's velocity update, v m + g (1 - m) with the batch statistic as g: one kernel
   // where the backend has it (two per layer instead of six ops), rounded as the ops.
-  const fused = hasMomentumKernel();
-  for (const u of updates) {
-    const mm = params.get(`${u.name}.moving_mean`)!, mv = params.get(`${u.name}.moving_variance`)!;
-    const m = u.momentum;
-    const average = (avg: tf.Tensor, stat: tf.Tensor) =>
-      fused
-        ? momentumUpdate(avg, avg, stat, { momentum: m, weightDecay: 0, scale: 1, lr: 0, sens: 1 - m })[1]
-        : tf.add(tf.mul(avg, m), tf.mul(stat, 1 - m));
-    tf.tidy(() => {
-      mm.assign(average(mm, u.mean));
-      mv.assign(average(mv, u.variance));
-    });
-    tf.dispose([u.mean, u.variance]);
-  }
+  // All layers' averages go in one call.
+  const pairs = updates.flatMap((u) => [
+    { avg: params.get(`${u.name}.moving_mean`)!, stat: u.mean, m: u.momentum },
+    { avg: params.get(`${u.name}.moving_variance`)!, stat: u.variance, m: u.momentum },
+  ]);
+  tf.tidy(() => {
+    if (hasMomentumKernel()) {
+      const u = (m: number) => ({ momentum: m, weightDecay: 0, scale: 1, lr: 0, sens: 1 - m });
+      if (momentumUpdatesInPlace(pairs.map(({ avg, stat, m }) => ({ v: avg, g: stat, u: u(m) })))) return;
+      const items = pairs.map(({ avg, stat, m }) => ({ w: avg, v: avg, g: stat, u: u(m) }));
+      momentumUpdates(items).forEach(([, nv], i) => pairs[i].avg.assign(nv));
+    } else {
+      for (const { avg, stat, m } of pairs) avg.assign(tf.add(tf.mul(avg, m), tf.mul(stat, 1 - m)));
+    }
+  });
+  tf.dispose(updates.flatMap((u) => [u.mean, u.variance]));
   updates.length = 0;
 }
 

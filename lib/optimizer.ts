@@ -9,8 +9,8 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import type { ParamMap } from "./graph.ts";
-import { hasMomentumKernel, momentumUpdate } from "./custom_ops.ts";
+import { type ParamMap, variableOf } from "./graph.ts";
+import { hasMomentumKernel, momentumUpdates, momentumUpdatesInPlace } from "./custom_ops.ts";
 
 /** Optimiser settings. */
 export interface MomentumOptions {
@@ -42,7 +42,7 @@ export function decays(name: string): boolean {
 export function createMomentumState(params: ParamMap): MomentumState {
   const state: MomentumState = new Map();
   for (const [name, v] of params) {
-    if (v.trainable) state.set(name, tf.variable(tf.zerosLike(v), false));
+    if (v.trainable) state.set(name, variableOf(tf.zerosLike(v), false));
   }
   return state;
 }
@@ -60,25 +60,33 @@ export function momentumStep(
   o: MomentumOptions,
 ): void {
   const scale = 1 / (o.lossScale ?? 1);
-  // wasm and cpu run each parameter's update as one kernel, rounded as the ops below.
+  // wasm and cpu run every parameter's update in one kernel, rounded as the ops below (over the old values
+  // where the backend can).
   const fused = hasMomentumKernel();
   tf.tidy(() => {
-    for (const [name, w] of params) {
-      const g = grads[w.name], v = state.get(name);
-      if (!g || !v) continue;
-      if (fused) {
-        const wd = o.weightDecay > 0 && decays(name) ? o.weightDecay : 0;
-        const [nw, nv] = momentumUpdate(w, v, g, {
+    if (fused) {
+      const items = [...params].filter(([name, w]) => grads[w.name] && state.has(name)).map(([name, w]) => ({
+        w,
+        v: state.get(name)!,
+        g: grads[w.name],
+        u: {
           momentum: o.momentum,
-          weightDecay: wd,
+          weightDecay: o.weightDecay > 0 && decays(name) ? o.weightDecay : 0,
           scale,
           lr,
           sens: o.sens ?? 1,
-        });
-        v.assign(nv);
-        w.assign(nw);
-        continue;
-      }
+        },
+      }));
+      if (momentumUpdatesInPlace(items)) return;
+      momentumUpdates(items).forEach(([nw, nv], i) => {
+        items[i].v.assign(nv);
+        items[i].w.assign(nw);
+      });
+      return;
+    }
+    for (const [name, w] of params) {
+      const g = grads[w.name], v = state.get(name);
+      if (!g || !v) continue;
       let step = (o.sens ?? 1) === 1 ? g : tf.mul(g, o.sens!);
       if (o.weightDecay > 0 && decays(name)) step = tf.add(step, tf.mul(w, o.weightDecay));
       if (scale !== 1) step = tf.mul(step, scale);

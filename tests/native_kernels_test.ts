@@ -1,5 +1,6 @@
-// The native batch-norm passes (lib/engine/native_kernels.c) against the SIMD kernels they stand in for:
-// the same bits, forward and backward, on the shapes SSD300-MobileNetV2 uses and on awkward ones.
+// The native passes (lib/engine/native_kernels.c) against the SIMD kernels they stand in for: the same bits
+// for batch norm forward and backward, the focal loss and the optimizer's updates, on the shapes
+// SSD300-MobileNetV2 uses and on awkward ones.
 import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -8,7 +9,7 @@ import { batchNormOnDnnl } from "../lib/engine/batch_norm_kernel.ts";
 import { dnnlAvailable } from "../lib/engine/dnnl.ts";
 import { nativeKernels, nativeKernelsUnavailable } from "../lib/engine/native_kernels.ts";
 import { registerOrtKernels } from "../lib/engine/ort_kernels.ts";
-import { BN_TRAIN, BN_TRAIN_GRAD } from "../lib/custom_ops.ts";
+import { BN_TRAIN, BN_TRAIN_GRAD, focalLossKernel, momentumUpdate, momentumUpdates } from "../lib/custom_ops.ts";
 
 Deno.test("the native kernels build and load here (deno task test installs gcc)", () => {
   assert.ok(dnnlAvailable(), "oneDNN first: it sets the OpenMP environment both share");
@@ -61,6 +62,88 @@ Deno.test("native batch norm computes the SIMD kernels' bits: statistics, output
       assert.equal(tf.memory().numTensors, before);
     }
   }
+});
+
+/** Float32 values as bits, NaN as one pattern (x86 makes negative NaNs, wasm positive ones). */
+function canonicalBits(t: tf.Tensor): number[] {
+  const values = Float32Array.from(t.dataSync());
+  return [...new Uint32Array(values.buffer)].map((b, i) => Number.isNaN(values[i]) ? 0x7fc00000 : b);
+}
+
+Deno.test("the native focal loss computes the SIMD kernel's bits: the sum and every gradient", async () => {
+  await setBackend("wasm", { threads: 2 });
+  const k = nativeKernels()!;
+  // SSD300-MobileNetV2's logits at batch 4 plus a tail of 3 (the loop's), with zeros of both signs, logits
+  // past exp's clamp, a tiny one and a NaN.
+  const n = 4 * 1917 * 81 + 3;
+  const x = tf.tidy(() => {
+    const r = tf.randomNormal([n], 0, 6, "float32", 21).dataSync() as Float32Array;
+    r.set([0, -0, 88, -100, 1e-30, NaN, 17, -17], 1000);
+    return tf.tensor1d(r);
+  });
+  const z = tf.tidy(() => tf.cast(tf.less(tf.randomUniform([n], 0, 1, "float32", 22), 0.05), "float32"));
+  const run = (native: boolean) => {
+    batchNormOnDnnl(native);
+    const [sum, grad] = focalLossKernel(x, z, { gamma: 2, alpha: 0.25 });
+    batchNormOnDnnl(false);
+    const out = { sum: canonicalBits(sum), grad: canonicalBits(grad) };
+    tf.dispose([sum, grad]);
+    return out;
+  };
+  const simd = run(false), calls = k.calls, native = run(true);
+  assert.equal(k.calls - calls, 1, "the pass ran natively");
+  assert.deepEqual(native.sum, simd.sum);
+  assert.equal(native.grad.findIndex((b, i) => b !== simd.grad[i]), -1);
+  assert.equal(native.sum[0], 0x7fc00000, "a NaN logit makes the sum NaN");
+  // Without the NaN the sum is a number, and still the same.
+  const clean = tf.where(tf.isNaN(x), tf.zerosLike(x), x);
+  batchNormOnDnnl(true);
+  const [a] = focalLossKernel(clean, z, { gamma: 2, alpha: 0.25 });
+  batchNormOnDnnl(false);
+  const [b] = focalLossKernel(clean, z, { gamma: 2, alpha: 0.25 });
+  assert.ok(Number.isFinite(a.dataSync()[0]));
+  assert.deepEqual(canonicalBits(a), canonicalBits(b));
+  tf.dispose([x, z, clean, a, b]);
+});
+
+Deno.test("the native optimizer step updates many tensors in one call, with the SIMD kernel's bits", async () => {
+  await setBackend("wasm", { threads: 2 });
+  const k = nativeKernels()!;
+  const before = tf.memory().numTensors;
+  const sizes = [3, 1, 4, 17, 1000, 288, 65536, 7, 0, 123457];
+  const items = sizes.map((size, i) => ({
+    w: tf.randomNormal([size], 0, 1, "float32", 3 * i + 1),
+    v: tf.randomNormal([size], 0, 1, "float32", 3 * i + 2),
+    g: tf.randomNormal([size], 0, 1, "float32", 3 * i + 3),
+    // Each step of the update on and off: the decay, the loss scale's division, the sens product.
+    u: {
+      momentum: 0.9,
+      weightDecay: i % 2 ? 0 : 1.5e-4,
+      scale: i % 3 ? 1 : 1 / 1024,
+      lr: 0.05,
+      sens: i % 4 ? 1 : 1024,
+    },
+  }));
+  // A batch-norm moving average: the average is both w and v.
+  items.push({
+    w: items[5].w,
+    v: items[5].w,
+    g: items[5].g,
+    u: { momentum: 0.97, weightDecay: 0, scale: 1, lr: 0, sens: 0.03 },
+  });
+  const one = items.map(({ w, v, g, u }) => momentumUpdate(w, v, g, u));
+  batchNormOnDnnl(true);
+  const calls = k.calls;
+  const many = momentumUpdates(items);
+  batchNormOnDnnl(false);
+  assert.equal(k.calls - calls, 1, "one native call for all tensors");
+  items.forEach((_, i) => {
+    for (const j of [0, 1]) {
+      assert.deepEqual(canonicalBits(many[i][j]), canonicalBits(one[i][j]), `tensor ${i} output ${j}`);
+    }
+  });
+  tf.dispose([...one.flat(), ...many.flat(), ...items.slice(0, -1).flatMap(({ w, v, g }) => [w, v, g])]);
+  assert.equal(tf.memory().numTensors, before);
 });
 
 Deno.test("native batch norm keeps a NaN input NaN, as the SIMD kernels do", async () => {

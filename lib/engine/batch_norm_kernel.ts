@@ -267,9 +267,10 @@ const native = () => onDnnl && nativeOn ? nativeKernels() : null;
 
 /**
  * The native kernels (native_kernels.ts) and a way to address the heap at an offset, or null: the SIMD
- * kernels' passes then run on the kernel threads. Both compute the same bits.
+ * kernels' passes then run on the kernel threads. Both compute the same bits. The focal loss and the
+ * optimizer's updates (focal_kernel.ts, momentum_kernel.ts) follow batch norm onto oneDNN's threads.
  */
-function nativeFor(k: SimdKernels): { k: NativeKernels; at: (offset: number) => Deno.PointerValue } | null {
+export function nativeFor(k: SimdKernels): { k: NativeKernels; at: (offset: number) => Deno.PointerValue } | null {
   const nat = native();
   if (!nat) return null;
   const base = nat.address(new Uint8Array(k.heap()));

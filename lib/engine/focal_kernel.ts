@@ -7,7 +7,9 @@
  * simd_kernels.wat), its exp and log Cephes' float32 polynomials. The loop took
  * 19.5 ms of an SSD300-MobileNetV2 step at batch 4 ([4, 1917, 81] logits).
  * The SIMD pass's gradient is within a few float32 ulps of the loop's, and its
- * sum adds float32 terms in float64 per block of 64.
+ * sum adds float32 terms in float64 per block of 64. Where batch norm runs as
+ * native code on oneDNN's threads (batch_norm_kernel.ts), so does this pass
+ * (native_kernels.c), bit for bit.
  *
  * @example
  * ```ts
@@ -28,6 +30,7 @@ import { FOCAL } from "../custom_ops.ts";
 import { focalLossAndGrad } from "../loss.ts";
 import { checkFloat32, ioOf, type WasmLike } from "./kernel_io.ts";
 import { type SimdKernels, simdKernels } from "./simd_kernels.ts";
+import { nativeFor } from "./batch_norm_kernel.ts";
 
 type Info = tf.TensorInfo;
 
@@ -42,10 +45,14 @@ function focalSimd(k: SimdKernels, backend: WasmLike, x: Info, z: Info, alpha: n
   try {
     new Float64Array(k.heap(), acc, 4 * parts.length).fill(0);
     const [xp, zp, gp] = [x, z, gI].map((i) => k.offset(i));
-    k.parallel(
-      "focal",
-      parts.map(([r0, rows], i) => [xp + 16 * r0, zp + 16 * r0, gp + 16 * r0, 4 * rows, alpha, acc + 32 * i]),
-    );
+    const nat = nativeFor(k);
+    if (nat) nat.k.focal(nat.at(xp), nat.at(zp), nat.at(gp), alpha, nat.at(acc), parts);
+    else {
+      k.parallel(
+        "focal",
+        parts.map(([r0, rows], i) => [xp + 16 * r0, zp + 16 * r0, gp + 16 * r0, 4 * rows, alpha, acc + 32 * i]),
+      );
+    }
     for (const v of new Float64Array(k.heap(), acc, 4 * parts.length)) sum += v;
   } finally {
     k.free(acc);

@@ -7,6 +7,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { type BnUpdate, type Graph, type ParamMap, runGraph } from "../graph.ts";
 import { type LossConfig, ssdLoss } from "../loss.ts";
+import { canRunUntaped, graphGradients } from "./graph_backward.ts";
 import { planSegments, segmentedGradients } from "./recompute.ts";
 
 /** Inputs of a gradient pass: part of a batch. */
@@ -68,12 +69,25 @@ export function gradStep(
       dropout: o.dropout,
       syncBn: o.syncBn,
     })
+    : untaped && canRunUntaped({ syncBn: o.syncBn })
+    ? graphGradients(graph, params, trainable, x, loss, { bnUpdates: bn, dropout: o.dropout })
     : tf.variableGrads(
       () => loss(runGraph(graph, params, x, { training: true, bnUpdates: bn, dropout: o.dropout, syncBn: o.syncBn })),
       trainable,
     );
   tf.dispose([x, locT, labels]);
   return { loss: value, loc: parts!.loc, cls: parts!.cls, grads, bn };
+}
+
+let untaped = true;
+
+/**
+ * Whether {@linkcode gradStep} runs the backward pass without tfjs's tape
+ * (lib/engine/graph_backward.ts; the default where it can). Off, it records
+ * the tape, as tests of the two paths' agreement need.
+ */
+export function useUntapedBackward(on: boolean): void {
+  untaped = on;
 }
 
 const plans = new WeakMap<Graph, Map<number, ReturnType<typeof planSegments>>>();

@@ -15,9 +15,10 @@
  *   registry that keeps the shipped kernels as fallbacks and baselines.
  * - Memory and threads: the shared wasm heap (`shared_heap.ts`), the kernel
  *   threads that split SIMD calls (`simd_threads.ts`, `simd_worker.ts`).
- * - One training step: loss and gradients of a batch (`grad_step.ts`), in
- *   recomputed segments (`recompute.ts`), or split over worker replicas
- *   (`replicas.ts`, `grad_worker.ts`).
+ * - One training step: loss and gradients of a batch (`grad_step.ts`), node
+ *   by node without tfjs's tape (`graph_backward.ts`), in recomputed segments
+ *   (`recompute.ts`), or split over worker replicas (`replicas.ts`,
+ *   `grad_worker.ts`).
  * - Across processes and machines: MPI through FFI (`mpi.ts`).
  *
  * The model reaches the engine's own ops by name (`../custom_ops.ts`), so the
@@ -42,7 +43,8 @@ export {
   setBackend,
   WASM_HEAP_LIMIT,
 } from "./backend.ts";
-export { type GradInputs, type GradOutputs, gradStep, trainableParams } from "./grad_step.ts";
+export { type GradInputs, type GradOutputs, gradStep, trainableParams, useUntapedBackward } from "./grad_step.ts";
+export { canRunUntaped, graphGradients } from "./graph_backward.ts";
 export { planSegments, type Segment, segmentedGradients, type SegmentedResult } from "./recompute.ts";
 export {
   type Launch,

@@ -10,6 +10,7 @@
 // Arrays are channels last: rows of c floats.
 #include <stddef.h>
 #include <stdint.h>
+#include <omp.h>
 
 #define BLOCK 16
 
@@ -127,5 +128,146 @@ void ssd_bn_grad_dx(const float *restrict dy, const float *restrict x, float *re
   for (int32_t r = 0; r < rows; r++) {
     size_t at = (size_t)r * c;
     dx_row(dy + at, x + at, dx + at, c, mean, scale, beta, k, a, b, hi, masked);
+  }
+}
+
+// simd_kernels.wat's $exp_neg: exp(y) for y <= 0 (Cephes' expf polynomial; y clamped at -87, NaN kept).
+static inline float exp_neg(float y) {
+  y = y < -87.0f ? -87.0f : y;
+  float k = __builtin_rintf(y * 1.44269504088896341f); // f32x4.nearest: to nearest, ties to even
+  float r = (y - k * 0.693359375f) - k * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = ((p * r) * r + r) + 1.0f;
+  union { int32_t i; float f; } two = {.i = ((int32_t)k + 127) << 23}; // 2^k through the exponent bits
+  return p * two.f;
+}
+
+// simd_kernels.wat's $log_1_2: log(u) for 1 <= u <= 2 (Cephes' logf).
+static inline float log_1_2(float u) {
+  int big = u > 1.41421356237309505f;
+  float e = big ? 1.0f : 0.0f;
+  float f = (big ? u * 0.5f : u) - 1.0f;
+  float z = f * f;
+  float p = 7.0376836292e-2f;
+  p = p * f + -1.1514610310e-1f;
+  p = p * f + 1.1676998740e-1f;
+  p = p * f + -1.2420140846e-1f;
+  p = p * f + 1.4249322787e-1f;
+  p = p * f + -1.6668057665e-1f;
+  p = p * f + 2.0000714765e-1f;
+  p = p * f + -2.4999993993e-1f;
+  p = p * f + 3.3333331174e-1f;
+  p = (p * f) * z;
+  p = p + e * -2.12194440e-4f;
+  p = p - z * 0.5f;
+  return (f + p) + e * 0.693359375f;
+}
+
+// simd_kernels.wat's focal over one part of n floats (a multiple of 4): the gradient into g, the loss's
+// float32 sums per lane (element j of a block in lane j % 4) over blocks of 64 floats into acc[4].
+static void focal_part(const float *restrict x, const float *restrict z, float *restrict g, size_t n, float alpha,
+                       double *restrict acc) {
+  const float nalpha = 1.0f - alpha;
+  float t[64];
+  for (size_t b0 = 0; b0 < n; b0 += 64) {
+    size_t m = n - b0 < 64 ? n - b0 : 64;
+    const float *xb = x + b0, *zb = z + b0;
+    float *gb = g + b0;
+    for (size_t j = 0; j < m; j++) {
+      float xv = xb[j], zv = zb[j];
+      float e = exp_neg(-__builtin_fabsf(xv));
+      float u = 1.0f + e, d = u - 1.0f;
+      float l = d == 0.0f ? e : log_1_2(u) * (e / d);
+      float mx = xv > 0.0f ? xv : (xv != xv ? xv : 0.0f); // f32x4.max(x, 0): NaN stays, -0 gives +0
+      float bce = (mx - xv * zv) + l;
+      int ge = xv >= 0.0f;
+      float a = 1.0f / u, b = e / u;
+      float p = ge ? a : b, pc = ge ? b : a;
+      float zc = 1.0f - zv;
+      float q = zv * pc + zc * p, qc = zv * p + zc * pc;
+      float mq = q * q;
+      t[j] = (mq * (zv * alpha + zc * nalpha)) * bce;
+      gb[j] = ((zv - nalpha) * mq) * (((qc * bce) * -2.0f) - q);
+    }
+    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (size_t j = 0; j < m; j += 4)
+      for (size_t l = 0; l < 4; l++) s[l] += t[j + l];
+    for (size_t l = 0; l < 4; l++) acc[l] += (double)s[l];
+  }
+}
+
+// Sigmoid focal loss (gamma 2) and its gradient over parts of groups of four floats (part i: groups from
+// starts[i], counts[i] of them), one thread per part; part i's lane sums at acc + 4 i (zeroed by the caller).
+void ssd_focal(const float *restrict x, const float *restrict z, float *restrict g, float alpha,
+               double *restrict acc, const int32_t *starts, const int32_t *counts, int32_t parts) {
+#pragma omp parallel for schedule(static, 1) num_threads(parts)
+  for (int32_t i = 0; i < parts; i++) {
+    size_t at = 4 * (size_t)starts[i];
+    focal_part(x + at, z + at, g + at, 4 * (size_t)counts[i], alpha, acc + 4 * (size_t)i);
+  }
+}
+
+// One tensor's update in place: v' over v, w' over w (flag 8: no w, v' alone: a moving average).
+static void update_in_place(float *restrict w, float *restrict v, const float *restrict gr, int64_t from, int64_t to,
+                            float m, float wd, float scale, float lr, float sens, int32_t f) {
+  if (f & 8) {
+    for (int64_t i = from; i < to; i++) {
+      float s = gr[i];
+      if (f & 1) s = s * sens;
+      if (f & 4) s = s * scale;
+      v[i] = v[i] * m + s;
+    }
+    return;
+  }
+  for (int64_t i = from; i < to; i++) {
+    float s = gr[i];
+    if (f & 1) s = s * sens;
+    if (f & 2) s = s + w[i] * wd;
+    if (f & 4) s = s * scale;
+    float nv = v[i] * m + s;
+    v[i] = nv;
+    w[i] = w[i] - nv * lr;
+  }
+}
+
+// Momentum updates of `n` tensors in one call (momentum_kernel.ts). Tensor k: float offsets into `heap` of
+// w, v, g, w', v' at at[5k..5k+4], sizes[k] floats, constants m, wd, scale, lr, sens at c[5k..5k+4] and
+// flags[k] (1: times sens, 2: plus w wd, 4: times scale). Per value, as simd_kernels.wat's momentum:
+// s = g (* sens) (+ w wd) (* scale), v' = v m + s, w' = w - v' lr. The threads split all values evenly.
+// Flag 16: in place, w' and v' over w and v (their own offsets are ignored); with 8 as well, v' alone.
+void ssd_momentum_many(float *heap, int32_t n, const uint32_t *at, const int32_t *sizes, const float *c,
+                       const int32_t *flags) {
+  int64_t total = 0;
+  for (int32_t k = 0; k < n; k++) total += sizes[k];
+#pragma omp parallel
+  {
+    int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    int64_t lo = total * t / threads, hi = total * (t + 1) / threads, start = 0;
+    for (int32_t k = 0; k < n && start < hi; start += sizes[k], k++) {
+      int64_t from = lo > start ? lo - start : 0, to = hi - start < sizes[k] ? hi - start : sizes[k];
+      if (from >= to) continue;
+      const float *w = heap + at[5 * k], *v = heap + at[5 * k + 1], *gr = heap + at[5 * k + 2];
+      float *wo = heap + at[5 * k + 3], *vo = heap + at[5 * k + 4];
+      const float m = c[5 * k], wd = c[5 * k + 1], scale = c[5 * k + 2], lr = c[5 * k + 3], sens = c[5 * k + 4];
+      const int32_t f = flags[k];
+      if (f & 16) { // in place: w' at w, v' at v
+        update_in_place(heap + at[5 * k], heap + at[5 * k + 1], gr, from, to, m, wd, scale, lr, sens, f);
+        continue;
+      }
+      for (int64_t i = from; i < to; i++) {
+        float s = gr[i];
+        if (f & 1) s = s * sens;
+        if (f & 2) s = s + w[i] * wd;
+        if (f & 4) s = s * scale;
+        float nv = v[i] * m + s;
+        vo[i] = nv;
+        wo[i] = w[i] - nv * lr;
+      }
+    }
   }
 }

@@ -1,5 +1,6 @@
 /**
- * The batch-norm passes of native_kernels.c, compiled on first use with the
+ * The batch-norm passes of native_kernels.c (and the focal loss and the
+ * optimizer's updates), compiled on first use with the
  * system's C compiler (`cc`, Debian's `gcc`) and loaded through Deno's FFI,
  * for the onnxruntime backend when oneDNN runs its convolutions.
  *
@@ -88,6 +89,14 @@ const SYMBOLS = {
     ],
     result: "void",
   },
+  ssd_focal: {
+    parameters: ["pointer", "pointer", "pointer", "f32", "pointer", "buffer", "buffer", "i32"],
+    result: "void",
+  },
+  ssd_momentum_many: {
+    parameters: ["pointer", "i32", "buffer", "buffer", "buffer", "buffer"],
+    result: "void",
+  },
 } as const;
 
 type Ptr = Deno.PointerValue;
@@ -122,6 +131,14 @@ export interface NativeKernels {
     c: number,
     v: { mean: Ptr; scale: Ptr; beta: Ptr; k: Ptr; a: Ptr; b: Ptr; hi: number; masked: boolean },
   ): void;
+  /** simd_kernels.wat's `focal` over each part (in groups of four floats); part i's lane sums at acc + 32 i bytes. */
+  focal(x: Ptr, z: Ptr, g: Ptr, alpha: number, acc: Ptr, parts: [number, number][]): void;
+  /**
+   * simd_kernels.wat's `momentum` for many tensors in one call: tensor k's w, v, g, w', v' at float
+   * offsets `at[5k..5k+4]` of `heap`, `sizes[k]` floats, constants m, wd, scale, lr, sens at
+   * `consts[5k..5k+4]`, `flags[k]` as the SIMD kernel's.
+   */
+  momentumMany(heap: Ptr, at: Uint32Array, sizes: Int32Array, consts: Float32Array, flags: Int32Array): void;
 }
 
 let loaded: NativeKernels | null | undefined;
@@ -222,6 +239,15 @@ export function nativeKernels(): NativeKernels | null {
       bnGradDx(dy, x, dx, rows, c, v) {
         this.calls++;
         s.ssd_bn_grad_dx(dy, x, dx, rows, c, v.mean, v.scale, v.beta, v.k, v.a, v.b, v.hi, v.masked ? 1 : 0);
+      },
+      focal(x, z, g, alpha, acc, parts) {
+        this.calls++;
+        setParts(parts);
+        s.ssd_focal(x, z, g, alpha, acc, starts, counts, parts.length);
+      },
+      momentumMany(heap, at, sizes, consts, flags) {
+        this.calls++;
+        s.ssd_momentum_many(heap, sizes.length, at, sizes, consts, flags);
       },
     };
     why = "";
