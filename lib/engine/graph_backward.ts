@@ -15,7 +15,9 @@
  * import { GraphBuilder, initParams, runGraph } from "../graph.ts";
  * import { createRng } from "../rng.ts";
  * import { graphGradients } from "./graph_backward.ts";
+ * import { setBackend } from "./backend.ts";
  *
+ * await setBackend("wasm");
  * const g = new GraphBuilder([4, 4, 1]);
  * const graph = g.build({ out: g.act(g.conv("c", g.input, 2, { bias: true }), "relu") });
  * const params = initParams(graph, createRng(1));

@@ -271,3 +271,32 @@ void ssd_momentum_many(float *heap, int32_t n, const uint32_t *at, const int32_t
     }
   }
 }
+
+// Per-channel sums of x [rows, c] into out[c]: channel j adds its rows in order, from 0, in float32, as
+// tfjs-backend-wasm's Sum does over every axis but the last (it transposes the channels to the front and
+// adds each one's values in a row). The threads split the channels at 64-byte lines, so each line is
+// read by one of them.
+void ssd_channel_sums(const float *restrict x, int32_t rows, int32_t c, float *restrict out) {
+#pragma omp parallel
+  {
+    int32_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    int32_t lines = (c + 15) / 16;
+    int32_t lo = 16 * (lines * t / threads), hi = 16 * (lines * (t + 1) / threads);
+    if (hi > c) hi = c;
+    if (lo < hi) {
+      float s[hi - lo];
+      for (int32_t j = 0; j < hi - lo; j++) s[j] = 0.0f;
+      for (size_t r = 0; r < (size_t)rows; r++) {
+        const float *xr = x + r * c + lo;
+        for (int32_t j = 0; j < hi - lo; j++) s[j] += xr[j];
+      }
+      for (int32_t j = 0; j < hi - lo; j++) out[lo + j] = s[j];
+    }
+  }
+}
+
+// out = a + b over n floats (tfjs's Add of two tensors of one shape: exact, so any order gives its bits).
+void ssd_add(const float *a, const float *b, float *out, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}

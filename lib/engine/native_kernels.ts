@@ -1,6 +1,6 @@
 /**
- * The batch-norm passes of native_kernels.c (and the focal loss and the
- * optimizer's updates), compiled on first use with the
+ * The batch-norm passes of native_kernels.c (and the focal loss, the
+ * optimizer's updates, channel sums and adds), compiled on first use with the
  * system's C compiler (`cc`, Debian's `gcc`) and loaded through Deno's FFI,
  * for the onnxruntime backend when oneDNN runs its convolutions.
  *
@@ -97,6 +97,8 @@ const SYMBOLS = {
     parameters: ["pointer", "i32", "buffer", "buffer", "buffer", "buffer"],
     result: "void",
   },
+  ssd_channel_sums: { parameters: ["pointer", "i32", "i32", "pointer"], result: "void" },
+  ssd_add: { parameters: ["pointer", "pointer", "pointer", "i64"], result: "void" },
 } as const;
 
 type Ptr = Deno.PointerValue;
@@ -139,6 +141,10 @@ export interface NativeKernels {
    * `consts[5k..5k+4]`, `flags[k]` as the SIMD kernel's.
    */
   momentumMany(heap: Ptr, at: Uint32Array, sizes: Int32Array, consts: Float32Array, flags: Int32Array): void;
+  /** Per-channel sums of x [rows, c] into out [c], each channel's rows added in order (tfjs-backend-wasm's Sum). */
+  channelSums(x: Ptr, rows: number, c: number, out: Ptr): void;
+  /** out = a + b over n floats. */
+  add(a: Ptr, b: Ptr, out: Ptr, n: number): void;
 }
 
 let loaded: NativeKernels | null | undefined;
@@ -248,6 +254,14 @@ export function nativeKernels(): NativeKernels | null {
       momentumMany(heap, at, sizes, consts, flags) {
         this.calls++;
         s.ssd_momentum_many(heap, sizes.length, at, sizes, consts, flags);
+      },
+      channelSums(x, rows, c, out) {
+        this.calls++;
+        s.ssd_channel_sums(x, rows, c, out);
+      },
+      add(a, b, out, n) {
+        this.calls++;
+        s.ssd_add(a, b, out, BigInt(n));
       },
     };
     why = "";

@@ -17,6 +17,7 @@ import { registerBatchNormKernels } from "./batch_norm_kernel.ts";
 import { registerSplitKernel } from "./split_kernel.ts";
 import { registerMomentumKernel } from "./momentum_kernel.ts";
 import { registerFocalKernel } from "./focal_kernel.ts";
+import { registerNativeAddSum } from "./native_add_sum.ts";
 
 let gradientsReady = false;
 // Loaded on first use: it loads onnxruntime's native addon.
@@ -73,6 +74,7 @@ export function installTrainingKernels(): void {
   registerSplitKernel();
   registerMomentumKernel();
   registerFocalKernel();
+  registerNativeAddSum();
   registerGradKernels("wasm", "replace");
   registerGradKernels("cpu", "dilated-only");
   gradientsReady = true;
