@@ -214,7 +214,9 @@ function trainRows(o: { quick?: boolean }): BenchRow[] {
   }
   for (const m of models) {
     const name = `${m.config.replace(/^configs\/|\.yaml$/g, "")}, batch ${m.batch}`;
-    const steps = o.quick ? 2 : m.config.includes("vgg") ? 1 : 5;
+    // The median of 9 steps after a warm-up (torchvision's too): this machine's speed drifts within a run, and
+    // our first timed step still pays first touches of the heap's pages (~7.5k page faults on MobileNetV2).
+    const steps = o.quick ? 2 : m.config.includes("vgg") ? 1 : 9;
     // wasm needs the config's recomputed segments where batch 4 passes its heap (VGG16); onnxruntime's
     // kernels keep their workspace outside the heap and run the plain step, as torchvision does.
     const segments = loadSsdConfig(m.config).train.segments;
@@ -233,7 +235,7 @@ function trainRows(o: { quick?: boolean }): BenchRow[] {
       const plainStep = () => withEnv("SSD_ONEDNN", "0", ortStep).seconds;
       const plain: number[] = [];
       // torchvision's step too, right after ours in each round (5 steps; VGG16 3), when the peer runs here.
-      const peer = (): number | null => m.peer ? torchTrainStep(m.peer, m.config.includes("vgg") ? 3 : 5) : null;
+      const peer = (): number | null => m.peer ? torchTrainStep(m.peer, m.config.includes("vgg") ? 3 : steps) : null;
       const peers: (number | null)[] = [];
       for (let r = 0; r < rounds; r++) {
         if (r % 2 === 0) {
@@ -287,10 +289,11 @@ function trainRows(o: { quick?: boolean }): BenchRow[] {
           name: `train step ${name}: onnxruntime kernels vs torchvision`,
           ms: ort.seconds * 1000,
           speedup: mid(r, (x) => x),
-          against: `img/s vs torchvision ${m.peer} ${t.toFixed(2)} s/step at batch 4, timed right after ours in ` +
+          against: `img/s vs torchvision ${m.peer} ${t.toFixed(2)} s/step at batch 4 (the median of ` +
+            `${m.config.includes("vgg") ? 3 : steps} steps after a warm-up), timed right after ours in ` +
             `each of ${rounds} round${rounds > 1 ? "s" : ""}${
               rounds > 1 ? ` (ratios ${Math.min(...r).toFixed(2)}-${Math.max(...r).toFixed(2)})` : ""
-            } (${torch.label})`,
+            } (torch ${torch.versions ?? "?"})`,
         });
       } else if (m.peer) {
         const t = torch[m.peer].train;
@@ -405,7 +408,7 @@ function mobileNetKernelRows(o: { quick?: boolean }): BenchRow[] {
     config: "configs/ssd300_mobilenetv2.yaml",
     backend: "onnxruntime",
     batch: 4,
-    steps: o.quick ? 2 : 5,
+    steps: o.quick ? 2 : 9,
     segments: 1,
     ortOptions,
     tape,

@@ -16,6 +16,8 @@ export interface TorchFigures {
   label: string;
   /** Why the peer was not measured (recorded figures only). */
   reason?: string;
+  /** torch's version, torchvision's and the threads (measured figures only). */
+  versions?: string;
   ssd300_vgg16: { train: number; infer: number };
   ssdlite320: { train: number; infer: number };
 }
@@ -76,9 +78,9 @@ export function torchFigures(o: { quick?: boolean } = {}): TorchFigures {
   if (![vgg.train, vgg.infer, lite.train, lite.infer].every(Number.isFinite)) {
     return (cached = recorded(`${out} lacks a figure`));
   }
-  const label = `measured in this run (torch ${j.torch}, torchvision ${j.torchvision}, ${j.threads} threads, ` +
-    `median of ${o.quick ? 1 : 5} steps)`;
-  return (cached = { source: "measured", label, ssd300_vgg16: vgg, ssdlite320: lite });
+  const versions = `${j.torch}, torchvision ${j.torchvision}, ${j.threads} threads`;
+  const label = `measured in this run (torch ${versions}, median of ${o.quick ? 1 : 5} steps)`;
+  return (cached = { source: "measured", label, versions, ssd300_vgg16: vgg, ssdlite320: lite });
 }
 
 /** torchvision's name of each peer model. */

@@ -389,7 +389,10 @@ export function countParams(graph: Graph): { trainable: number; total: number } 
 export interface BnUpdate {
   name: string;
   mean: tf.Tensor1D;
+  /** The batch's (biased) variance; times `unbias` it is the unbiased estimate the moving average takes. */
   variance: tf.Tensor1D;
+  /** n / (n - 1) for the n values per channel. */
+  unbias: number;
   momentum: number;
 }
 
@@ -420,7 +423,7 @@ export interface RunOptions {
    * Filled in training mode, for the tape-free backward pass (lib/engine/graph_backward.ts): by node
    * id, what a node's gradient needs besides its inputs and output. A batch norm's mean, variance and
    * inverse deviation (on backends with the batch-norm kernels, without `syncBn`), a padded max pool's
-   * padded input, a dropout's mask. The receiver disposes them, except the means that `bnUpdates` holds.
+   * padded input, a dropout's mask. The receiver disposes them, except the statistics `bnUpdates` holds.
    */
   saved?: Map<number, tf.Tensor[]>;
 }
@@ -520,10 +523,10 @@ export function runNodes(
             options.bnUpdates.push({
               name: node.name,
               mean: stats.mean!,
-              variance: tf.keep(tf.tidy(() => tf.mul(stats.variance!, count / Math.max(1, count - 1)) as tf.Tensor1D)),
+              variance: stats.variance!,
+              unbias: count / Math.max(1, count - 1),
               momentum: node.momentum,
             });
-            if (!save) stats.variance!.dispose();
           } else if (!save) tf.dispose([stats.mean!, stats.variance!]);
         } else {
           y = tf.batchNorm(
@@ -765,18 +768,28 @@ export function applyBnUpdates(params: ParamMap, updates: BnUpdate[]): void {
   // The moving average is Momentum's velocity update, v m + g (1 - m) with the batch statistic as g: one kernel
   // where the backend has it (two per layer instead of six ops), rounded as the ops.
   // All layers' averages go in one call.
+  // The variance's unbiasing factor is one more product (each rounds to float32, as tf.mul would).
   const pairs = updates.flatMap((u) => [
-    { avg: params.get(`${u.name}.moving_mean`)!, stat: u.mean, m: u.momentum },
-    { avg: params.get(`${u.name}.moving_variance`)!, stat: u.variance, m: u.momentum },
+    { avg: params.get(`${u.name}.moving_mean`)!, stat: u.mean, m: u.momentum, unbias: 1 },
+    { avg: params.get(`${u.name}.moving_variance`)!, stat: u.variance, m: u.momentum, unbias: u.unbias },
   ]);
   tf.tidy(() => {
     if (hasMomentumKernel()) {
+      // In place: s = stat (* unbias) * (1 - m), avg' = avg m + s.
+      const items = pairs.map(({ avg, stat, m, unbias }) => ({
+        v: avg,
+        g: stat,
+        u: { momentum: m, weightDecay: 0, scale: 1 - m, lr: 0, sens: unbias },
+      }));
+      if (momentumUpdatesInPlace(items)) return;
+    }
+    const unbiased = pairs.map(({ stat, unbias }) => unbias === 1 ? stat : tf.mul(stat, unbias));
+    if (hasMomentumKernel()) {
       const u = (m: number) => ({ momentum: m, weightDecay: 0, scale: 1, lr: 0, sens: 1 - m });
-      if (momentumUpdatesInPlace(pairs.map(({ avg, stat, m }) => ({ v: avg, g: stat, u: u(m) })))) return;
-      const items = pairs.map(({ avg, stat, m }) => ({ w: avg, v: avg, g: stat, u: u(m) }));
+      const items = pairs.map(({ avg, m }, i) => ({ w: avg, v: avg, g: unbiased[i], u: u(m) }));
       momentumUpdates(items).forEach(([, nv], i) => pairs[i].avg.assign(nv));
     } else {
-      for (const { avg, stat, m } of pairs) avg.assign(tf.add(tf.mul(avg, m), tf.mul(stat, 1 - m)));
+      pairs.forEach(({ avg, m }, i) => avg.assign(tf.add(tf.mul(avg, m), tf.mul(unbiased[i], 1 - m))));
     }
   });
   tf.dispose(updates.flatMap((u) => [u.mean, u.variance]));

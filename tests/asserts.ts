@@ -1,6 +1,7 @@
-// Error assertions the tests share. node:assert's `throws` and `rejects` check an error but do not return it,
+// Assertions the tests share. node:assert's `throws` and `rejects` check an error but do not return it,
 // and the tests go on to read its fields (the file, the key, the record it names).
 import assert from "node:assert";
+import type * as tf from "@tensorflow/tfjs-core";
 
 /** Asserts that `fn` throws an instance of `cls` whose message contains every one of `texts`; returns it. */
 export function assertThrowsError<E extends Error>(
@@ -36,4 +37,10 @@ function checked<E extends Error>(e: unknown, cls: new (...args: never[]) => E, 
     if (!e.message.includes(t)) throw new assert.AssertionError({ message: `expected "${t}" in: ${e.message}` });
   }
   return e;
+}
+
+/** A float32 tensor's values as bits, every NaN as one pattern (x86 makes negative NaNs, wasm positive ones). */
+export function canonicalBits(t: tf.Tensor): number[] {
+  const values = Float32Array.from(t.dataSync());
+  return [...new Uint32Array(values.buffer)].map((b, i) => Number.isNaN(values[i]) ? 0x7fc00000 : b);
 }

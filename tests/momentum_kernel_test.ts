@@ -3,7 +3,7 @@ import assert from "node:assert";
 import { setBackend } from "../lib/engine/backend.ts";
 import { hasMomentumKernel, type MomentumUpdate, momentumUpdate } from "../lib/custom_ops.ts";
 import { simdKernels } from "../lib/engine/simd_kernels.ts";
-import { applyBnUpdates, type BnUpdate } from "../lib/graph.ts";
+import { applyBnUpdates, variableOf } from "../lib/graph.ts";
 import { createRng } from "../lib/rng.ts";
 
 /** The update from tfjs ops, in lib/optimizer.ts's order. */
@@ -57,19 +57,23 @@ Deno.test("applyBnUpdates() through the kernel equals the composed moving averag
   const rng = createRng(8);
   const c = 37; // a SIMD tail too
   const vals = [0, 1, 2, 3].map(() => Float32Array.from({ length: c }, () => rng() * 3));
-  for (const backend of ["wasm", "cpu"] as const) {
+  const unbias = 40 / 39; // 40 values per channel
+  // onnxruntime: in place, as native code on oneDNN's threads where it builds.
+  for (const backend of ["wasm", "cpu", "onnxruntime"] as const) {
     await setBackend(backend);
     for (const momentum of [0.9, 0.997, 0]) {
       const params = new Map([
-        ["bn.moving_mean", tf.variable(tf.tensor1d(vals[0]))],
-        ["bn.moving_variance", tf.variable(tf.tensor1d(vals[1]))],
+        ["bn.moving_mean", variableOf(tf.tensor1d(vals[0]), false)],
+        ["bn.moving_variance", variableOf(tf.tensor1d(vals[1]), false)],
       ]);
       const [mean, variance] = [tf.tensor1d(vals[2]), tf.tensor1d(vals[3])];
-      const want = [[vals[0], vals[2]], [vals[1], vals[3]]].map(([a, s]) =>
-        tf.tidy(() => tf.add(tf.mul(tf.tensor1d(a), momentum), tf.mul(tf.tensor1d(s), 1 - momentum))).dataSync()
+      const want = [[vals[0], vals[2], 1], [vals[1], vals[3], unbias]].map(([a, s, k]) =>
+        tf.tidy(() =>
+          tf.add(tf.mul(tf.tensor1d(a as Float32Array), momentum), tf.mul(tf.mul(s as Float32Array, k), 1 - momentum))
+        ).dataSync()
       );
       const before = tf.memory().numTensors;
-      applyBnUpdates(params, [{ name: "bn", mean, variance, momentum } as BnUpdate]);
+      applyBnUpdates(params, [{ name: "bn", mean, variance, unbias, momentum }]);
       assert.strictEqual(tf.memory().numTensors, before - 2, "the statistics are disposed, nothing else is left");
       const got = [params.get("bn.moving_mean")!.dataSync(), params.get("bn.moving_variance")!.dataSync()];
       for (let k = 0; k < 2; k++) {

@@ -10,6 +10,7 @@ import { dnnlAvailable } from "../lib/engine/dnnl.ts";
 import { nativeKernels, nativeKernelsUnavailable } from "../lib/engine/native_kernels.ts";
 import { registerOrtKernels } from "../lib/engine/ort_kernels.ts";
 import { BN_TRAIN, BN_TRAIN_GRAD, focalLossKernel, momentumUpdate, momentumUpdates } from "../lib/custom_ops.ts";
+import { canonicalBits } from "./asserts.ts";
 
 Deno.test("the native kernels build and load here (deno task test installs gcc)", () => {
   assert.ok(dnnlAvailable(), "oneDNN first: it sets the OpenMP environment both share");
@@ -63,12 +64,6 @@ Deno.test("native batch norm computes the SIMD kernels' bits: statistics, output
     }
   }
 });
-
-/** Float32 values as bits, NaN as one pattern (x86 makes negative NaNs, wasm positive ones). */
-function canonicalBits(t: tf.Tensor): number[] {
-  const values = Float32Array.from(t.dataSync());
-  return [...new Uint32Array(values.buffer)].map((b, i) => Number.isNaN(values[i]) ? 0x7fc00000 : b);
-}
 
 Deno.test("the native focal loss computes the SIMD kernel's bits: the sum and every gradient", async () => {
   await setBackend("wasm", { threads: 2 });
@@ -143,44 +138,6 @@ Deno.test("the native optimizer step updates many tensors in one call, with the 
     }
   });
   tf.dispose([...one.flat(), ...many.flat(), ...items.slice(0, -1).flatMap(({ w, v, g }) => [w, v, g])]);
-  assert.equal(tf.memory().numTensors, before);
-});
-
-Deno.test("native Add and channel Sum compute the shipped wasm kernels' bits; other calls go to the shipped ones", async () => {
-  await setBackend("wasm", { threads: 2 });
-  const k = nativeKernels()!;
-  const before = tf.memory().numTensors;
-  // A head's bias gradient (486 channels: the threads split at 16-channel lines, one part left over), a few
-  // channels over many rows, keepDims, an axis given as negatives, and sums the native code leaves alone:
-  // over everything (no axis), over the last axis, and too small to be worth a call.
-  const x = tf.randomNormal([4, 19, 19, 486], 0, 1, "float32", 31), y = tf.randomNormal(x.shape, 0, 1, "float32", 32);
-  const narrow = tf.randomNormal([4, 150, 150, 3], 0, 1, "float32", 33);
-  const cases: [string, () => tf.Tensor, boolean][] = [
-    ["sum over N, H, W", () => tf.sum(x, [0, 1, 2]), true],
-    ["sum of 3 channels", () => tf.sum(narrow, [0, 1, 2]), true],
-    // The shipped kernel adds in the order the axes are given: another order is not ours.
-    ["sum over N, H, W given out of order", () => tf.sum(narrow, [2, 0, 1]), false],
-    ["sum, keepDims", () => tf.sum(x, [0, 1, 2], true), true],
-    ["sum, negative axes", () => tf.sum(tf.reshape(x, [-1, 486]), -2), true],
-    ["sum of everything", () => tf.sum(x), false],
-    ["sum over the last axis", () => tf.sum(x, 3), false],
-    ["small sum", () => tf.sum(tf.ones([3, 5]), 0), false],
-    ["add", () => tf.add(x, y), true],
-    ["broadcast add", () => tf.add(x, tf.ones([486])), false],
-  ];
-  for (const [what, f, native] of cases) {
-    const shipped = tf.tidy(f);
-    batchNormOnDnnl(true);
-    const calls = k.calls;
-    const ours = tf.tidy(f);
-    batchNormOnDnnl(false);
-    assert.equal(k.calls - calls, native ? 1 : 0, `${what}: ${native ? "native" : "shipped"}`);
-    assert.deepEqual(ours.shape, shipped.shape, what);
-    const want = canonicalBits(shipped);
-    assert.equal(canonicalBits(ours).findIndex((b, i) => b !== want[i]), -1, what);
-    tf.dispose([shipped, ours]);
-  }
-  tf.dispose([x, y, narrow]);
   assert.equal(tf.memory().numTensors, before);
 });
 

@@ -115,7 +115,7 @@ export function graphGradients(
     // pass their input on as their output, so count the nodes holding each tensor.
     const holders = new Map<tf.Tensor, number>();
     for (const t of values.values()) holders.set(t, (holders.get(t) ?? 0) + 1);
-    const keep = new Set<tf.Tensor>([x, ...(options.bnUpdates ?? []).map((u) => u.mean)]);
+    const keep = new Set<tf.Tensor>([x, ...(options.bnUpdates ?? []).flatMap((u) => [u.mean, u.variance])]);
     const release = (t: tf.Tensor | undefined) => {
       if (!t) return;
       const n = holders.get(t)! - 1;
