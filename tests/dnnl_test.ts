@@ -11,6 +11,7 @@ import {
   dnnlConv,
   dnnlConvImpl,
   dnnlMatmul,
+  dnnlWeightGradient,
 } from "../lib/engine/dnnl.ts";
 import {
   batchNormBackward,
@@ -216,6 +217,22 @@ Deno.test("oneDNN's matmul (the bench's peak): row-major [M, K] x [K, N]", () =>
   dnnlMatmul(Float32Array.of(1, 2, 3, 4, 5, 6), Float32Array.of(1, 0, 2, 1, 0, 3, 0, 1, 1, 0, 1, 1), c, 2, 3, 4);
   // [[1,2,3],[4,5,6]] x [[1,0,2,1],[0,3,0,1],[1,0,1,1]]
   assert.deepEqual([...c], [4, 6, 5, 6, 10, 15, 14, 15]);
+});
+
+Deno.test("oneDNN's inner-product weight gradient: dw = xT dy, stored [K, N] as a 1x1 conv's filter", () => {
+  // x [3, 2], dy [3, 2]: dw[k][n] = sum over rows of x[r][k] dy[r][n]
+  const dw = new Float32Array(4);
+  dnnlWeightGradient(Float32Array.of(1, 2, 3, 4, 5, 6), Float32Array.of(1, 0, 0, 1, 2, 1), dw, 3, 2, 2);
+  assert.deepEqual([...dw], [1 + 10, 3 + 5, 2 + 12, 4 + 6]);
+  // MobileNetV2's largest 1x1 (4x150x150 rows, 16 -> 96) against the matmul with x transposed.
+  const m = 90000, k = 16, n = 96;
+  const x = Float32Array.from({ length: m * k }, (_, i) => Math.sin(i)),
+    dy = Float32Array.from({ length: m * n }, (_, i) => Math.cos(i));
+  const ip = new Float32Array(k * n), mm = new Float32Array(k * n);
+  dnnlWeightGradient(x, dy, ip, m, k, n);
+  dnnlMatmul(x, dy, mm, k, m, n, { transA: true });
+  const worst = Math.max(...ip.map((v, i) => Math.abs(v - mm[i]) / (Math.abs(mm[i]) + 1)));
+  assert.ok(worst < 1e-4, `inner product vs matmul: ${worst}`);
 });
 
 Deno.test("the onnxruntime backend runs its convs on oneDNN (1x1s as matmuls); depthwise too; biased 1x1s stay; onednn: false turns it off", async () => {
