@@ -10,8 +10,8 @@ import {
   dnnlBatchNormBackward,
   dnnlConv,
   dnnlConvImpl,
+  dnnlInnerProductGradient,
   dnnlMatmul,
-  dnnlWeightGradient,
 } from "../lib/engine/dnnl.ts";
 import {
   batchNormBackward,
@@ -219,20 +219,30 @@ Deno.test("oneDNN's matmul (the bench's peak): row-major [M, K] x [K, N]", () =>
   assert.deepEqual([...c], [4, 6, 5, 6, 10, 15, 14, 15]);
 });
 
-Deno.test("oneDNN's inner-product weight gradient: dw = xT dy, stored [K, N] as a 1x1 conv's filter", () => {
+Deno.test("oneDNN's inner-product gradients: dw = xT dy and dx = dy wT, with the filter stored [K, N]", () => {
   // x [3, 2], dy [3, 2]: dw[k][n] = sum over rows of x[r][k] dy[r][n]
   const dw = new Float32Array(4);
-  dnnlWeightGradient(Float32Array.of(1, 2, 3, 4, 5, 6), Float32Array.of(1, 0, 0, 1, 2, 1), dw, 3, 2, 2);
+  dnnlInnerProductGradient("dw", Float32Array.of(1, 2, 3, 4, 5, 6), Float32Array.of(1, 0, 0, 1, 2, 1), dw, 3, 2, 2);
   assert.deepEqual([...dw], [1 + 10, 3 + 5, 2 + 12, 4 + 6]);
-  // MobileNetV2's largest 1x1 (4x150x150 rows, 16 -> 96) against the matmul with x transposed.
+  // dy [2, 3] (N = 3), w [K = 2, N = 3]: dx[r][k] = sum over n of dy[r][n] w[k][n]
+  const dx = new Float32Array(4);
+  dnnlInnerProductGradient("dx", Float32Array.of(1, 0, 2, 0, 1, 1), Float32Array.of(1, 2, 3, 4, 5, 6), dx, 2, 2, 3);
+  assert.deepEqual([...dx], [1 + 6, 4 + 12, 2 + 3, 5 + 6]);
+  // MobileNetV2's largest 1x1 (4x150x150 rows, 16 -> 96) against the matmuls.
   const m = 90000, k = 16, n = 96;
-  const x = Float32Array.from({ length: m * k }, (_, i) => Math.sin(i)),
-    dy = Float32Array.from({ length: m * n }, (_, i) => Math.cos(i));
-  const ip = new Float32Array(k * n), mm = new Float32Array(k * n);
-  dnnlWeightGradient(x, dy, ip, m, k, n);
-  dnnlMatmul(x, dy, mm, k, m, n, { transA: true });
-  const worst = Math.max(...ip.map((v, i) => Math.abs(v - mm[i]) / (Math.abs(mm[i]) + 1)));
-  assert.ok(worst < 1e-4, `inner product vs matmul: ${worst}`);
+  const x = Float32Array.from({ length: m * k }, (_, i) => Math.sin(i));
+  const dy = Float32Array.from({ length: m * n }, (_, i) => Math.cos(i));
+  const w = Float32Array.from({ length: k * n }, (_, i) => Math.sin(3 * i));
+  const worst = (a: Float32Array, b: Float32Array) =>
+    a.reduce((acc, v, i) => Math.max(acc, Math.abs(v - b[i]) / (Math.abs(b[i]) + 1)), 0);
+  const [ipW, mmW] = [new Float32Array(k * n), new Float32Array(k * n)];
+  dnnlInnerProductGradient("dw", x, dy, ipW, m, k, n);
+  dnnlMatmul(x, dy, mmW, k, m, n, { transA: true });
+  assert.ok(worst(ipW, mmW) < 1e-4, `dw: inner product vs matmul ${worst(ipW, mmW)}`);
+  const [ipX, mmX] = [new Float32Array(m * k), new Float32Array(m * k)];
+  dnnlInnerProductGradient("dx", dy, w, ipX, m, k, n);
+  dnnlMatmul(dy, w, mmX, m, n, k, { transB: true });
+  assert.ok(worst(ipX, mmX) < 1e-5, `dx: inner product vs matmul ${worst(ipX, mmX)}`);
 });
 
 Deno.test("the onnxruntime backend runs its convs on oneDNN (1x1s as matmuls); depthwise too; biased 1x1s stay; onednn: false turns it off", async () => {

@@ -6,7 +6,7 @@
  * lets oneDNN pick its own blocked layout (`any`) and reorders into and out of
  * it, and a pass then runs near the machine's best GEMM rate; a 1x1 conv at
  * stride 1 is a matmul over the NHWC rows, with no reorders, its weight
- * gradient over many rows an inner product's ({@linkcode dnnlPointwise}). `deno task bench --only ort` measures both
+ * gradients over many rows an inner product's ({@linkcode dnnlPointwise}). `deno task bench --only ort` measures both
  * against onnxruntime. Depthwise convs keep NHWC, where oneDNN has kernels of
  * their own, and the batch-norm gradient with its ReLU or ReLU6
  * ({@linkcode dnnlBatchNormBackward}) runs here too (`--only conv` times both).
@@ -81,6 +81,10 @@ const SYMBOLS = {
   dnnl_matmul_desc_init: { parameters: ["buffer", "buffer", "buffer", "pointer", "buffer"], result: "i32" },
   dnnl_inner_product_forward_desc_init: {
     parameters: ["buffer", "i32", "buffer", "buffer", "pointer", "buffer"],
+    result: "i32",
+  },
+  dnnl_inner_product_backward_data_desc_init: {
+    parameters: ["buffer", "buffer", "buffer", "buffer"],
     result: "i32",
   },
   dnnl_inner_product_backward_weights_desc_init: {
@@ -445,50 +449,66 @@ export function dnnlMatmul(
 export function dnnlPointwise(pass: ConvPass, g: ConvGeometry, bufs: ConvBuffers): void {
   const rows = g.x[0] * g.x[1] * g.x[2], ci = g.x[3], co = g.y[3];
   if (pass === "fwd") dnnlMatmul(bufs.x!, bufs.w!, bufs.y!, rows, ci, co);
-  else if (pass === "dx") dnnlMatmul(bufs.dy!, bufs.w!, bufs.dx!, rows, co, ci, { transB: true });
-  else if (rows >= IP_MIN_ROWS) dnnlWeightGradient(bufs.x!, bufs.dy!, bufs.dw!, rows, ci, co);
+  else if (pass === "dx" && rows >= IP_MIN_ROWS) {
+    dnnlInnerProductGradient("dx", bufs.dy!, bufs.w!, bufs.dx!, rows, ci, co);
+  } else if (pass === "dx") dnnlMatmul(bufs.dy!, bufs.w!, bufs.dx!, rows, co, ci, { transB: true });
+  else if (rows >= IP_MIN_ROWS) dnnlInnerProductGradient("dw", bufs.x!, bufs.dy!, bufs.dw!, rows, ci, co);
   else dnnlMatmul(bufs.x!, bufs.dy!, bufs.dw!, ci, rows, co, { transA: true });
 }
 
 /**
- * From this many rows on, a 1x1 conv's weight gradient runs as an inner product's ({@linkcode
- * dnnlWeightGradient}). In the MobileNetV2 step it won on every shape from 1444 rows up (1.1-1.9x) and
- * tied on 400 (a DNNL_VERBOSE profile of one step).
+ * From this many rows on, a 1x1 conv's gradients run as an inner product's ({@linkcode
+ * dnnlInnerProductGradient}). In the MobileNetV2 step the weight gradient won on every shape from 1444
+ * rows up (1.1-1.9x) and tied on 400 (a DNNL_VERBOSE profile of one step).
  */
 const IP_MIN_ROWS = 1024;
 
 /**
- * `dw = xT dy` for row-major `x` [M, K], `dy` [M, N] and `dw` [K, N]: the weight gradient of an inner
- * product (a fully connected layer) over a batch of M rows, oneDNN's GEMM-based kernel. Against the same
- * product as a matmul with `x` transposed, it ran 1.3-2.6x faster alone on SSD300-MobileNetV2's 1x1 convs
- * (M up to 90000 rows of 16-576 channels), 1.1-1.9x within the step. Plans are cached by shape.
+ * A gradient of an inner product (a fully connected layer) over a batch of `m` rows, `k` inputs and `n`
+ * outputs, whose weights are stored [K, N] as a 1x1 conv's filter: `"dw"`: dw = aT b for a = x [M, K],
+ * b = dy [M, N] into out = dw [K, N]; `"dx"`: dx = a wT for a = dy [M, N], b = w [K, N] into out = dx
+ * [M, K]. oneDNN's GEMM-based kernels for these ran faster than the same products as matmuls: the weight
+ * gradient 1.3-2.6x alone on SSD300-MobileNetV2's 1x1 convs (up to 90000 rows of 16-576 channels),
+ * 1.1-1.9x within the step; dx 1.18x over the same shapes alone. Plans are cached by shape.
  */
-export function dnnlWeightGradient(
-  x: Float32Array,
-  dy: Float32Array,
-  dw: Float32Array,
+export function dnnlInnerProductGradient(
+  pass: "dw" | "dx",
+  a: Float32Array,
+  b: Float32Array,
+  out: Float32Array,
   m: number,
   k: number,
   n: number,
-) {
+): void {
   const { lib: l } = lib();
-  const key = `ipdw|${m}|${k}|${n}`;
+  const key = `ip${pass}|${m}|${k}|${n}`;
   let plan = plans.get(key);
   if (!plan) {
-    // The layer's weights are [N, K] (out, in); stored in-major ("io") they are dw [K, N] as it is.
-    const mds = { x: md([m, k], TAG_AB), dw: md([n, k], TAG_BA), dy: md([m, n], TAG_AB) };
+    // The layer's weights are [N, K] (out, in); stored in-major ("io") they are the filter [K, N] as it is.
+    const mds = { x: md([m, k], TAG_AB), w: md([n, k], TAG_BA), y: md([m, n], TAG_AB) };
     const fwd = new Uint8Array(OP_BYTES), back = new Uint8Array(OP_BYTES);
-    check(l.dnnl_inner_product_forward_desc_init(fwd, FORWARD_TRAINING, mds.x, mds.dw, null, mds.dy), "ip_desc_init");
-    check(l.dnnl_inner_product_backward_weights_desc_init(back, mds.x, mds.dw, null, mds.dy), "ip_desc_init");
+    check(l.dnnl_inner_product_forward_desc_init(fwd, FORWARD_TRAINING, mds.x, mds.w, null, mds.y), "ip_desc_init");
+    check(
+      pass === "dw"
+        ? l.dnnl_inner_product_backward_weights_desc_init(back, mds.x, mds.w, null, mds.y)
+        : l.dnnl_inner_product_backward_data_desc_init(back, mds.x, mds.w, mds.y),
+      "ip_desc_init",
+    );
     const pd = primitiveDesc(back, primitiveDesc(fwd, null));
-    const args = {
-      x: argOf(pd, Q_SRC, ARG_SRC, mds.x, false),
-      dy: argOf(pd, Q_DIFF_DST, ARG_DIFF_DST, mds.dy, false),
-      dw: argOf(pd, Q_DIFF_WEIGHTS, ARG_DIFF_WEIGHTS, mds.dw, true),
-    };
+    const args = pass === "dw"
+      ? {
+        a: argOf(pd, Q_SRC, ARG_SRC, mds.x, false),
+        b: argOf(pd, Q_DIFF_DST, ARG_DIFF_DST, mds.y, false),
+        out: argOf(pd, Q_DIFF_WEIGHTS, ARG_DIFF_WEIGHTS, mds.w, true),
+      }
+      : {
+        a: argOf(pd, Q_DIFF_DST, ARG_DIFF_DST, mds.y, false),
+        b: argOf(pd, Q_WEIGHTS, ARG_WEIGHTS, mds.w, false),
+        out: argOf(pd, Q_DIFF_SRC, ARG_DIFF_SRC, mds.x, true),
+      };
     plan = planFrom(key, pd, args);
   }
-  execute(plan, { x, dy, dw }, "inner product weight gradient");
+  execute(plan, { a, b, out }, `inner product ${pass}`);
 }
 
 /**
