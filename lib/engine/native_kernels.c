@@ -212,24 +212,24 @@ void ssd_focal(const float *restrict x, const float *restrict z, float *restrict
   }
 }
 
-// One tensor's update in place: v' over v, w' over w (flag 8: no w, v' alone: a moving average).
+// The step of one value: s = g (* sens) (+ w wd) (* scale), each product as its own float32 operation.
+static inline float step_of(float g, float w, float wd, float scale, float sens, int32_t f) {
+  float s = g;
+  if (f & 1) s = s * sens;
+  if (f & 2) s = s + w * wd;
+  if (f & 4) s = s * scale;
+  return s;
+}
+
+// One tensor's update in place: v' over v, w' over w (flag 8: no w, v' alone: a moving average, no decay).
 static void update_in_place(float *restrict w, float *restrict v, const float *restrict gr, int64_t from, int64_t to,
                             float m, float wd, float scale, float lr, float sens, int32_t f) {
   if (f & 8) {
-    for (int64_t i = from; i < to; i++) {
-      float s = gr[i];
-      if (f & 1) s = s * sens;
-      if (f & 4) s = s * scale;
-      v[i] = v[i] * m + s;
-    }
+    for (int64_t i = from; i < to; i++) v[i] = v[i] * m + step_of(gr[i], 0.0f, 0.0f, scale, sens, f & ~2);
     return;
   }
   for (int64_t i = from; i < to; i++) {
-    float s = gr[i];
-    if (f & 1) s = s * sens;
-    if (f & 2) s = s + w[i] * wd;
-    if (f & 4) s = s * scale;
-    float nv = v[i] * m + s;
+    float nv = v[i] * m + step_of(gr[i], w[i], wd, scale, sens, f);
     v[i] = nv;
     w[i] = w[i] - nv * lr;
   }
@@ -260,11 +260,7 @@ void ssd_momentum_many(float *heap, int32_t n, const uint32_t *at, const int32_t
         continue;
       }
       for (int64_t i = from; i < to; i++) {
-        float s = gr[i];
-        if (f & 1) s = s * sens;
-        if (f & 2) s = s + w[i] * wd;
-        if (f & 4) s = s * scale;
-        float nv = v[i] * m + s;
+        float nv = v[i] * m + step_of(gr[i], w[i], wd, scale, sens, f);
         vo[i] = nv;
         wo[i] = w[i] - nv * lr;
       }
