@@ -4,7 +4,9 @@
  * g, the new w and v, with the float32 roundings of the same update composed
  * from ops (lib/optimizer.ts). Composed, each parameter takes six ops; the
  * demo's 80 parameters took 4.5 ms a step that way. On `wasm` it is one SIMD
- * pass (`momentum` in simd_kernels.wat), on `cpu` a loop.
+ * pass (`momentum` in simd_kernels.wat), on `cpu` a loop. `SsdMomentumMany`
+ * updates every parameter in one call, and `SsdMomentumInPlace` writes over
+ * the old values, both as native code where batch norm runs natively.
  *
  * @example
  * ```ts
