@@ -95,7 +95,11 @@ export function momentumUpdates(
 ): [tf.Tensor, tf.Tensor][] {
   if (!tf.getKernel(MOMENTUM_MANY, tf.getBackend())) return items.map(({ w, v, g, u }) => momentumUpdate(w, v, g, u));
   const inputs: Record<string, tf.Tensor> = {};
-  items.forEach(({ w, v, g }, i) => Object.assign(inputs, { [`w${i}`]: w, [`v${i}`]: v, [`g${i}`]: g }));
+  items.forEach(({ w, v, g }, i) => {
+    inputs[`w${i}`] = w;
+    inputs[`v${i}`] = v;
+    inputs[`g${i}`] = g;
+  });
   const attrs = { updates: items.map(({ u }) => ({ ...u })) } as unknown as tf.NamedAttrMap;
   const outs = tf.engine().runKernel(MOMENTUM_MANY, inputs, attrs) as unknown as tf.Tensor[];
   return items.map((_, i) => [outs[2 * i], outs[2 * i + 1]]);
@@ -116,7 +120,11 @@ export function momentumUpdatesInPlace(
 ): boolean {
   if (!tf.getKernel(MOMENTUM_IN_PLACE, tf.getBackend())) return false;
   const inputs: Record<string, tf.Tensor> = {};
-  items.forEach(({ w, v, g }, i) => Object.assign(inputs, { [`v${i}`]: v, [`g${i}`]: g }, w ? { [`w${i}`]: w } : {}));
+  items.forEach(({ w, v, g }, i) => {
+    inputs[`v${i}`] = v;
+    inputs[`g${i}`] = g;
+    if (w) inputs[`w${i}`] = w;
+  });
   const attrs = { updates: items.map(({ u }) => ({ ...u })) } as unknown as tf.NamedAttrMap;
   const done = tf.engine().runKernel(MOMENTUM_IN_PLACE, inputs, attrs) as tf.Tensor;
   const ok = done.dataSync()[0] === 1;
