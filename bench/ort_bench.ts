@@ -22,7 +22,8 @@ import {
   unregisterOrtKernels,
 } from "../lib/engine/ort_kernels.ts";
 import { loadSsdConfig } from "../lib/ssd_config.ts";
-import { DNNL_INSTALL_HINT, dnnlAvailable } from "../lib/engine/dnnl.ts";
+import { DNNL_INSTALL_HINT, dnnlAvailable, winogradFits } from "../lib/engine/dnnl.ts";
+import type { ConvGeometry } from "../lib/engine/ort_graphs.ts";
 import { type ConvShape, flops, label } from "./conv_bench.ts";
 import { torchFigures, torchTrainStep } from "./peers.ts";
 import { jsonFromChild, type StepJob, type StepTiming, timeTrainStep } from "./step_timer.ts";
@@ -139,23 +140,55 @@ async function convRows(
   });
   registerOrtKernels({ copy: false, filterGrad: "shifted" });
   if (dnnlAvailable()) {
-    registerOrtKernels({ onednn: true });
-    const dnnl: Record<Pass, number> = { fwd: 0, dx: 0, dw: 0 };
-    for (const p of ["fwd", "dx", "dw"] as const) dnnl[p] = await passMs(s, p, reps);
+    // oneDNN's direct algorithm, whose FLOPs are the conv's: its figures against the peak are real rates.
+    const dnnlPasses = async (winograd: boolean) => {
+      registerOrtKernels({ onednn: true, winograd });
+      const t: Record<Pass, number> = { fwd: 0, dx: 0, dw: 0 };
+      for (const p of ["fwd", "dx", "dw"] as const) t[p] = await passMs(s, p, reps);
+      return t;
+    };
+    const dnnl = await dnnlPasses(false);
     const total = dnnl.fwd + dnnl.dx + dnnl.dw;
     rows.push({
       section: "ort",
-      name: `fwd + dX + dW ${label(s)}: oneDNN vs onnxruntime`,
+      name: `fwd + dX + dW ${label(s)}: oneDNN (direct) vs onnxruntime`,
       ms: total,
       speedup: ortTotal / total,
       against: "vs onnxruntime's own convs",
       note: `${gf(3 * f, total)} (fwd ${gf(f, dnnl.fwd)}, dX ${gf(f, dnnl.dx)}, dW ${gf(f, dnnl.dw)})`,
     });
+    if (winogradFits(geometryOfShape(s))) {
+      // Winograd does a fraction of the multiplies: its rate over the direct FLOPs may pass the peak.
+      const wino = await dnnlPasses(true);
+      const t = wino.fwd + wino.dx + wino.dw;
+      rows.push({
+        section: "ort",
+        name: `fwd + dX + dW ${label(s)}: oneDNN's Winograd vs its direct convs`,
+        ms: t,
+        speedup: total / t,
+        against: `vs direct ${total.toFixed(1)} ms`,
+        note: `effective ${(3 * f / t / 1e6).toFixed(0)} GFLOP/s over the direct algorithm's FLOPs (fwd ` +
+          `${wino.fwd.toFixed(1)}, dX ${wino.dx.toFixed(1)}, dW ${wino.dw.toFixed(1)} ms)`,
+      });
+    }
   } else {
     rows.push({ section: "ort", name: `fwd + dX + dW ${label(s)}: oneDNN`, ms: null, note: DNNL_INSTALL_HINT });
   }
-  registerOrtKernels({ onednn: true });
+  registerOrtKernels({ onednn: true, winograd: true });
   return rows;
+}
+
+/** The geometry of a 3x3 "same" conv at stride 1 of shape `s`, as the kernels hand it to oneDNN. */
+function geometryOfShape(s: ConvShape): ConvGeometry {
+  return {
+    x: [s.n, s.hw, s.hw, s.ci],
+    w: [3, 3, s.ci, s.co],
+    y: [s.n, s.hw, s.hw, s.co],
+    strides: [1, 1],
+    dilations: [1, 1],
+    pads: [1, 1, 1, 1],
+    depthwise: false,
+  };
 }
 
 /** A step timing with the share of it inside onnxruntime and its runs per step. */
@@ -163,7 +196,7 @@ type OrtStepTiming = StepTiming & { ortShare: number; runs: number };
 
 /** A step job with kernel options set before the step is built (they persist through `setBackend`). */
 type OrtJob = StepJob & {
-  ortOptions?: Pick<OrtKernelOptions, "onednnDepthwise" | "onednnBatchNorm" | "nativeBatchNorm">;
+  ortOptions?: Pick<OrtKernelOptions, "onednnDepthwise" | "onednnBatchNorm" | "nativeBatchNorm" | "winograd">;
   /** The backward pass on tfjs's tape instead of lib/engine/graph_backward.ts. */
   tape?: boolean;
 };
@@ -404,27 +437,56 @@ export async function trajectoryRows(): Promise<BenchRow[]> {
  * within one process hid the difference: every variant ran at the slow speed there.)
  */
 function mobileNetKernelRows(o: { quick?: boolean }): BenchRow[] {
+  return variantRows(
+    "configs/ssd300_mobilenetv2.yaml",
+    "train step ssd300_mobilenetv2, batch 4: oneDNN's depthwise convs, batch norm native on its threads",
+    [
+      { what: "the backward pass on tfjs's tape", options: {}, tape: true },
+      { what: "depthwise convs on the SIMD kernels and XNNPACK", options: { onednnDepthwise: false } },
+      { what: "batch norm on the SIMD kernels", options: { onednnBatchNorm: false } },
+      {
+        what: "no native code (the batch-norm gradient on oneDNN, its forward on the SIMD kernels)",
+        options: { nativeBatchNorm: false },
+      },
+    ],
+    { steps: o.quick ? 2 : 9, rounds: o.quick ? 1 : 3 },
+  );
+}
+
+/**
+ * SSD300-VGG16's step at batch 4 with oneDNN's Winograd convs against its direct ones (dnnl.ts's
+ * `winogradFits`), in fresh processes over interleaved rounds.
+ */
+function vggWinogradRows(o: { quick?: boolean }): BenchRow[] {
+  return variantRows(
+    "configs/ssd300_vgg16.yaml",
+    "train step ssd300_vgg16, batch 4: oneDNN's Winograd convs",
+    [{ what: "its direct convs (SSD_WINOGRAD=0)", options: { winograd: false } }],
+    { steps: o.quick ? 1 : 3, rounds: o.quick ? 1 : 3 },
+  );
+}
+
+/**
+ * One row per variant: the config's onnxruntime step at batch 4 with the default options against the step with
+ * the variant's, each in a fresh process, in interleaved rounds (order alternating).
+ */
+function variantRows(
+  config: string,
+  name: string,
+  others: { what: string; options: OrtJob["ortOptions"]; tape?: boolean }[],
+  o: { steps: number; rounds: number },
+): BenchRow[] {
   const job = (ortOptions: OrtJob["ortOptions"], tape?: boolean): OrtJob => ({
-    config: "configs/ssd300_mobilenetv2.yaml",
+    config,
     backend: "onnxruntime",
     batch: 4,
-    steps: o.quick ? 2 : 9,
+    steps: o.steps,
     segments: 1,
     ortOptions,
     tape,
   });
-  const variants: { what: string; options: OrtJob["ortOptions"]; tape?: boolean }[] = [
-    { what: "", options: {} },
-    { what: "the backward pass on tfjs's tape", options: {}, tape: true },
-    { what: "depthwise convs on the SIMD kernels and XNNPACK", options: { onednnDepthwise: false } },
-    { what: "batch norm on the SIMD kernels", options: { onednnBatchNorm: false } },
-    {
-      what: "no native code (the batch-norm gradient on oneDNN, its forward on the SIMD kernels)",
-      options: { nativeBatchNorm: false },
-    },
-  ];
-  const rounds = o.quick ? 1 : 3;
-  const name = "train step ssd300_mobilenetv2, batch 4: oneDNN's depthwise convs, batch norm native on its threads";
+  const variants: typeof others = [{ what: "", options: {} }, ...others];
+  const rounds = o.rounds;
   const times: number[][] = variants.map(() => []);
   try {
     for (let r = 0; r < rounds; r++) {
@@ -461,7 +523,7 @@ export async function benchOrt(o: { quick?: boolean } = {}): Promise<BenchRow[]>
     if (!o.quick) shapes.push({ n: 4, hw: 38, ci: 512, co: 512 }, { n: 4, hw: 150, ci: 128, co: 128 });
     for (const s of shapes) rows.push(...await convRows(s, reps, ["conv", "im2col", "taps", "shifted"], peak));
     rows.push(...trainRows(o));
-    if (dnnlAvailable()) rows.push(...mobileNetKernelRows(o));
+    if (dnnlAvailable()) rows.push(...mobileNetKernelRows(o), ...vggWinogradRows(o));
     rows.push(...await trajectoryRows());
   } finally {
     if (!wasActive) unregisterOrtKernels();

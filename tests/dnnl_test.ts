@@ -12,6 +12,8 @@ import {
   dnnlConvImpl,
   dnnlInnerProductGradient,
   dnnlMatmul,
+  dnnlWinograd,
+  winogradFits,
 } from "../lib/engine/dnnl.ts";
 import {
   batchNormBackward,
@@ -111,6 +113,77 @@ Deno.test("oneDNN convs match the cpu backend: forward (with and without bias), 
     depthwise: false,
   }, { x: xs, w: Float32Array.of(10, 100), y: ys });
   assert.deepEqual([...ys], [210, 430]);
+  await setBackend("wasm");
+});
+
+// Winograd: dense 3x3 convs at stride 1 with 64+ channels over 19x19+ maps (VGG16's), channel counts that are
+// and are not multiples of 16.
+const WINOGRAD = [[1, 19, 64, 64], [1, 20, 72, 80]] as const;
+
+Deno.test("oneDNN's Winograd convs (the 3x3s that fit) match the cpu backend: forward with bias, dX, dW; off, they run direct", async () => {
+  await setBackend("cpu");
+  for (const [n, h, ci, co] of WINOGRAD) {
+    const x = tf.randomNormal([n, h, h, ci], 0, 1, "float32", 1) as tf.Tensor4D;
+    const w = tf.randomNormal([3, 3, ci, co], 0, 0.1, "float32", 2) as tf.Tensor4D;
+    const bias = tf.randomNormal([co], 0, 1, "float32", 4) as tf.Tensor1D;
+    const conv = (a: tf.Tensor, b: tf.Tensor) => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, "same");
+    const y = conv(x, w);
+    const dy = tf.randomNormal(y.shape, 0, 1, "float32", 3);
+    const [dx, dw] = tf.grads(conv)([x, w], dy);
+    const yb = tf.add(y, bias);
+    const g = geometryOf(x, w, y, 1, 1, "same", false);
+    assert.ok(winogradFits(g));
+    const [X, W, B, DY] = await Promise.all([x.data(), w.data(), bias.data(), dy.data()]) as Float32Array[];
+    const want: Record<string, Float32Array> = {
+      yb: await yb.data() as Float32Array,
+      dx: await dx.data() as Float32Array,
+      dw: await dw.data() as Float32Array,
+    };
+    for (const on of [true, false]) {
+      dnnlWinograd(on);
+      const got = {
+        yb: new Float32Array(y.size).fill(NaN),
+        dx: new Float32Array(x.size).fill(NaN),
+        dw: new Float32Array(w.size).fill(NaN),
+      };
+      dnnlConv("fwd", g, { x: X, w: W, b: B, y: got.yb });
+      dnnlConv("dx", g, { dy: DY, w: W, dx: got.dx });
+      dnnlConv("dw", g, { x: X, dy: DY, dw: got.dw });
+      const impls = (["fwd", "dx", "dw"] as const).map((p) => dnnlConvImpl(p, g, p === "fwd"));
+      // Winograd where this CPU has its kernels (oneDNN 2.6: AVX-512); direct without it, and always when off.
+      const wino = impls.map((i) => i.includes("wino"));
+      if (!on) assert.deepEqual(wino, [false, false, false], `off: ${impls}`);
+      // Winograd rounds ~2-3.5x more than the direct kernels (dnnl.ts; 8e-7 against 4e-7 here): bound 3e-6, 1e-6.
+      for (const [i, key] of (["yb", "dx", "dw"] as const).entries()) {
+        const e = relL2(want[key], got[key]);
+        assert.ok(e < (wino[i] ? 3e-6 : 1e-6), `${n}x${h}x${h} ${ci}->${co} ${key} (${impls[i]}): ${e}`);
+      }
+    }
+    dnnlWinograd(true);
+    tf.dispose([x, w, bias, y, dy, dx, dw, yb]);
+  }
+  // Strided, dilated, 1x1, depthwise, few channels or a small map: direct.
+  const base = {
+    x: [4, 38, 38, 256],
+    w: [3, 3, 256, 256],
+    y: [4, 38, 38, 256],
+    strides: [1, 1],
+    dilations: [1, 1],
+    pads: [1, 1, 1, 1],
+    depthwise: false,
+  } as ConvGeometry;
+  assert.ok(winogradFits(base));
+  for (
+    const g of [
+      { ...base, strides: [2, 2] },
+      { ...base, dilations: [6, 6] },
+      { ...base, w: [1, 1, 256, 256] },
+      { ...base, w: [3, 3, 256, 1], depthwise: true },
+      { ...base, x: [4, 38, 38, 32] },
+      { ...base, y: [4, 38, 38, 16] },
+      { ...base, x: [4, 10, 10, 256], y: [4, 10, 10, 256] },
+    ] as ConvGeometry[]
+  ) assert.ok(!winogradFits(g), JSON.stringify(g));
   await setBackend("wasm");
 });
 

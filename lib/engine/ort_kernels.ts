@@ -48,7 +48,7 @@ import { binding, initOrt } from "onnxruntime-node/dist/binding.js";
 import { Tensor as OrtTensor } from "onnxruntime-node";
 import { installTrainingKernels, noteOrtKernels } from "./training_kernels.ts";
 import { POINTWISE_MAX_K } from "./pointwise_conv.ts";
-import { type ConvPass, dnnlAvailable, dnnlConv, dnnlConvFast, dnnlPointwise } from "./dnnl.ts";
+import { type ConvPass, dnnlAvailable, dnnlConv, dnnlConvFast, dnnlPointwise, dnnlWinograd } from "./dnnl.ts";
 import { batchNormOnDnnl } from "./batch_norm_kernel.ts";
 import {
   batchMatMulGraph,
@@ -120,6 +120,11 @@ export interface OrtKernelOptions {
   onednnBatchNorm?: boolean;
   /** With `onednnBatchNorm`, use the native code where it builds (default true; false: oneDNN's gradient). */
   nativeBatchNorm?: boolean;
+  /**
+   * With `onednn`, run the convs that fit as Winograd convolutions (dnnl.ts's `winogradFits`: dense 3x3
+   * convs at stride 1 of 64+ channels over maps of 19x19+; default true, `SSD_WINOGRAD=0` makes it false).
+   */
+  winograd?: boolean;
   /** tfjs backend whose kernels are replaced (default "wasm"; must keep data in a wasm heap). */
   backendName?: string;
 }
@@ -207,6 +212,7 @@ let opts: Required<Omit<OrtKernelOptions, "backendName">> = {
   onednnDepthwise: true,
   onednnBatchNorm: true,
   nativeBatchNorm: true,
+  winograd: Deno.env.get("SSD_WINOGRAD") !== "0",
 };
 
 interface NativeSession {
@@ -755,6 +761,7 @@ export function registerOrtKernels(options: OrtKernelOptions = {}): void {
     onednnDepthwise: options.onednnDepthwise ?? opts.onednnDepthwise,
     onednnBatchNorm: options.onednnBatchNorm ?? opts.onednnBatchNorm,
     nativeBatchNorm: options.nativeBatchNorm ?? opts.nativeBatchNorm,
+    winograd: options.winograd ?? opts.winograd,
   };
   // Timings taken under other options no longer hold.
   if (JSON.stringify(opts) !== before) choices.clear();
@@ -766,6 +773,7 @@ export function registerOrtKernels(options: OrtKernelOptions = {}): void {
   // would take our kernels for the shipped ones.
   installTrainingKernels();
   batchNormOnDnnl(opts.onednnBatchNorm && ortConvsOnDnnl(), { native: opts.nativeBatchNorm });
+  dnnlWinograd(opts.winograd);
   const intact = () => names.every((n) => tf.getKernel(n, backendName)?.kernelFunc === ourFuncs.get(n));
   if (registeredOn && registeredOn.backendName === backendName && registeredOn.names.join() === names.join()) {
     if (intact()) return;
