@@ -38,7 +38,16 @@ Deno.test("native batch norm computes the SIMD kernels' bits: statistics, output
   const names = ["y", "mean", "variance", "invstd", "dx", "dgamma", "dbeta"];
   // MobileNetV2's largest, a channel count that leaves a group of 4, rows not a multiple of 16, one row, and a
   // large mean against the spread (the shifted sums' case).
-  const shapes = [[4, 150, 150, 96], [2, 7, 5, 12], [3, 17, 1, 8], [1, 1, 1, 4], [4, 19, 19, 576], [5, 36]];
+  // MobileNetV2's 24 channels: one chunk of 16 channels and 8 more (native_kernels.c sums by chunks of 16).
+  const shapes = [
+    [4, 150, 150, 96],
+    [2, 7, 5, 12],
+    [3, 17, 1, 8],
+    [1, 1, 1, 4],
+    [4, 19, 19, 576],
+    [5, 36],
+    [4, 75, 75, 24],
+  ];
   let seed = 1;
   for (const activation of ["linear", "relu", "relu6"]) {
     for (const shape of shapes) {
@@ -63,6 +72,34 @@ Deno.test("native batch norm computes the SIMD kernels' bits: statistics, output
       assert.equal(tf.memory().numTensors, before);
     }
   }
+});
+
+Deno.test({
+  name: "without AVX-512 the kernels' portable C computes the same bits (a child built with -mno-avx512f)",
+  // The child runs the test above; it must not run this one again.
+  ignore: Deno.env.get("SSD_NATIVE_PORTABLE_CHILD") === "1",
+  fn() {
+    const dir = Deno.makeTempDirSync();
+    const cc = `${dir}/cc`;
+    Deno.writeTextFileSync(cc, `#!/bin/sh\nexec cc "$@" -mno-avx512f\n`);
+    Deno.chmodSync(cc, 0o755);
+    const test = new URL(import.meta.url).pathname;
+    const r = spawnSync(Deno.execPath(), [
+      "test",
+      "-A",
+      "--filter",
+      "computes the SIMD kernels' bits: statistics",
+      test,
+    ], {
+      encoding: "utf8",
+      env: { ...Deno.env.toObject(), CC: cc, SSD_NATIVE_CACHE: dir, SSD_NATIVE_PORTABLE_CHILD: "1", NO_COLOR: "1" },
+    });
+    const built = [...Deno.readDirSync(dir)].some((e) => e.name.endsWith(".so"));
+    Deno.removeSync(dir, { recursive: true });
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.ok(built, "the child built its own library");
+    assert.match(r.stdout, /1 passed/);
+  },
 });
 
 Deno.test("the native focal loss computes the SIMD kernel's bits: the sum and every gradient", async () => {

@@ -13,27 +13,121 @@
 #include <omp.h>
 
 #define BLOCK 16
+// The passes ask for the rows this far ahead of the one they read (prefetch_rows).
+#define PREFETCH_ROWS 32
 
 // Where channel j's first sum goes in a part's float64 totals.
 static inline size_t sum_at(size_t j) { return (j >> 2) * 8 + (j & 3); }
 
-// Adds one block's float32 sums into the part's float64 totals.
+// Adds one block's float32 sums into the part's float64 totals (four channels' sums, then their second sums).
 static void flush(const float *restrict s, const float *restrict q, double *restrict acc, size_t c) {
-  for (size_t j = 0; j < c; j++) {
+  size_t whole = c - c % 4;
+  for (size_t j = 0; j < whole; j += 4) {
+    double *a = acc + 2 * j;
+    for (size_t i = 0; i < 4; i++) a[i] += (double)s[j + i];
+    for (size_t i = 0; i < 4; i++) a[4 + i] += (double)q[j + i];
+  }
+  for (size_t j = whole; j < c; j++) {
     acc[sum_at(j)] += (double)s[j];
     acc[sum_at(j) + 4] += (double)q[j];
   }
 }
 
+// The sums run over chunks of 16 channels, a block of rows at a time, with the sums in registers; each channel
+// still adds its rows in row order, so the bits do not change. Over every channel of a row at once the sums
+// lived in memory (the statistics of MobileNetV2's 90000 x 96 rows: 1.19 -> 0.96 ms).
+#define CHUNK 16
+
+// Asks for `floats` floats from p on into the cache. Without it the passes waited on memory: on one thread a
+// float at 96 channels took 2.6x as long as at 32, and with the rows PREFETCH_ROWS ahead asked for, the
+// gradient's sums over MobileNetV2's 90000 x 96 rows ran 2.85 -> 1.51 ms and its statistics 0.91 -> 0.48 ms
+// (two threads, a development run).
+static inline void prefetch_rows(const float *p, size_t floats) {
+  const char *b = (const char *)p;
+  for (size_t i = 0; i < floats * 4; i += 64) __builtin_prefetch(b + i, 0, 3);
+}
+
+// One element of the gradient's sums: g is dy where the recomputed pre-activation lies in (0, hi) (masked),
+// else dy; adds g and g * (x - mean).
+static inline void grad_sum_one(float dy, float x, float mean, float scale, float beta, float hi, int masked,
+                                float *s, float *q) {
+  float xc = x - mean;
+  float v = beta + scale * xc;
+  float g = (!masked || (v > 0.0f && v < hi)) ? dy : 0.0f;
+  *s += g;
+  *q += g * xc;
+}
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+
+// 16 channels of `n` rows (row stride c): s = sum of (x - shift), q = sum of its square, in row order.
+static inline void moments_chunk(const float *x, size_t n, size_t c, const float *shift, float *s, float *q) {
+  __m512 sh = _mm512_loadu_ps(shift), sv = _mm512_setzero_ps(), qv = _mm512_setzero_ps();
+  for (size_t r = 0; r < n; r++) {
+    __m512 v = _mm512_sub_ps(_mm512_loadu_ps(x + r * c), sh);
+    sv = _mm512_add_ps(sv, v);
+    qv = _mm512_add_ps(qv, _mm512_mul_ps(v, v));
+  }
+  _mm512_storeu_ps(s, sv);
+  _mm512_storeu_ps(q, qv);
+}
+
+// 16 channels of the gradient's two sums over `n` rows, as grad_sum_one in row order.
+static inline void grad_sums_chunk(const float *dy, const float *x, size_t n, size_t c, const float *mean,
+                                   const float *scale, const float *beta, float hi, int masked, float *s, float *q) {
+  __m512 m = _mm512_loadu_ps(mean), k = _mm512_loadu_ps(scale), b = _mm512_loadu_ps(beta);
+  __m512 zero = _mm512_setzero_ps(), top = _mm512_set1_ps(hi), sv = zero, qv = zero;
+  for (size_t r = 0; r < n; r++) {
+    __m512 xc = _mm512_sub_ps(_mm512_loadu_ps(x + r * c), m), g = _mm512_loadu_ps(dy + r * c);
+    if (masked) {
+      __m512 v = _mm512_add_ps(b, _mm512_mul_ps(k, xc));
+      __mmask16 in = _mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ) & _mm512_cmp_ps_mask(v, top, _CMP_LT_OQ);
+      g = _mm512_maskz_mov_ps(in, g);
+    }
+    sv = _mm512_add_ps(sv, g);
+    qv = _mm512_add_ps(qv, _mm512_mul_ps(g, xc));
+  }
+  _mm512_storeu_ps(s, sv);
+  _mm512_storeu_ps(q, qv);
+}
+#else
+static inline void moments_chunk(const float *x, size_t n, size_t c, const float *shift, float *s, float *q) {
+  float sv[CHUNK] = {0}, qv[CHUNK] = {0};
+  for (size_t r = 0; r < n; r++) {
+    for (size_t j = 0; j < CHUNK; j++) {
+      float v = x[r * c + j] - shift[j];
+      sv[j] += v;
+      qv[j] += v * v;
+    }
+  }
+  for (size_t j = 0; j < CHUNK; j++) s[j] = sv[j], q[j] = qv[j];
+}
+
+static inline void grad_sums_chunk(const float *dy, const float *x, size_t n, size_t c, const float *mean,
+                                   const float *scale, const float *beta, float hi, int masked, float *s, float *q) {
+  float sv[CHUNK] = {0}, qv[CHUNK] = {0};
+  for (size_t r = 0; r < n; r++) {
+    for (size_t j = 0; j < CHUNK; j++) {
+      grad_sum_one(dy[r * c + j], x[r * c + j], mean[j], scale[j], beta[j], hi, masked, &sv[j], &qv[j]);
+    }
+  }
+  for (size_t j = 0; j < CHUNK; j++) s[j] = sv[j], q[j] = qv[j];
+}
+#endif
+
 // Batch-norm statistics of one part of `rows` rows: sums of (x - shift) and of its square (moments).
 static void moments_part(const float *restrict x, size_t rows, size_t c, const float *restrict shift,
                          double *restrict acc, float *restrict s, float *restrict q) {
+  size_t whole = c - c % CHUNK;
   for (size_t r0 = 0; r0 < rows; r0 += BLOCK) {
     size_t n = rows - r0 < BLOCK ? rows - r0 : BLOCK;
-    for (size_t j = 0; j < c; j++) s[j] = q[j] = 0.0f;
+    if (r0 + PREFETCH_ROWS + BLOCK <= rows) prefetch_rows(x + (r0 + PREFETCH_ROWS) * c, BLOCK * c);
+    for (size_t j0 = 0; j0 < whole; j0 += CHUNK) moments_chunk(x + r0 * c + j0, n, c, shift + j0, s + j0, q + j0);
+    for (size_t j = whole; j < c; j++) s[j] = q[j] = 0.0f;
     for (size_t r = r0; r < r0 + n; r++) {
       const float *xr = x + r * c;
-      for (size_t j = 0; j < c; j++) {
+      for (size_t j = whole; j < c; j++) {
         float v = xr[j] - shift[j];
         s[j] += v;
         q[j] += v * v;
@@ -43,23 +137,26 @@ static void moments_part(const float *restrict x, size_t rows, size_t c, const f
   }
 }
 
-// The two sums of the batch-norm gradient over one part (bn_grad_sums): of g and of g * (x - mean), where g
-// is dy where the recomputed pre-activation lies in (0, hi) (masked), else dy.
+// The two sums of the batch-norm gradient over one part (bn_grad_sums): of g and of g * (x - mean), by chunks
+// of channels as moments_part.
 static void grad_sums_part(const float *restrict dy, const float *restrict x, size_t rows, size_t c,
                            const float *restrict mean, const float *restrict scale, const float *restrict beta,
                            float hi, int masked, double *restrict acc, float *restrict s, float *restrict q) {
+  size_t whole = c - c % CHUNK;
   for (size_t r0 = 0; r0 < rows; r0 += BLOCK) {
     size_t n = rows - r0 < BLOCK ? rows - r0 : BLOCK;
-    for (size_t j = 0; j < c; j++) s[j] = q[j] = 0.0f;
+    if (r0 + PREFETCH_ROWS + BLOCK <= rows) {
+      prefetch_rows(x + (r0 + PREFETCH_ROWS) * c, BLOCK * c);
+      prefetch_rows(dy + (r0 + PREFETCH_ROWS) * c, BLOCK * c);
+    }
+    for (size_t j0 = 0; j0 < whole; j0 += CHUNK) {
+      size_t at = r0 * c + j0;
+      grad_sums_chunk(dy + at, x + at, n, c, mean + j0, scale + j0, beta + j0, hi, masked, s + j0, q + j0);
+    }
+    for (size_t j = whole; j < c; j++) s[j] = q[j] = 0.0f;
     for (size_t r = r0; r < r0 + n; r++) {
       const float *xr = x + r * c, *dyr = dy + r * c;
-      for (size_t j = 0; j < c; j++) {
-        float xc = xr[j] - mean[j];
-        float v = beta[j] + scale[j] * xc;
-        float g = (!masked || (v > 0.0f && v < hi)) ? dyr[j] : 0.0f;
-        s[j] += g;
-        q[j] += g * xc;
-      }
+      for (size_t j = whole; j < c; j++) grad_sum_one(dyr[j], xr[j], mean[j], scale[j], beta[j], hi, masked, &s[j], &q[j]);
     }
     flush(s, q, acc, c);
   }
@@ -90,7 +187,10 @@ static inline void apply_row(const float *restrict xr, float *restrict yr, int32
 void ssd_bn_apply(const float *restrict x, float *restrict y, int32_t rows, int32_t c, const float *restrict mean,
                   const float *restrict scale, const float *restrict beta, float lo, float hi) {
 #pragma omp parallel for schedule(static)
-  for (int32_t r = 0; r < rows; r++) apply_row(x + (size_t)r * c, y + (size_t)r * c, c, mean, scale, beta, lo, hi);
+  for (int32_t r = 0; r < rows; r++) {
+    if (r + PREFETCH_ROWS < rows) prefetch_rows(x + (size_t)(r + PREFETCH_ROWS) * c, (size_t)c);
+    apply_row(x + (size_t)r * c, y + (size_t)r * c, c, mean, scale, beta, lo, hi);
+  }
 }
 
 // The gradient's sums over parts, as ssd_moments.
@@ -127,6 +227,10 @@ void ssd_bn_grad_dx(const float *restrict dy, const float *restrict x, float *re
 #pragma omp parallel for schedule(static)
   for (int32_t r = 0; r < rows; r++) {
     size_t at = (size_t)r * c;
+    if (r + PREFETCH_ROWS < rows) {
+      prefetch_rows(dy + at + (size_t)PREFETCH_ROWS * c, (size_t)c);
+      prefetch_rows(x + at + (size_t)PREFETCH_ROWS * c, (size_t)c);
+    }
     dx_row(dy + at, x + at, dx + at, c, mean, scale, beta, k, a, b, hi, masked);
   }
 }
