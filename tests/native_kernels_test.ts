@@ -74,6 +74,43 @@ Deno.test("native batch norm computes the SIMD kernels' bits: statistics, output
   }
 });
 
+Deno.test("told dy is consumed, the native gradient writes dx over dy's data, unless another tensor shares it", async () => {
+  await setBackend("wasm", { threads: 2 });
+  batchNormOnDnnl(true);
+  const shape = [4, 19, 19, 96], attrs = { eps: 1e-3, activation: "relu6" };
+  const x = tf.randomNormal(shape, 1, 2, "float32", 1), gamma = tf.randomNormal([96], 1, 0.5, "float32", 2);
+  const beta = tf.randomNormal([96], 1, 2, "float32", 3);
+  const before = tf.memory().numTensors;
+  const fwd = tf.engine().runKernel(BN_TRAIN, { x, gamma, beta }, attrs) as tf.Tensor[];
+  const [y, mean, variance, invstd] = fwd;
+  const grad = (dy: tf.Tensor, dyConsumed: boolean) =>
+    tf.engine().runKernel(
+      BN_TRAIN_GRAD,
+      { dy, x, y, mean, variance, invstd, gamma, beta },
+      { ...attrs, dyConsumed },
+    ) as tf.Tensor[];
+  const bitsOf = (t: tf.Tensor) => new Uint32Array(t.dataSync().slice().buffer);
+  const dy = tf.randomNormal(shape, 0, 1, "float32", 4);
+  const want = grad(dy, false);
+  const wantBits = want.map(bitsOf);
+  // Alone: dx is dy's data, and the same bits.
+  const dy1 = tf.add(dy, 0);
+  const got = grad(dy1, true);
+  assert.ok(got[0].dataId === dy1.dataId, "written over dy");
+  got.forEach((t, i) => assert.deepEqual(bitsOf(t), wantBits[i], `output ${i}`));
+  // Shared (a clone shares the data): a fresh dx, dy untouched.
+  const dy2 = tf.add(dy, 0), twin = dy2.clone();
+  const dyBits = bitsOf(dy2);
+  const shared = grad(dy2, true);
+  assert.ok(shared[0].dataId !== dy2.dataId, "a fresh buffer");
+  assert.deepEqual(bitsOf(twin), dyBits, "dy unchanged");
+  assert.deepEqual(bitsOf(shared[0]), wantBits[0]);
+  tf.dispose([...fwd, dy, ...want, dy1, ...got, dy2, twin, ...shared]);
+  assert.equal(tf.memory().numTensors, before, "no tensor left behind");
+  batchNormOnDnnl(false);
+  tf.dispose([x, gamma, beta]);
+});
+
 Deno.test({
   name: "without AVX-512 the kernels' portable C computes the same bits (a child built with -mno-avx512f)",
   // The child runs the test above; it must not run this one again.

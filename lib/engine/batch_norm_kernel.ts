@@ -277,11 +277,20 @@ export function nativeFor(k: SimdKernels): { k: NativeKernels; at: (offset: numb
   return { k: nat, at: (o) => nat.offset(base, o) };
 }
 
-/** Gradient with the SIMD kernels: the two sums in one pass, dx in a second. */
-function gradSimd(k: SimdKernels, backend: WasmLike, io: Record<string, Info>, act: BnActivation) {
+/**
+ * Gradient with the SIMD kernels: the two sums in one pass, dx in a second. `overDy`: the native pass may write
+ * dx over dy, which the caller frees after and no other tensor shares; dx is then dy's data.
+ */
+function gradSimd(k: SimdKernels, backend: WasmLike, io: Record<string, Info>, act: BnActivation, overDy: boolean) {
   const { dy, x, mean, invstd, gamma, beta } = io;
   const c = gamma.shape[0], n = x.shape.reduce((a, b) => a * b, 1), p = n / c;
-  const outs = [x.shape, [c], [c]].map((s) => backend.makeOutput(s, "float32"));
+  const nat = nativeFor(k);
+  const inPlace = overDy && nat !== null;
+  if (inPlace) (backend as unknown as { incRef(id: unknown): void }).incRef(dy.dataId);
+  const outs = [
+    inPlace ? { dataId: dy.dataId, shape: x.shape, dtype: "float32" as const } : backend.makeOutput(x.shape, "float32"),
+    ...[[c], [c]].map((s) => backend.makeOutput(s, "float32")),
+  ];
   const [dx, dgI, dbI] = outs;
   const parts = k.split(p, c, 16);
   // Scratch: scale/k/a/b f32[4c], acc f64[2c] per part.
@@ -295,7 +304,6 @@ function gradSimd(k: SimdKernels, backend: WasmLike, io: Record<string, Info>, a
     for (let j = 0; j < c; j++) sc[j] = g[j] * inv[j];
     const masked = act === "linear" ? 0 : 1, hi = upper(act), m = k.offset(mean), b = k.offset(beta);
     const dyp = k.offset(dy), xp = k.offset(x), dxp = k.offset(dx);
-    const nat = nativeFor(k);
     if (nat) {
       const v = { mean: nat.at(m), scale: nat.at(sp), beta: nat.at(b), hi, masked: masked === 1 };
       nat.k.bnGradSums(nat.at(dyp), nat.at(xp), c, v, nat.at(acc), parts);
@@ -386,7 +394,11 @@ const gradKernel: tf.KernelFunc = ({ inputs, backend, attrs = {} }) => {
   }
   const c = gamma.shape[0];
   const simd = c > 0 && c % 4 === 0 ? simdKernels(backend) : null;
-  if (simd) return gradSimd(simd, backend as unknown as WasmLike, { dy, x, mean, invstd, gamma, beta }, act);
+  // The backward pass without the tape frees dy after this kernel and says so (`dyConsumed`); unless another
+  // tensor shares dy's data, dx may then be written over it.
+  const overDy = attrs.dyConsumed === true &&
+    (backend as unknown as { refCount(id: unknown): number }).refCount(dy.dataId) === 1;
+  if (simd) return gradSimd(simd, backend as unknown as WasmLike, { dy, x, mean, invstd, gamma, beta }, act, overDy);
   const io = ioOf(backend).run(used, [x.shape, [c], [c]]);
   const [dyv, xv, m, inv, g, b] = io.ins, [dx, dgamma, dbeta] = io.outs;
   const scale = g.map((v, j) => v * inv[j]);

@@ -184,7 +184,8 @@ function backward(node: GraphNode, dy: tf.Tensor, c: BackwardContext): void {
     case "bn": {
       const gamma = c.params.get(`${node.name}.gamma`)!, beta = c.params.get(`${node.name}.beta`)!;
       const [mean, variance, invstd] = c.saved.get(node.id)!;
-      const attrs = { eps: node.eps, activation: c.fusions.get(node.id) ?? "linear" };
+      // dy is freed below, after its last read: the kernel may write dx over it (batch_norm_kernel.ts).
+      const attrs = { eps: node.eps, activation: c.fusions.get(node.id) ?? "linear", dyConsumed: true };
       const g = gradientOf(
         BN_TRAIN,
         [dy],
