@@ -258,15 +258,25 @@ function execArgs(pairs: [number, Deno.PointerValue][]): Uint8Array {
   return new Uint8Array(a.buffer);
 }
 
-let winograd = true;
+/**
+ * Multiply-adds per image below which a conv keeps the direct algorithm. The demo's one conv that would fit
+ * (64 -> 64 channels at 20x20, 15M) ran 1.8x faster as Winograd, 1.5 ms of a 55 ms step at batch 16, but its
+ * extra rounding moved the lockstep check against wasm (`deno task bench --only ort`): the worst of 10 focal-loss
+ * steps from 1.7e-4 to 2.9e-3 relative in the gradients. VGG16's smallest fitting conv does 850M.
+ */
+export const WINOGRAD_MIN_MACS = 1e8;
+
+let winograd = true, winogradMinMacs = WINOGRAD_MIN_MACS;
 
 /**
  * Turns oneDNN's Winograd convolutions on (the default) or off for the convs they fit
- * ({@linkcode winogradFits}); off, every conv runs oneDNN's direct algorithm. Plans made before stay cached
- * under their own algorithm.
+ * ({@linkcode winogradFits}); off, every conv runs oneDNN's direct algorithm. `minMacs` moves the least work per
+ * image a conv needs (default {@linkcode WINOGRAD_MIN_MACS}). Plans made before stay cached under their own
+ * algorithm.
  */
-export function dnnlWinograd(on: boolean): void {
+export function dnnlWinograd(on: boolean, minMacs: number = WINOGRAD_MIN_MACS): void {
   winograd = on;
+  winogradMinMacs = minMacs;
 }
 
 /** Whether Winograd convolutions are on ({@linkcode dnnlWinograd}). */
@@ -276,17 +286,18 @@ export function dnnlWinogradOn(): boolean {
 
 /**
  * Whether a conv runs as a Winograd convolution when they are on: dense 3x3 convs at stride 1, undilated, of
- * 64 or more channels in and out, over maps of 19x19 or more. oneDNN 2.6's F(4x4, 3x3) kernels
- * (`jit_wino_4x3`) do a quarter of the direct algorithm's multiplies. On SSD300-VGG16's conv shapes at batch 4
- * they ran forward, input and filter gradients 1.4-2.4x faster than the direct kernels (fwd + dX + dW 983 ->
- * 499 ms over six layers, a development run), at ~3.5x the direct algorithm's float32 rounding error (a relative
- * RMS error of 7.6e-7 against 2.2e-7 over float64 sums; tests/dnnl_test.ts bounds it). Small maps and
- * channel counts gain little from the tile transforms; other shapes have no Winograd kernel.
+ * 64 or more channels in and out, over maps of 19x19 or more, and of at least `minMacs` multiply-adds per
+ * image (default: as {@linkcode dnnlWinograd} set it). oneDNN 2.6's F(4x4, 3x3) kernels (`jit_wino_4x3`) do a
+ * quarter of the direct algorithm's multiplies. On SSD300-VGG16's conv shapes at batch 4 they ran forward, input
+ * and filter gradients 1.4-2.4x faster than the direct kernels (fwd + dX + dW 983 -> 499 ms over six layers, a
+ * development run), at ~2-3.5x the direct algorithm's float32 rounding error (a relative RMS error of 7.6e-7
+ * against 2.2e-7 over float64 sums; tests/dnnl_test.ts bounds it). Other shapes have no Winograd kernel.
  */
-export function winogradFits(g: ConvGeometry): boolean {
-  const [, oh, ow, co] = g.y;
+export function winogradFits(g: ConvGeometry, minMacs: number = winogradMinMacs): boolean {
+  const [, oh, ow, co] = g.y, ci = g.x[3];
   return !g.depthwise && g.w[0] === 3 && g.w[1] === 3 && g.strides[0] === 1 && g.strides[1] === 1 &&
-    g.dilations[0] === 1 && g.dilations[1] === 1 && g.x[3] >= 64 && co >= 64 && oh >= 19 && ow >= 19;
+    g.dilations[0] === 1 && g.dilations[1] === 1 && ci >= 64 && co >= 64 && oh >= 19 && ow >= 19 &&
+    oh * ow * ci * co * 9 >= minMacs;
 }
 
 function planOf(pass: ConvPass, g: ConvGeometry, bias: boolean): Plan {
