@@ -163,15 +163,8 @@ Deno.test("oneDNN's Winograd convs (the 3x3s that fit) match the cpu backend: fo
     tf.dispose([x, w, bias, y, dy, dx, dw, yb]);
   }
   // Strided, dilated, 1x1, depthwise, few channels, a small map or little work: direct.
-  const base = {
-    x: [4, 38, 38, 256],
-    w: [3, 3, 256, 256],
-    y: [4, 38, 38, 256],
-    strides: [1, 1],
-    dilations: [1, 1],
-    pads: [1, 1, 1, 1],
-    depthwise: false,
-  } as ConvGeometry;
+  const same = { strides: [1, 1], dilations: [1, 1], pads: [1, 1, 1, 1], depthwise: false };
+  const base = { x: [4, 38, 38, 256], w: [3, 3, 256, 256], y: [4, 38, 38, 256], ...same } as ConvGeometry;
   assert.ok(winogradFits(base));
   for (
     const g of [
