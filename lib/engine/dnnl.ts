@@ -4,7 +4,8 @@
  * Debian's `libdnnl2` (2.6). The tensors stay where they are, in the wasm
  * heap (NHWC activations, tfjs's [KH, KW, Ci, Co] filters). Each conv plan
  * lets oneDNN pick its own blocked layout (`any`) and reorders into and out of
- * it, and a pass then runs near the machine's best GEMM rate; a 1x1 conv at
+ * it, and a pass then runs near the machine's best GEMM rate (the large dense
+ * 3x3s as Winograd convolutions, {@linkcode winogradFits}); a 1x1 conv at
  * stride 1 is a matmul over the NHWC rows, with no reorders, its weight
  * gradients over many rows an inner product's ({@linkcode dnnlPointwise}). `deno task bench --only ort` measures both
  * against onnxruntime. Depthwise convs keep NHWC, where oneDNN has kernels of
@@ -277,11 +278,6 @@ let winograd = true, winogradMinMacs = WINOGRAD_MIN_MACS;
 export function dnnlWinograd(on: boolean, minMacs: number = WINOGRAD_MIN_MACS): void {
   winograd = on;
   winogradMinMacs = minMacs;
-}
-
-/** Whether Winograd convolutions are on ({@linkcode dnnlWinograd}). */
-export function dnnlWinogradOn(): boolean {
-  return winograd;
 }
 
 /**

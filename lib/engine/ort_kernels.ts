@@ -122,7 +122,8 @@ export interface OrtKernelOptions {
   nativeBatchNorm?: boolean;
   /**
    * With `onednn`, run the convs that fit as Winograd convolutions (dnnl.ts's `winogradFits`: dense 3x3
-   * convs at stride 1 of 64+ channels over maps of 19x19+; default true, `SSD_WINOGRAD=0` makes it false).
+   * convs at stride 1 of 64+ channels over maps of 19x19+, 100M+ multiply-adds per image; default true,
+   * `SSD_WINOGRAD=0` makes it false).
    */
   winograd?: boolean;
   /** tfjs backend whose kernels are replaced (default "wasm"; must keep data in a wasm heap). */
