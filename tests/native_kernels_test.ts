@@ -113,7 +113,7 @@ Deno.test("told dy is consumed, the native gradient writes dx over dy's data, un
 
 Deno.test({
   name: "without AVX-512 the kernels' portable C computes the same bits (a child built with -mno-avx512f)",
-  // The child runs the test above; it must not run this one again.
+  // The child runs the bit-for-bit batch-norm test only; it must not run this one again.
   ignore: Deno.env.get("SSD_NATIVE_PORTABLE_CHILD") === "1",
   fn() {
     const dir = Deno.makeTempDirSync();
