@@ -15,6 +15,7 @@ import * as fs from "node:fs";
 import { setBackend, useUntapedBackward } from "../lib/engine/mod.ts";
 import type { FilterGradVariant, InputGradVariant } from "../lib/engine/ort_graphs.ts";
 import {
+  convGeometry,
   type OrtKernelOptions,
   ortStats,
   registerOrtKernels,
@@ -23,7 +24,6 @@ import {
 } from "../lib/engine/ort_kernels.ts";
 import { loadSsdConfig } from "../lib/ssd_config.ts";
 import { DNNL_INSTALL_HINT, dnnlAvailable, winogradFits } from "../lib/engine/dnnl.ts";
-import type { ConvGeometry } from "../lib/engine/ort_graphs.ts";
 import { type ConvShape, flops, label } from "./conv_bench.ts";
 import { torchFigures, torchTrainStep } from "./peers.ts";
 import { jsonFromChild, type StepJob, type StepTiming, timeTrainStep } from "./step_timer.ts";
@@ -157,7 +157,8 @@ async function convRows(
       against: "vs onnxruntime's own convs",
       note: `${gf(3 * f, total)} (fwd ${gf(f, dnnl.fwd)}, dX ${gf(f, dnnl.dx)}, dW ${gf(f, dnnl.dw)})`,
     });
-    if (winogradFits(geometryOfShape(s))) {
+    const attrs = { strides: 1, pad: "same", dilations: 1 };
+    if (winogradFits(convGeometry([s.n, s.hw, s.hw, s.ci], [3, 3, s.ci, s.co], attrs, false))) {
       // Winograd does a fraction of the multiplies: its rate over the direct FLOPs may pass the peak.
       const wino = await dnnlPasses(true);
       const t = wino.fwd + wino.dx + wino.dw;
@@ -176,19 +177,6 @@ async function convRows(
   }
   registerOrtKernels({ onednn: true, winograd: Deno.env.get("SSD_WINOGRAD") !== "0" }); // back to the default
   return rows;
-}
-
-/** The geometry of a 3x3 "same" conv at stride 1 of shape `s`, as the kernels hand it to oneDNN. */
-function geometryOfShape(s: ConvShape): ConvGeometry {
-  return {
-    x: [s.n, s.hw, s.hw, s.ci],
-    w: [3, 3, s.ci, s.co],
-    y: [s.n, s.hw, s.hw, s.co],
-    strides: [1, 1],
-    dilations: [1, 1],
-    pads: [1, 1, 1, 1],
-    depthwise: false,
-  };
 }
 
 /** A step timing with the share of it inside onnxruntime and its runs per step. */

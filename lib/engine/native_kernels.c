@@ -47,6 +47,13 @@ static inline void prefetch_rows(const float *p, size_t floats) {
   for (size_t i = 0; i < floats * 4; i += 64) __builtin_prefetch(b + i, 0, 3);
 }
 
+// One element of the statistics: adds x - shift and its square.
+static inline void moment_one(float x, float shift, float *s, float *q) {
+  float v = x - shift;
+  *s += v;
+  *q += v * v;
+}
+
 // One element of the gradient's sums: g is dy where the recomputed pre-activation lies in (0, hi) (masked),
 // else dy; adds g and g * (x - mean).
 static inline void grad_sum_one(float dy, float x, float mean, float scale, float beta, float hi, int masked,
@@ -95,11 +102,7 @@ static inline void grad_sums_chunk(const float *dy, const float *x, size_t n, si
 static inline void moments_chunk(const float *x, size_t n, size_t c, const float *shift, float *s, float *q) {
   float sv[CHUNK] = {0}, qv[CHUNK] = {0};
   for (size_t r = 0; r < n; r++) {
-    for (size_t j = 0; j < CHUNK; j++) {
-      float v = x[r * c + j] - shift[j];
-      sv[j] += v;
-      qv[j] += v * v;
-    }
+    for (size_t j = 0; j < CHUNK; j++) moment_one(x[r * c + j], shift[j], &sv[j], &qv[j]);
   }
   for (size_t j = 0; j < CHUNK; j++) s[j] = sv[j], q[j] = qv[j];
 }
@@ -127,11 +130,7 @@ static void moments_part(const float *restrict x, size_t rows, size_t c, const f
     for (size_t j = whole; j < c; j++) s[j] = q[j] = 0.0f;
     for (size_t r = r0; r < r0 + n; r++) {
       const float *xr = x + r * c;
-      for (size_t j = whole; j < c; j++) {
-        float v = xr[j] - shift[j];
-        s[j] += v;
-        q[j] += v * v;
-      }
+      for (size_t j = whole; j < c; j++) moment_one(xr[j], shift[j], &s[j], &q[j]);
     }
     flush(s, q, acc, c);
   }
@@ -156,7 +155,9 @@ static void grad_sums_part(const float *restrict dy, const float *restrict x, si
     for (size_t j = whole; j < c; j++) s[j] = q[j] = 0.0f;
     for (size_t r = r0; r < r0 + n; r++) {
       const float *xr = x + r * c, *dyr = dy + r * c;
-      for (size_t j = whole; j < c; j++) grad_sum_one(dyr[j], xr[j], mean[j], scale[j], beta[j], hi, masked, &s[j], &q[j]);
+      for (size_t j = whole; j < c; j++) {
+        grad_sum_one(dyr[j], xr[j], mean[j], scale[j], beta[j], hi, masked, &s[j], &q[j]);
+      }
     }
     flush(s, q, acc, c);
   }
@@ -206,16 +207,22 @@ void ssd_bn_grad_sums(const float *restrict dy, const float *restrict x, int32_t
   }
 }
 
+// One element of bn_grad_dx: k * ((g - a) - b * (x - mean)), g as in grad_sum_one.
+static inline float dx_one(float dy, float x, float mean, float scale, float beta, float k, float a, float b,
+                           float hi, int32_t masked) {
+  float xc = x - mean;
+  float v = beta + scale * xc;
+  float g = (!masked || (v > 0.0f && v < hi)) ? dy : 0.0f;
+  return k * ((g - a) - b * xc);
+}
+
 // One row of bn_grad_dx into dxr.
 static inline void dx_row(const float *restrict dyr, const float *restrict xr, float *restrict dxr, int32_t c,
                           const float *restrict mean, const float *restrict scale, const float *restrict beta,
                           const float *restrict k, const float *restrict a, const float *restrict b, float hi,
                           int32_t masked) {
   for (int32_t j = 0; j < c; j++) {
-    float xc = xr[j] - mean[j];
-    float v = beta[j] + scale[j] * xc;
-    float g = (!masked || (v > 0.0f && v < hi)) ? dyr[j] : 0.0f;
-    dxr[j] = k[j] * ((g - a[j]) - b[j] * xc);
+    dxr[j] = dx_one(dyr[j], xr[j], mean[j], scale[j], beta[j], k[j], a[j], b[j], hi, masked);
   }
 }
 
@@ -225,10 +232,7 @@ static inline void dx_row_in_place(float *restrict io, const float *restrict xr,
                                    const float *restrict beta, const float *restrict k, const float *restrict a,
                                    const float *restrict b, float hi, int32_t masked) {
   for (int32_t j = 0; j < c; j++) {
-    float xc = xr[j] - mean[j];
-    float v = beta[j] + scale[j] * xc;
-    float g = (!masked || (v > 0.0f && v < hi)) ? io[j] : 0.0f;
-    io[j] = k[j] * ((g - a[j]) - b[j] * xc);
+    io[j] = dx_one(io[j], xr[j], mean[j], scale[j], beta[j], k[j], a[j], b[j], hi, masked);
   }
 }
 

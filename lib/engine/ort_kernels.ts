@@ -442,7 +442,13 @@ function pair(v: unknown): [number, number] {
   return typeof v === "number" ? [v, v] : [(v as number[])[0], (v as number[])[1]];
 }
 
-function geometry(xShape: number[], wShape: number[], attrs: tf.NamedAttrMap, depthwise: boolean): ConvGeometry {
+/** The geometry oneDNN and the onnxruntime graphs get for a conv kernel's shapes and tfjs attributes. */
+export function convGeometry(
+  xShape: number[],
+  wShape: number[],
+  attrs: tf.NamedAttrMap,
+  depthwise: boolean,
+): ConvGeometry {
   const info = tf.backend_util.computeConv2DInfo(
     xShape as [number, number, number, number],
     wShape as [number, number, number, number],
@@ -554,7 +560,7 @@ function convForward(
   if (!x || !filter || !usable([x, filter, bias], attrs)) return null;
   const activation = (fused ? attrs.activation ?? "linear" : "linear") as FusedActivation;
   if (preluActivationWeights || !FUSED_ACTIVATIONS.has(activation)) return null;
-  const g = geometry(x.shape, filter.shape, attrs, depthwise);
+  const g = convGeometry(x.shape, filter.shape, attrs, depthwise);
   const outC = g.y[3];
   // Only a per-channel bias maps onto Conv's B input.
   if (bias && !(bias.shape.length === 1 && bias.shape[0] === outC)) return null;
@@ -588,7 +594,7 @@ function backpropInput(
 ): Info | null {
   const { dy, filter } = inputs as { dy: Info; filter: Info };
   if (!usable([dy, filter], attrs)) return null;
-  const g = geometry(attrs.inputShape as number[], filter.shape, attrs, depthwise);
+  const g = convGeometry(attrs.inputShape as number[], filter.shape, attrs, depthwise);
   if (macs(g) < opts.minMacs) return null;
   if (useDnnl(g, "dx")) return runDnnl(backend, "dx", g, [["dy", dy], ["w", filter]], ["dx", g.x]);
   if (depthwise && !ortTakes("DepthwiseConv2dNativeBackpropInput")) return null;
@@ -609,7 +615,7 @@ function backpropFilter(
 ): Info | null {
   const { x, dy } = inputs as { x: Info; dy: Info };
   if (!usable([x, dy], attrs)) return null;
-  const g = geometry(x.shape, attrs.filterShape as number[], attrs, depthwise);
+  const g = convGeometry(x.shape, attrs.filterShape as number[], attrs, depthwise);
   if (macs(g) < opts.minMacs) return null;
   if (useDnnl(g, "dw")) return runDnnl(backend, "dw", g, [["x", x], ["dy", dy]], ["dw", g.w]);
   if (depthwise && !ortTakes("DepthwiseConv2dNativeBackpropFilter")) return null;
